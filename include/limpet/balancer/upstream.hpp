@@ -1,0 +1,89 @@
+// The runtime form of one [[upstream]]: its backends, ring and routing policy. Built on the main
+// thread as part of a Snapshot and immutable afterwards; route() and the session hooks are called
+// concurrently from every worker (shared state lives in BackendState atomics and AffinityTable).
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "limpet/balancer/backend.hpp"
+#include "limpet/config/config.hpp"
+#include "limpet/http/message.hpp"
+#include "limpet/util/result.hpp"
+
+namespace limpet::balancer {
+
+class AffinityTable;
+class Ring;
+
+// Why a backend was chosen; written to the access log ("why did this client land there").
+enum class RouteReason { kNone, kAffinity, kCookie, kHash, kPlacement };
+const char* to_string(RouteReason reason);
+
+struct RuntimeBackend {
+  const config::BackendConfig* config = nullptr;  // points into the snapshot's Config
+  std::shared_ptr<BackendState> state;
+  sockaddr_storage addr{};  // resolved at build time
+  socklen_t addr_len = 0;
+  std::string cookie_token;  // stable opaque token for the sticky cookie (derived from the name)
+};
+
+struct RouteInput {
+  const http::RequestHead& head;
+  std::string_view client_ip;  // peer address as text ("127.0.0.1", "::1")
+  std::span<const int> exclude;  // backend indexes already tried for this request (connect failures)
+  uint64_t random = 0;  // caller-supplied randomness (per-worker PRNG), for two_choices
+};
+
+struct Route {
+  int backend = -1;  // index into backends(); -1 = nothing usable (caller answers 503)
+  RouteReason reason = RouteReason::kNone;
+  std::string session_id;  // Engine.IO sid carried by the request ("" if none): never retry once sent
+  bool engineio = false;   // request path is one of engineio_paths
+  bool handshake = false;  // engineio && no sid: the response may carry a new sid to learn
+  bool set_cookie = false; // sticky cookie enabled and the request did not carry a valid one
+};
+
+class Upstream {
+ public:
+  // Resolves addresses, builds the ring, binds BackendStates by name. Main thread.
+  static Result<std::shared_ptr<const Upstream>> build(const config::UpstreamConfig& cfg,
+                                                       BackendRegistry& registry,
+                                                       std::shared_ptr<AffinityTable> affinity);
+  ~Upstream();
+
+  const config::UpstreamConfig& config() const { return *config_; }
+  const std::vector<RuntimeBackend>& backends() const { return backends_; }
+
+  // Order (design §5): affinity (sid) → sticky cookie → consistent hash → placement.
+  Route route(const RouteInput& in) const;
+
+  // Session hooks, called by the proxy on the worker that handled the request. The proxy parses
+  // the handshake (proxy/socketio) and reports the sid the backend at index `backend` issued.
+  void learn_session(std::string_view session_id, int backend) const;
+  // A handshake response whose sid could not be read (compressed, garbage): counted only.
+  void note_unparsable_handshake() const;
+  // The session's WebSocket tunnel ended: the session is over.
+  void forget_session(std::string_view session_id) const;
+
+  // "Set-Cookie: <name>=<token>; Path=...; ..." value for backend i (no header name, no CRLF).
+  std::string sticky_cookie_value(int backend) const;
+
+ private:
+  Upstream() = default;
+  const config::UpstreamConfig* config_ = nullptr;
+  std::vector<RuntimeBackend> backends_;
+  std::unique_ptr<Ring> ring_;
+  std::shared_ptr<AffinityTable> affinity_;
+  mutable std::atomic<uint64_t> rr_next_{0};
+};
+
+}  // namespace limpet::balancer

@@ -1,0 +1,149 @@
+// Configuration as plain data: what limpet.toml says, validated and with defaults applied.
+// Built by config/loader on the main thread; immutable once published in a Snapshot, so any
+// thread may read it through a shared_ptr<const Config>.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace limpet::config {
+
+using Millis = std::chrono::milliseconds;
+
+// "host:port", "[v6]:port" or "*:port"; resolved at load time to a numeric host.
+struct Address {
+  std::string host;  // numeric IPv4/IPv6 literal ("0.0.0.0" for "*")
+  uint16_t port = 0;
+  std::string text;  // as written, for messages and logs
+};
+
+enum class Balance {
+  kRoundRobin,     // "round_robin"
+  kLeastConn,      // "least_conn": fewest in-flight requests + open tunnels
+  kLeastSessions,  // "least_sessions": fewest live sessions (affinity entries + tunnels), weighted
+  kTwoChoices,     // "two_choices": power of two random choices on live sessions
+};
+
+enum class RingKind {
+  kMaglev,      // "maglev"
+  kRendezvous,  // "rendezvous"
+};
+
+// One entry of upstream.hash_keys: where the consistent-hash key comes from.
+struct HashKeySource {
+  enum class Kind { kQuery, kHeader, kCookie, kIp };
+  Kind kind = Kind::kIp;
+  std::string name;  // parameter/header/cookie name; empty for kIp
+  std::string text;  // as written ("query:room"), for logs
+};
+
+struct StickyCookie {
+  bool enabled = false;
+  std::string name = "limpet_backend";
+  std::string path = "/";
+  Millis max_age{0};  // 0 = session cookie
+  bool secure = false;
+  bool http_only = true;
+};
+
+struct HealthCheck {
+  enum class Kind { kNone, kHttp, kEngineIo };
+  Kind kind = Kind::kNone;
+  std::string path = "/";  // HTTP path, or the Engine.IO path for kEngineIo
+  Millis interval{2000};
+  Millis timeout{1000};
+  int rise = 2;
+  int fall = 3;
+  int status_min = 200;
+  int status_max = 399;
+};
+
+struct BackendConfig {
+  std::string name;
+  Address address;
+  uint32_t weight = 1;  // 1..1000
+  std::string file;  // source position, for reload messages
+  int line = 0;
+};
+
+struct UpstreamConfig {
+  std::string name;
+  Balance balance = Balance::kLeastSessions;
+  std::vector<BackendConfig> backends;
+
+  // Stickiness (design §5), applied in this order before `balance`.
+  std::vector<std::string> engineio_paths{"/socket.io/"};  // empty = no sid affinity
+  Millis session_ttl{50000};  // > pingInterval (25 s) + pingTimeout (20 s)
+  StickyCookie sticky_cookie;
+  std::vector<HashKeySource> hash_keys;  // first present wins; empty = no hashing
+  RingKind ring = RingKind::kMaglev;
+  uint32_t ring_size = 65537;  // Maglev table size (prime)
+  double balance_factor = 0;   // 0 = unbounded; else e.g. 1.25
+  std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For is believed for `ip`
+
+  // Upstream connections.
+  Millis connect_timeout{5000};
+  Millis read_timeout{60000};  // per read while waiting for the response; > Engine.IO 45 s
+  Millis send_timeout{60000};
+  uint32_t max_tries = 3;  // connect attempts over distinct backends (never for sid requests once sent)
+  uint32_t keepalive_max_idle = 64;  // idle pooled connections per backend per worker
+  Millis keepalive_idle_timeout{60000};
+
+  HealthCheck health;
+};
+
+struct ListenerConfig {
+  std::string name;
+  Address address;
+  std::string upstream;  // name of an UpstreamConfig
+  uint32_t backlog = 511;
+  uint32_t max_connections = 10000;  // per worker
+  Millis header_timeout{10000};      // whole request head must arrive within this (408)
+  Millis keepalive_timeout{75000};   // idle client connection between requests
+  Millis send_timeout{60000};        // client not reading our response
+  Millis tunnel_idle_timeout{600000};
+  size_t max_header_size = 16 * 1024;   // whole head (431)
+  size_t max_request_line = 8 * 1024;   // request line (414)
+  size_t max_body_size = 16 * 1024 * 1024;  // 413; 0 = unlimited
+  bool add_forwarded = false;           // RFC 7239 Forwarded header besides X-Forwarded-*
+};
+
+struct AdminConfig {
+  bool enabled = false;
+  Address address;  // default 127.0.0.1:9090 when [admin] is present
+  std::string token;  // empty = write operations refused
+};
+
+struct ServerConfig {
+  uint32_t workers = 0;  // 0 = "auto" (number of cores)
+  std::string pid_file;  // empty = none
+  std::string error_log = "stderr";
+  std::string log_level = "info";  // debug | info | warn | error
+  std::string access_log = "stderr";  // path, "stderr" or "off"
+  std::string access_log_format = "text";  // text | json
+  Millis shutdown_timeout{10000};
+  Millis drain_timeout{30000};
+  Millis close_spread{5000};
+  size_t affinity_max_entries = 1000000;
+};
+
+struct Config {
+  std::string file;  // path the config was loaded from
+  ServerConfig server;
+  std::vector<ListenerConfig> listeners;
+  std::vector<UpstreamConfig> upstreams;
+  AdminConfig admin;
+
+  const UpstreamConfig* find_upstream(const std::string& name) const {
+    for (const auto& u : upstreams) {
+      if (u.name == name) return &u;
+    }
+    return nullptr;
+  }
+};
+
+}  // namespace limpet::config
