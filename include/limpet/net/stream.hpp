@@ -1,0 +1,95 @@
+// A TCP connection on a worker loop: the uv_tcp_t, one timer, the outgoing queue, reads into
+// borrowed pool buffers (nothing held while idle). Heap-allocated and self-deleting: close()
+// closes both handles and the object frees itself in the last close callback, after telling its
+// delegate. Owning worker only.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+
+#include "limpet/net/out_queue.hpp"
+#include "limpet/util/buffer_pool.hpp"
+
+namespace limpet::net {
+
+class Stream;
+
+class StreamDelegate {
+ public:
+  virtual ~StreamDelegate() = default;
+  virtual void on_data(Stream* s, std::string_view data) = 0;
+  // EOF (status UV_EOF) or a read error.
+  virtual void on_end(Stream* s, int status) = 0;
+  // Pending output fell under the low-water mark, or drained.
+  virtual void on_writable(Stream* s) = 0;
+  // Final callback: the stream is about to be freed.
+  virtual void on_closed(Stream* s) = 0;
+  // The stream's timer fired.
+  virtual void on_timeout(Stream* s) = 0;
+};
+
+class Stream {
+ public:
+  Stream(uv_loop_t* loop, BufferPool* buffers);
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  uv_tcp_t* tcp() { return &tcp_; }
+  uv_stream_t* uv() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  void set_delegate(StreamDelegate* delegate) { delegate_ = delegate; }
+  StreamDelegate* delegate() const { return delegate_; }
+
+  // Outgoing connection; `on_done(status)` runs on the loop. The queue attaches on success.
+  int connect(const sockaddr* addr, std::function<void(int status)> on_done);
+  // The stream was accepted by a listener: attach the queue now.
+  void accepted();
+  void set_nodelay();
+
+  void start_reading();
+  void stop_reading();
+  bool reading() const { return reading_; }
+
+  void write(std::string_view data) { out_.write(data); }
+  OutQueue& out() { return out_; }
+  // Half-close our sending side once everything queued has been written.
+  void shutdown_after_writes();
+
+  void set_timeout(uint64_t ms);
+  void clear_timeout();
+
+  void close();
+  bool closing() const { return closing_; }
+
+  uint64_t bytes_read() const { return bytes_read_; }
+  void* user_data = nullptr;  // free for the owner (the pool keys idle streams with it)
+
+ private:
+  ~Stream() = default;  // only via close()
+  static void on_alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_connect_cb(uv_connect_t* req, int status);
+  static void on_timer_cb(uv_timer_t* t);
+  static void on_shutdown_cb(uv_shutdown_t* req, int status);
+  static void on_close_cb(uv_handle_t* h);
+  void maybe_shutdown();
+
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_connect_t connect_req_{};
+  uv_shutdown_t shutdown_req_{};
+  BufferPool* buffers_;
+  StreamDelegate* delegate_ = nullptr;
+  OutQueue out_;
+  std::function<void(int)> on_connect_;
+  uint64_t bytes_read_ = 0;
+  int open_handles_ = 2;
+  bool reading_ = false;
+  bool closing_ = false;
+  bool shutdown_wanted_ = false;
+  bool shutdown_sent_ = false;
+};
+
+}  // namespace limpet::net
