@@ -1,7 +1,133 @@
 #include "limpet/app/cli.hpp"
 
-namespace limpet::app {
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <string>
 
-int run_cli(int, char**) { return 0; }
+#include "limpet/config/loader.hpp"
+#include "limpet/runtime/server.hpp"
+#include "limpet/runtime/snapshot.hpp"
+
+namespace limpet::app {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+constexpr const char* kDefaultConfig = "/etc/limpet/limpet.toml";
+
+void print_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: limpet [-c FILE] [-t] [-s stop|quit|reload|reopen] [-v] [-h]\n"
+               "  -c FILE   configuration file (default %s)\n"
+               "  -t        check the configuration and exit (0: ok, 1: error)\n"
+               "  -s SIG    send a signal to the running limpet named by the config's pid_file\n"
+               "  -v        print the version and exit\n"
+               "  -h        print this help and exit\n",
+               kDefaultConfig);
+}
+
+// -t: everything a start would check short of binding sockets.
+int check_config(const std::string& path) {
+  auto loaded = config::load_file(path);
+  if (!loaded) {
+    std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
+    return 1;
+  }
+  runtime::SharedState shared;
+  shared.affinity = std::make_shared<balancer::AffinityTable>(shared.registry, 1);
+  auto snapshot = runtime::build_snapshot(
+      std::make_shared<const config::Config>(std::move(*loaded)), shared, 1);
+  if (!snapshot) {
+    std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
+    return 1;
+  }
+  std::printf("limpet: configuration file %s: configuration ok\n", path.c_str());
+  return 0;
+}
+
+int send_signal(const std::string& path, const std::string& name) {
+  int signum = name == "stop"     ? SIGTERM
+               : name == "quit"   ? SIGQUIT
+               : name == "reload" ? SIGHUP
+               : name == "reopen" ? SIGUSR1
+                                  : 0;
+  if (signum == 0) {
+    std::fprintf(stderr, "limpet: -s expects stop, quit, reload or reopen, got \"%s\"\n", name.c_str());
+    return 1;
+  }
+  auto loaded = config::load_file(path);
+  if (!loaded) {
+    std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
+    return 1;
+  }
+  const std::string& pid_file = loaded->server.pid_file;
+  if (pid_file.empty()) {
+    std::fprintf(stderr, "limpet: %s sets no server.pid_file: cannot find the running limpet\n",
+                 path.c_str());
+    return 1;
+  }
+  std::ifstream in(pid_file);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0) {
+    std::fprintf(stderr, "limpet: cannot read a pid from %s\n", pid_file.c_str());
+    return 1;
+  }
+  if (::kill(static_cast<pid_t>(pid), signum) != 0) {
+    std::fprintf(stderr, "limpet: kill %ld: %s\n", pid, std::strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  std::string config_path = kDefaultConfig;
+  std::string signal_name;
+  bool test_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](const char* flag) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "limpet: %s needs an argument\n", flag);
+        return nullptr;
+      }
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      print_usage(stdout);
+      return 0;
+    } else if (arg == "-v" || arg == "--version") {
+      std::printf("limpet %s\n", kVersion);
+      return 0;
+    } else if (arg == "-t") {
+      test_only = true;
+    } else if (arg == "-c") {
+      const char* v = value("-c");
+      if (!v) return 1;
+      config_path = v;
+    } else if (arg == "-s") {
+      const char* v = value("-s");
+      if (!v) return 1;
+      signal_name = v;
+    } else {
+      std::fprintf(stderr, "limpet: unknown option \"%s\"\n", arg.c_str());
+      print_usage(stderr);
+      return 1;
+    }
+  }
+  try {
+    if (test_only) return check_config(config_path);
+    if (!signal_name.empty()) return send_signal(config_path, signal_name);
+    runtime::Server server(config_path);
+    return server.run();
+  } catch (const std::exception& e) {
+    // Startup only: the data plane does not throw.
+    std::fprintf(stderr, "limpet: %s\n", e.what());
+    return 1;
+  }
+}
 
 }  // namespace limpet::app

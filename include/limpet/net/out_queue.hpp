@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace limpet::net {
 
@@ -38,6 +39,11 @@ class OutQueue {
   void detach() { stream_ = nullptr; }
 
   void write(std::string_view data);
+  // Bytes written before attach(), handed over (a connect failed: they go to another stream).
+  std::deque<std::string> take_queued() {
+    queued_ = 0;
+    return std::exchange(queue_, {});
+  }
   // Bytes written since attach that reached the socket or libuv (for "was anything sent?").
   size_t bytes_sent() const { return sent_; }
   size_t pending() const { return queued_ + in_flight_; }

@@ -1,0 +1,53 @@
+// What a client connection needs from its surroundings: the worker's shared services (loop,
+// buffers, upstream pool, randomness, counters, shutdown state) and the listener it came from
+// (its config and upstream, kept alive by the snapshot they belong to). Owning worker only.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <unordered_set>
+
+#include "limpet/balancer/upstream.hpp"
+#include "limpet/config/config.hpp"
+#include "limpet/proxy/upstream_pool.hpp"
+#include "limpet/util/buffer_pool.hpp"
+
+namespace limpet::proxy {
+
+class ClientConnection;
+
+// Per-worker counters; the admin layer sums them over workers (relaxed atomics: written by the
+// owning worker, read by the scraper).
+struct WorkerCounters {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> rejected{0};  // over max_connections
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> responses_by_class[6]{};  // index status/100
+  std::atomic<uint64_t> tunnels_opened{0};
+  std::atomic<uint64_t> retries{0};
+  std::atomic<int64_t> active_connections{0};
+};
+
+struct WorkerContext {
+  uv_loop_t* loop = nullptr;
+  BufferPool buffers;
+  UpstreamPool pool;
+  std::mt19937_64 rng{std::random_device{}()};
+  WorkerCounters counters;
+  bool shutting_down = false;
+  std::unordered_set<ClientConnection*> connections;  // for graceful shutdown
+};
+
+struct ListenerContext {
+  std::shared_ptr<const void> owner;  // the snapshot: keeps config and upstream alive
+  const config::ListenerConfig* config = nullptr;
+  const balancer::Upstream* upstream = nullptr;
+  // This worker's open connections on the listener (max_connections); shared with the worker's
+  // listener so that a connection may outlive a listener removed by a reload.
+  std::shared_ptr<uint32_t> open_connections;
+};
+
+}  // namespace limpet::proxy

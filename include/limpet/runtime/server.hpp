@@ -1,0 +1,56 @@
+// The main thread: owns the configuration, the shared state and the workers; turns signals into
+// lifecycle steps (SIGTERM/SIGINT graceful stop, a second one or SIGQUIT immediate exit, SIGHUP
+// reload, SIGUSR1 log reopen) and runs the periodic housekeeping (affinity expiry).
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "limpet/runtime/snapshot.hpp"
+#include "limpet/runtime/worker.hpp"
+
+namespace limpet::runtime {
+
+class Server {
+ public:
+  explicit Server(std::string config_path);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Loads the config, opens the listening sockets and runs until stopped. Returns the exit code.
+  int run();
+
+ private:
+  static void on_signal_cb(uv_signal_t* handle, int signum);
+  static void on_worker_exit_cb(uv_async_t* handle);
+  static void on_shutdown_timeout_cb(uv_timer_t* handle);
+  static void on_housekeeping_cb(uv_timer_t* handle);
+  void on_signal(int signum);
+  void begin_shutdown();
+  void on_worker_exit();
+  void reload();
+  void finish();
+  Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count);
+  void apply_logging(const config::ServerConfig& server);
+
+  std::string config_path_;
+  uv_loop_t loop_{};
+  std::vector<uv_signal_t> signals_;
+  uv_async_t worker_exit_{};
+  uv_timer_t shutdown_timer_{};
+  uv_timer_t housekeeping_timer_{};
+  SharedState shared_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<int> workers_running_{0};
+  uint64_t generation_ = 0;
+  bool shutting_down_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace limpet::runtime

@@ -1,0 +1,39 @@
+// An immutable, complete view of the running configuration: the parsed config, every upstream
+// built (addresses resolved, rings filled) and a generation number. Built on the main thread,
+// published to workers by pointer; a request keeps the snapshot it started with alive.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "limpet/balancer/affinity.hpp"
+#include "limpet/balancer/backend.hpp"
+#include "limpet/balancer/upstream.hpp"
+#include "limpet/config/config.hpp"
+#include "limpet/util/result.hpp"
+
+namespace limpet::runtime {
+
+struct Snapshot {
+  std::shared_ptr<const config::Config> config;
+  std::map<std::string, std::shared_ptr<const balancer::Upstream>> upstreams;
+  uint64_t generation = 0;
+
+  const balancer::Upstream* upstream(const std::string& name) const {
+    auto it = upstreams.find(name);
+    return it == upstreams.end() ? nullptr : it->second.get();
+  }
+};
+
+// Process-wide state that outlives snapshots: backend states and the affinity table.
+struct SharedState {
+  balancer::BackendRegistry registry;
+  std::shared_ptr<balancer::AffinityTable> affinity;
+};
+
+Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const config::Config> config,
+                                                      SharedState& shared, uint64_t generation);
+
+}  // namespace limpet::runtime

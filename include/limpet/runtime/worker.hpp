@@ -1,0 +1,83 @@
+// A worker thread: its own uv loop, its own SO_REUSEPORT listening socket per listener, and every
+// connection accepted on them (connections never leave their worker). The main thread talks to
+// it only through publish() and stop(), which wake the loop with uv_async_send.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "limpet/proxy/context.hpp"
+#include "limpet/runtime/snapshot.hpp"
+
+namespace limpet::runtime {
+
+// Listening sockets opened by the main thread (so bind errors are reported before anything
+// runs), one per worker per listener address.
+struct ListenSocket {
+  std::string address;  // listener address text: the identity kept across reloads
+  int fd = -1;
+};
+
+class Worker {
+ public:
+  Worker(int index, std::function<void()> on_exit);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread serving `snapshot` on `sockets` (ownership of the fds passes to it).
+  void start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets);
+  // Main thread: a new snapshot and the sockets of listeners that are new in it.
+  void publish(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> new_sockets);
+  // Main thread: stop accepting, finish in-flight requests, then let the thread end.
+  void stop();
+  void join();
+
+  const proxy::WorkerCounters& counters() const { return context_.counters; }
+
+ private:
+  struct Listener {
+    Worker* worker = nullptr;
+    uv_tcp_t handle{};
+    std::shared_ptr<uint32_t> open_connections = std::make_shared<uint32_t>(0);
+    std::shared_ptr<proxy::ListenerContext> context;
+    bool closing = false;
+  };
+
+  static void on_async_cb(uv_async_t* handle);
+  static void on_connection_cb(uv_stream_t* server, int status);
+  static void on_listener_closed_cb(uv_handle_t* handle);
+  void run();
+  void on_async();
+  void apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets);
+  void open_listener(const ListenSocket& socket);
+  void close_listener(Listener* listener);
+  void begin_shutdown();
+  void on_connection(Listener* listener, int status);
+
+  int index_;
+  std::function<void()> on_exit_;
+  std::thread thread_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  proxy::WorkerContext context_;
+  std::map<std::string, std::unique_ptr<Listener>> listeners_;  // by address text
+  std::shared_ptr<const Snapshot> snapshot_;
+
+  // Mailbox from the main thread.
+  std::mutex mailbox_mu_;
+  std::shared_ptr<const Snapshot> pending_snapshot_;
+  std::vector<ListenSocket> pending_sockets_;
+  bool stop_requested_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace limpet::runtime

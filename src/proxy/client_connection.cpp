@@ -1,0 +1,713 @@
+#include "limpet/proxy/client_connection.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "limpet/net/socket.hpp"
+#include "limpet/proxy/socketio.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::proxy {
+namespace {
+
+// Client bytes we keep while the current exchange runs (pipelined requests, early tunnel data)
+// before we stop reading the client.
+constexpr size_t kMaxPendingInput = 64 * 1024;
+// An Engine.IO handshake body is ~150 bytes; past this we stop looking for the sid.
+constexpr size_t kMaxHandshakeCapture = 4096;
+// After an error response: how long we keep draining the client's input before closing, so that
+// the client reads our answer instead of a reset.
+constexpr uint64_t kLingerMs = 2000;
+
+uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
+
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+}  // namespace
+
+void ClientConnection::start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
+                             net::Stream* client) {
+  auto* conn = new ClientConnection(worker, std::move(listener), client);
+  worker->connections.insert(conn);
+  client->set_delegate(conn);
+  client->accepted();
+  client->set_nodelay();
+  client->set_timeout(ms(conn->lconf().header_timeout));
+  client->start_reading();
+}
+
+ClientConnection::ClientConnection(WorkerContext* worker,
+                                   std::shared_ptr<const ListenerContext> listener,
+                                   net::Stream* client)
+    : worker_(worker),
+      listener_(std::move(listener)),
+      client_(client),
+      client_ip_(net::peer_ip(client->tcp())),
+      request_parser_(http::Parser::Kind::kRequest,
+                      {listener_->config->max_header_size, listener_->config->max_request_line},
+                      &request_side_) {
+  request_side_.self = this;
+  response_side_.self = this;
+  ++*listener_->open_connections;
+  worker_->counters.active_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+ClientConnection::~ClientConnection() {
+  --*listener_->open_connections;
+  worker_->counters.active_connections.fetch_sub(1, std::memory_order_relaxed);
+  worker_->connections.erase(this);
+}
+
+void ClientConnection::begin_shutdown() {
+  if (state_ == State::kReadingHead && !request_parser_.in_head() && pending_in_.empty()) {
+    close_all();
+  } else if (state_ == State::kTunnel) {
+    close_all();
+  } else {
+    close_after_response_ = true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream events
+
+void ClientConnection::on_data(net::Stream* s, std::string_view data) {
+  if (state_ == State::kTunnel) {
+    tunnel_data(s, data);
+  } else if (s == client_) {
+    on_client_data(data);
+  } else {
+    on_upstream_data(data);
+  }
+}
+
+void ClientConnection::on_end(net::Stream* s, int status) {
+  if (state_ == State::kTunnel) {
+    tunnel_end(s, status);
+    return;
+  }
+  if (s == upstream_) {
+    on_upstream_end(status);
+    return;
+  }
+  client_ended_ = true;
+  if (state_ == State::kExchange && request_done_ && status == UV_EOF) {
+    close_after_response_ = true;  // half-closed client: answer, then close
+    return;
+  }
+  close_all();
+}
+
+void ClientConnection::on_writable(net::Stream* s) {
+  switch (state_) {
+    case State::kTunnel: {
+      net::Stream* other = s == client_ ? upstream_ : client_;
+      if (other && !other->out().above_high_water()) other->start_reading();
+      if (client_ended_ && upstream_ended_ && client_->out().drained() &&
+          upstream_->out().drained()) {
+        close_all();
+      }
+      break;
+    }
+    case State::kExchange:
+      if (s == upstream_) {
+        update_client_reading();
+      } else if (upstream_ && !upstream_->out().above_high_water()) {
+        upstream_->start_reading();
+      }
+      break;
+    case State::kReadingHead:
+    case State::kClosing:
+      break;
+  }
+}
+
+void ClientConnection::on_closed(net::Stream* s) {
+  if (s == client_) delete this;
+}
+
+void ClientConnection::on_timeout(net::Stream* s) {
+  if (s == upstream_) {
+    if (state_ != State::kExchange) return;
+    if (!upstream_connected_) {
+      LOG_WARN("connect to backend %s timed out", upstream().backends()[backend_].config->name.c_str());
+      on_connected(UV_ETIMEDOUT);
+    } else if (!response_started_) {
+      LOG_WARN("backend %s: no response within read_timeout",
+               upstream().backends()[backend_].config->name.c_str());
+      upstream_failed(504, "read timeout");
+    } else {
+      close_all();
+    }
+    return;
+  }
+  switch (state_) {
+    case State::kReadingHead:
+      if (request_parser_.in_head() || !pending_in_.empty()) {
+        respond_error(408);
+      } else {
+        close_all();  // idle keep-alive connection
+      }
+      break;
+    case State::kTunnel:
+      LOG_DEBUG("tunnel idle timeout from %s", client_ip_.c_str());
+      close_all();
+      break;
+    case State::kExchange:  // the client stopped reading our response
+    case State::kClosing:   // lingering after an error
+      close_all();
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: requests
+
+void ClientConnection::on_client_data(std::string_view data) {
+  if (state_ == State::kClosing) return;  // lingering: discard
+  if (request_paused_ || !pending_in_.empty()) {
+    pending_in_.append(data);
+    update_client_reading();
+    return;
+  }
+  auto outcome = request_parser_.execute(data);
+  if (state_ == State::kClosing) return;
+  switch (outcome.state) {
+    case http::Parser::State::kNeedMore:
+      break;
+    case http::Parser::State::kPaused:
+    case http::Parser::State::kUpgrade:
+      on_request_paused(outcome.state);
+      pending_in_.assign(data.substr(outcome.consumed));
+      break;
+    case http::Parser::State::kError:
+      on_request_error();
+      return;
+  }
+  update_client_reading();
+}
+
+// Parses what waited in pending_in_ once the previous exchange is over.
+void ClientConnection::parse_pending_input() {
+  std::string input;
+  input.swap(pending_in_);
+  on_client_data(input);
+}
+
+void ClientConnection::on_request_paused(http::Parser::State state) {
+  request_paused_ = true;
+  // An Upgrade we do not tunnel (not a valid WebSocket handshake) continues as plain HTTP.
+  if (state == http::Parser::State::kUpgrade && request_ && !request_->websocket) {
+    request_parser_.resume_after_upgrade();
+  }
+}
+
+void ClientConnection::on_request_error() {
+  LOG_INFO("bad request from %s: %s", client_ip_.c_str(), request_parser_.error_reason().c_str());
+  if (state_ == State::kExchange && response_started_) {
+    close_all();
+  } else {
+    respond_error(request_parser_.error_status());
+  }
+}
+
+bool ClientConnection::on_request_head() {
+  worker_->counters.requests.fetch_add(1, std::memory_order_relaxed);
+  client_->clear_timeout();
+  request_ = request_parser_.take_request();
+  request_done_ = false;
+  request_body_bytes_ = 0;
+  size_t max_body = lconf().max_body_size;
+  if (max_body > 0 && request_->content_length && *request_->content_length > max_body) {
+    respond_error(413);
+    return false;
+  }
+  start_exchange();
+  return false;
+}
+
+bool ClientConnection::on_request_body(std::string_view data) {
+  if (state_ != State::kExchange) return false;
+  request_body_bytes_ += data.size();
+  size_t max_body = lconf().max_body_size;
+  if (max_body > 0 && request_body_bytes_ > max_body) return false;  // parser reports 413
+  write_body(upstream_, request_->chunked ? http::BodyFraming::kChunked : http::BodyFraming::kLength,
+             data);
+  if (upstream_connected_) upstream_->set_timeout(ms(upstream().config().send_timeout));
+  return true;
+}
+
+void ClientConnection::on_request_end() {
+  if (state_ != State::kExchange) return;
+  request_done_ = true;
+  if (request_->chunked) upstream_->write("0\r\n\r\n");
+  if (upstream_connected_) upstream_->set_timeout(ms(upstream().config().read_timeout));
+}
+
+void ClientConnection::update_client_reading() {
+  bool want = false;
+  switch (state_) {
+    case State::kReadingHead:
+      want = pending_in_.size() < kMaxPendingInput;
+      break;
+    case State::kExchange:
+      if (!request_done_) {
+        want = !upstream_ || !upstream_->out().above_high_water();
+      } else {
+        want = pending_in_.size() < kMaxPendingInput;  // pipelined input, bounded
+      }
+      break;
+    case State::kTunnel:
+    case State::kClosing:
+      return;
+  }
+  if (client_ended_) want = false;
+  if (want) {
+    client_->start_reading();
+  } else {
+    client_->stop_reading();
+  }
+}
+
+void ClientConnection::next_request() {
+  state_ = State::kReadingHead;
+  request_.reset();
+  response_parser_.reset();
+  route_ = {};
+  backend_ = -1;
+  if (client_ended_) {
+    close_all();
+    return;
+  }
+  client_->set_timeout(pending_in_.empty() ? ms(lconf().keepalive_timeout)
+                                           : ms(lconf().header_timeout));
+  if (request_paused_) {
+    request_paused_ = false;
+    request_parser_.resume();
+  }
+  if (!pending_in_.empty()) {
+    client_->set_timeout(ms(lconf().header_timeout));
+    parse_pending_input();
+  } else {
+    update_client_reading();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream side: the exchange
+
+void ClientConnection::start_exchange() {
+  state_ = State::kExchange;
+  tried_.clear();
+  response_started_ = false;
+  response_head_seen_ = false;
+  interim_response_ = false;
+  close_after_response_ = worker_->shutting_down;
+  handshake_body_.clear();
+  handshake_learning_ = false;
+  route_ = upstream().route({*request_, client_ip_, tried_, worker_->rng()});
+  if (route_.backend < 0) {
+    LOG_WARN("upstream %s: no usable backend for %s %.*s", upstream().config().name.c_str(),
+             client_ip_.c_str(), static_cast<int>(request_->path.size()), request_->path.data());
+    respond_error(503);
+    return;
+  }
+  http::build_request_head(*request_, {client_ip_, false, lconf().add_forwarded},
+                           &request_head_out_);
+  connect_upstream(route_.backend, {});
+}
+
+void ClientConnection::connect_upstream(int backend, std::deque<std::string> payload) {
+  const auto& b = upstream().backends()[static_cast<size_t>(backend)];
+  backend_ = backend;
+  tried_.push_back(backend);
+  b.state->in_flight.fetch_add(1, std::memory_order_relaxed);
+  b.state->requests.fetch_add(1, std::memory_order_relaxed);
+  LOG_DEBUG("%s %.*s %.*s -> %s (%s)", client_ip_.c_str(), static_cast<int>(request_->method.size()),
+            request_->method.data(), static_cast<int>(request_->target.size()),
+            request_->target.data(), b.config->name.c_str(), balancer::to_string(route_.reason));
+
+  upstream_key_ = std::to_string(b.state->id) + "|" + b.config->address.text;
+  response_parser_ = std::make_unique<http::Parser>(
+      http::Parser::Kind::kResponse, http::ParserLimits{64 * 1024, 8 * 1024}, &response_side_);
+  response_parser_->expect_no_body_response(request_->method == "HEAD");
+
+  if (net::Stream* pooled = worker_->pool.take(upstream_key_)) {
+    upstream_ = pooled;
+    upstream_->set_delegate(this);
+    upstream_reused_ = true;
+    upstream_connected_ = true;
+    write_payload(payload);
+    upstream_->set_timeout(ms(upstream().config().read_timeout));
+    upstream_->start_reading();
+    return;
+  }
+  upstream_ = new net::Stream(worker_->loop, &worker_->buffers);
+  upstream_->set_delegate(this);
+  upstream_reused_ = false;
+  upstream_connected_ = false;
+  write_payload(payload);
+  upstream_->set_timeout(ms(upstream().config().connect_timeout));
+  int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
+                              [this](int status) { on_connected(status); });
+  if (rc != 0) on_connected(rc);
+}
+
+void ClientConnection::on_connected(int status) {
+  if (status == 0) {
+    upstream_connected_ = true;
+    upstream_->set_nodelay();
+    upstream_->start_reading();
+    upstream_->set_timeout(ms(request_done_ ? upstream().config().read_timeout
+                                            : upstream().config().send_timeout));
+    update_client_reading();
+    return;
+  }
+  const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
+  b.state->failures.fetch_add(1, std::memory_order_relaxed);
+  LOG_WARN("connect to backend %s (%s) failed: %s", b.config->name.c_str(),
+           b.config->address.text.c_str(), uv_strerror(status));
+  // Nothing reached the backend: the queued head (and body so far) can go elsewhere.
+  retry_elsewhere(502);
+}
+
+bool ClientConnection::may_retry() const {
+  return route_.session_id.empty() && tried_.size() < upstream().config().max_tries;
+}
+
+void ClientConnection::retry_elsewhere(int status_if_not) {
+  if (!may_retry()) {
+    upstream_failed(status_if_not, "connect failed");
+    return;
+  }
+  auto queued = upstream_->out().take_queued();
+  drop_upstream();
+  balancer::Route again = upstream().route({*request_, client_ip_, tried_, worker_->rng()});
+  if (again.backend < 0) {
+    upstream_failed(status_if_not, "no other backend");
+    return;
+  }
+  worker_->counters.retries.fetch_add(1, std::memory_order_relaxed);
+  again.session_id = route_.session_id;
+  route_ = again;
+  connect_upstream(route_.backend, std::move(queued));
+}
+
+// The request head, or on a retry everything the failed attempt had queued (head included).
+void ClientConnection::write_payload(const std::deque<std::string>& payload) {
+  if (payload.empty()) {
+    upstream_->write(request_head_out_);
+    return;
+  }
+  for (const auto& chunk : payload) upstream_->write(chunk);
+}
+
+void ClientConnection::on_upstream_data(std::string_view data) {
+  if (state_ != State::kExchange || !response_parser_) return;
+  upstream_->set_timeout(ms(upstream().config().read_timeout));
+  std::string_view rest = data;
+  for (;;) {
+    auto outcome = response_parser_->execute(rest);
+    if (state_ != State::kExchange) return;  // an error answer was sent from a callback
+    switch (outcome.state) {
+      case http::Parser::State::kNeedMore:
+        return;
+      case http::Parser::State::kPaused:
+        rest.remove_prefix(outcome.consumed);
+        if (interim_response_) {  // 100 Continue and friends: the real response follows
+          interim_response_ = false;
+          response_parser_->resume();
+          if (rest.empty()) return;
+          continue;
+        }
+        // Bytes after a complete response mean the connection is not reusable.
+        complete_exchange(rest.empty());
+        return;
+      case http::Parser::State::kUpgrade:
+        rest.remove_prefix(outcome.consumed);
+        if (request_->websocket && response_parser_->response().status == 101) {
+          start_tunnel(rest);
+        } else {
+          upstream_failed(502, "unexpected upgrade");
+        }
+        return;
+      case http::Parser::State::kError:
+        LOG_WARN("backend %s sent an invalid response: %s",
+                 upstream().backends()[backend_].config->name.c_str(),
+                 response_parser_->error_reason().c_str());
+        upstream_failed(502, "invalid response");
+        return;
+    }
+  }
+}
+
+void ClientConnection::on_upstream_end(int status) {
+  upstream_ended_ = true;
+  if (state_ != State::kExchange) return;
+  if (response_head_seen_ && response_parser_->needs_eof()) {
+    auto outcome = response_parser_->finish();  // until-close body ends here
+    if (outcome.state != http::Parser::State::kError) {
+      complete_exchange(false);
+      return;
+    }
+  }
+  if (!response_started_ && upstream_reused_ && route_.session_id.empty() &&
+      is_idempotent(request_->method) && request_->content_length.value_or(0) == 0 &&
+      !request_->chunked) {
+    // A pooled connection the backend had already closed: not the backend's fault, and the
+    // request carried no session and no body, so sending it again duplicates nothing.
+    LOG_DEBUG("stale pooled connection to %s, reconnecting",
+              upstream().backends()[backend_].config->name.c_str());
+    drop_upstream();
+    tried_.pop_back();
+    connect_upstream(route_.backend, {});
+    return;
+  }
+  if (!response_started_ && upstream_->out().bytes_sent() == 0) {
+    retry_elsewhere(502);
+    return;
+  }
+  LOG_WARN("backend %s closed the connection mid-%s: %s",
+           upstream().backends()[backend_].config->name.c_str(),
+           response_started_ ? "response" : "request", uv_strerror(status));
+  upstream_failed(502, "backend closed");
+}
+
+void ClientConnection::upstream_failed(int status_to_client, const char* why) {
+  LOG_DEBUG("exchange with %s failed (%s): answering %d",
+            backend_ >= 0 ? upstream().backends()[backend_].config->name.c_str() : "-", why,
+            status_to_client);
+  if (response_started_) {
+    close_all();  // the client has part of a response: only closing tells it
+  } else {
+    respond_error(status_to_client);
+  }
+}
+
+bool ClientConnection::on_response_head() {
+  const http::ResponseHead& resp = response_parser_->response();
+  std::string head;
+  if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
+    interim_response_ = true;
+    http::build_response_head(resp, {}, &head);
+    client_->write(head);
+    return false;
+  }
+  response_head_seen_ = true;
+  http::ResponseHeadOptions options;
+  if (resp.status == 101) {
+    if (!request_->websocket) return false;  // refused in on_upstream_data
+    options.upgrade = true;
+  } else {
+    bool no_body = request_->method == "HEAD" || resp.status == 204 || resp.status == 304;
+    if (no_body) {
+      response_framing_ = http::BodyFraming::kNone;
+    } else if (resp.content_length) {
+      response_framing_ = http::BodyFraming::kLength;
+    } else if (request_->http_minor >= 1) {
+      response_framing_ = http::BodyFraming::kChunked;
+    } else {
+      response_framing_ = http::BodyFraming::kUntilClose;
+    }
+    close_after_response_ = close_after_response_ || !request_->keep_alive || !request_done_ ||
+                            request_->upgrade || response_framing_ == http::BodyFraming::kUntilClose;
+    options.framing = response_framing_;
+    options.close = close_after_response_;
+  }
+  std::string cookie;
+  if (route_.set_cookie) {
+    cookie = upstream().sticky_cookie_value(backend_);
+    options.set_cookie = cookie;
+  }
+  if (route_.handshake) {
+    for (const auto& h : resp.headers) {
+      if (!http::iequals(h.name, "set-cookie")) continue;
+      if (auto sid = socketio::sid_from_set_cookie(h.value)) upstream().learn_session(*sid, backend_);
+    }
+    handshake_learning_ = resp.status == 200;
+    handshake_encoded_ = resp.header("content-encoding").has_value();
+  }
+  http::build_response_head(resp, options, &head);
+  client_->write(head);
+  response_started_ = true;
+  worker_->counters.responses_by_class[std::min(resp.status / 100, 5)].fetch_add(
+      1, std::memory_order_relaxed);
+  return false;
+}
+
+bool ClientConnection::on_response_body(std::string_view data) {
+  if (handshake_learning_) {
+    size_t room = kMaxHandshakeCapture - handshake_body_.size();
+    handshake_body_.append(data.substr(0, room));
+    learn_session_from_body(false);
+  }
+  write_body(client_, response_framing_, data);
+  if (client_->out().above_high_water()) upstream_->stop_reading();
+  return true;
+}
+
+void ClientConnection::on_response_end() {
+  if (interim_response_) return;
+  if (response_framing_ == http::BodyFraming::kChunked) client_->write("0\r\n\r\n");
+  if (handshake_learning_) learn_session_from_body(true);
+}
+
+void ClientConnection::learn_session_from_body(bool final) {
+  if (handshake_encoded_) {
+    upstream().note_unparsable_handshake();
+    handshake_learning_ = false;
+    return;
+  }
+  auto parsed = socketio::parse_handshake(handshake_body_);
+  switch (parsed.status) {
+    case socketio::HandshakeStatus::kFound:
+      upstream().learn_session(parsed.sid, backend_);
+      handshake_learning_ = false;
+      break;
+    case socketio::HandshakeStatus::kNeedMore:
+      if (!final && handshake_body_.size() < kMaxHandshakeCapture) break;
+      [[fallthrough]];
+    case socketio::HandshakeStatus::kInvalid:
+      upstream().note_unparsable_handshake();
+      handshake_learning_ = false;
+      break;
+  }
+}
+
+void ClientConnection::complete_exchange(bool upstream_clean) {
+  const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
+  b.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  backend_ = -1;  // accounted for: drop_upstream must not count it again
+  bool reusable = upstream_clean && !upstream_ended_ && request_done_ && !worker_->shutting_down &&
+                  response_parser_->response().keep_alive;
+  if (reusable) {
+    upstream_->clear_timeout();
+    upstream_->stop_reading();
+    worker_->pool.give(upstream_key_, upstream_, upstream().config().keepalive_max_idle,
+                       ms(upstream().config().keepalive_idle_timeout));
+    upstream_ = nullptr;
+  } else {
+    drop_upstream();
+  }
+  if (close_after_response_ || worker_->shutting_down) {
+    close_after_flush();
+    return;
+  }
+  next_request();
+}
+
+// Closes the current upstream stream without waiting for it: it frees itself.
+void ClientConnection::drop_upstream() {
+  if (upstream_ == nullptr) return;
+  if (backend_ >= 0 && state_ == State::kExchange) {
+    upstream().backends()[static_cast<size_t>(backend_)].state->in_flight.fetch_sub(
+        1, std::memory_order_relaxed);
+  }
+  upstream_->set_delegate(nullptr);
+  upstream_->close();
+  upstream_ = nullptr;
+  upstream_connected_ = false;
+  upstream_ended_ = false;
+}
+
+void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, std::string_view data) {
+  if (framing != http::BodyFraming::kChunked) {
+    to->write(data);
+    return;
+  }
+  char size_line[24];
+  auto [end, ec] = std::to_chars(size_line, size_line + sizeof size_line - 2, data.size(), 16);
+  (void)ec;
+  *end++ = '\r';
+  *end++ = '\n';
+  to->write(std::string_view(size_line, static_cast<size_t>(end - size_line)));
+  to->write(data);
+  to->write("\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tunnel
+
+void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
+  state_ = State::kTunnel;
+  const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
+  b.state->tunnels.fetch_add(1, std::memory_order_relaxed);
+  worker_->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
+  response_parser_.reset();
+  client_->write(upstream_leftover);
+  upstream_->write(pending_in_);
+  pending_in_.clear();
+  pending_in_.shrink_to_fit();
+  upstream_->clear_timeout();
+  client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  client_->start_reading();
+  upstream_->start_reading();
+}
+
+void ClientConnection::tunnel_data(net::Stream* from, std::string_view data) {
+  net::Stream* to = from == client_ ? upstream_ : client_;
+  to->write(data);
+  client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  if (to->out().above_high_water()) from->stop_reading();
+}
+
+void ClientConnection::tunnel_end(net::Stream* from, int status) {
+  if (status != UV_EOF) {
+    close_all();
+    return;
+  }
+  net::Stream* to = from == client_ ? upstream_ : client_;
+  (from == client_ ? client_ended_ : upstream_ended_) = true;
+  to->shutdown_after_writes();  // half-close travels on
+  if (client_ended_ && upstream_ended_ && client_->out().drained() && upstream_->out().drained()) {
+    close_all();
+  }
+}
+
+void ClientConnection::end_tunnel_accounting() {
+  const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
+  b.state->tunnels.fetch_sub(1, std::memory_order_relaxed);
+  b.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  if (!route_.session_id.empty()) upstream().forget_session(route_.session_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ending
+
+void ClientConnection::respond_error(int status) {
+  if (response_started_ || state_ == State::kClosing) {
+    close_all();
+    return;
+  }
+  drop_upstream();
+  worker_->counters.responses_by_class[status / 100].fetch_add(1, std::memory_order_relaxed);
+  client_->write(http::simple_response(status, true));
+  close_after_flush();
+}
+
+// Lingering close: stop sending after the queued bytes, keep draining (and discarding) input
+// for a moment so the peer reads our answer rather than a reset.
+void ClientConnection::close_after_flush() {
+  drop_upstream();
+  state_ = State::kClosing;
+  client_->shutdown_after_writes();
+  client_->set_timeout(kLingerMs);
+  if (client_ended_) {
+    if (client_->out().drained()) close_all();
+    return;
+  }
+  client_->start_reading();
+}
+
+void ClientConnection::close_all() {
+  if (client_->closing()) return;
+  if (state_ == State::kTunnel) end_tunnel_accounting();
+  drop_upstream();
+  state_ = State::kClosing;
+  client_->close();
+}
+
+}  // namespace limpet::proxy

@@ -1,0 +1,77 @@
+#include "limpet/proxy/upstream_pool.hpp"
+
+#include <algorithm>
+
+namespace limpet::proxy {
+namespace {
+
+// The pool remembers which list an idle stream is on through Stream::user_data.
+const std::string& key_of(net::Stream* s) { return *static_cast<const std::string*>(s->user_data); }
+
+}  // namespace
+
+net::Stream* UpstreamPool::take(const std::string& key) {
+  auto it = idle_.find(key);
+  if (it == idle_.end() || it->second.empty()) return nullptr;
+  net::Stream* s = it->second.back();
+  it->second.pop_back();
+  --idle_total_;
+  ++reused_;
+  s->clear_timeout();
+  s->stop_reading();
+  s->set_delegate(nullptr);
+  s->user_data = nullptr;
+  return s;
+}
+
+void UpstreamPool::give(const std::string& key, net::Stream* stream, size_t max_idle,
+                        uint64_t idle_timeout_ms) {
+  auto& list = idle_[key];
+  if (list.size() >= max_idle || stream->closing()) {
+    stream->set_delegate(nullptr);
+    stream->close();
+    return;
+  }
+  auto node = idle_.find(key);
+  stream->user_data = const_cast<std::string*>(&node->first);
+  stream->set_delegate(this);
+  stream->set_timeout(idle_timeout_ms);
+  stream->start_reading();
+  list.push_back(stream);
+  ++idle_total_;
+}
+
+void UpstreamPool::drop(net::Stream* s) {
+  auto it = idle_.find(key_of(s));
+  if (it != idle_.end()) {
+    auto& list = it->second;
+    auto pos = std::find(list.begin(), list.end(), s);
+    if (pos != list.end()) {
+      list.erase(pos);
+      --idle_total_;
+    }
+  }
+  s->user_data = nullptr;
+  s->set_delegate(nullptr);
+  s->close();
+}
+
+// An idle backend connection must say nothing; anything it sends means it is unusable.
+void UpstreamPool::on_data(net::Stream* s, std::string_view) { drop(s); }
+void UpstreamPool::on_end(net::Stream* s, int) { drop(s); }
+void UpstreamPool::on_timeout(net::Stream* s) { drop(s); }
+void UpstreamPool::on_closed(net::Stream*) {}
+
+void UpstreamPool::close_all() {
+  for (auto& [key, list] : idle_) {
+    for (net::Stream* s : list) {
+      s->user_data = nullptr;
+      s->set_delegate(nullptr);
+      s->close();
+    }
+    list.clear();
+  }
+  idle_total_ = 0;
+}
+
+}  // namespace limpet::proxy

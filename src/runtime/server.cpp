@@ -1,0 +1,204 @@
+#include "limpet/runtime/server.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "limpet/config/loader.hpp"
+#include "limpet/net/socket.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::runtime {
+namespace {
+
+constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+constexpr uint64_t kHousekeepingMs = 1000;
+
+size_t worker_count(const config::ServerConfig& server) {
+  if (server.workers > 0) return server.workers;
+  unsigned cores = std::thread::hardware_concurrency();
+  return cores > 0 ? cores : 1;
+}
+
+}  // namespace
+
+Server::Server(std::string config_path) : config_path_(std::move(config_path)) {
+  uv_loop_init(&loop_);
+}
+
+Server::~Server() {
+  workers_.clear();
+  uv_loop_close(&loop_);
+}
+
+void Server::apply_logging(const config::ServerConfig& server) {
+  log::Level level = log::Level::kInfo;
+  if (log::parse_level(server.log_level, &level)) log::set_level(level);
+  std::string error;
+  if (!log::open_target(server.error_log, &error)) LOG_ERROR("error_log: %s", error.c_str());
+}
+
+Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerConfig& listener,
+                                                       size_t count) {
+  auto addr = net::resolve_numeric(listener.address.host, listener.address.port);
+  if (!addr) return Result<std::vector<ListenSocket>>::fail(addr.message());
+  std::vector<ListenSocket> sockets;
+  for (size_t i = 0; i < count; ++i) {
+    auto fd = net::open_reuseport_socket(*addr);
+    if (!fd) {
+      for (auto& s : sockets) ::close(s.fd);
+      return Result<std::vector<ListenSocket>>::fail("listener " + listener.name + " (" +
+                                                     listener.address.text + "): " + fd.message());
+    }
+    sockets.push_back({listener.address.text, *fd});
+  }
+  return sockets;
+}
+
+int Server::run() {
+  auto loaded = config::load_file(config_path_);
+  if (!loaded) {
+    std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
+    return 1;
+  }
+  auto config = std::make_shared<const config::Config>(std::move(*loaded));
+  apply_logging(config->server);
+  shared_.affinity = std::make_shared<balancer::AffinityTable>(shared_.registry,
+                                                               config->server.affinity_max_entries);
+  auto snapshot = build_snapshot(config, shared_, ++generation_);
+  if (!snapshot) {
+    std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
+    return 1;
+  }
+  snapshot_ = *snapshot;
+
+  size_t n = worker_count(config->server);
+  std::vector<std::vector<ListenSocket>> per_worker(n);
+  for (const auto& listener : config->listeners) {
+    auto sockets = open_sockets(listener, n);
+    if (!sockets) {
+      std::fprintf(stderr, "limpet: %s\n", sockets.message().c_str());
+      for (auto& list : per_worker) {
+        for (auto& s : list) ::close(s.fd);
+      }
+      return 1;
+    }
+    for (size_t i = 0; i < n; ++i) per_worker[i].push_back((*sockets)[i]);
+  }
+
+  if (!config->server.pid_file.empty()) {
+    std::ofstream pid(config->server.pid_file, std::ios::trunc);
+    pid << ::getpid() << "\n";
+    if (!pid) LOG_WARN("cannot write pid file %s", config->server.pid_file.c_str());
+  }
+
+  std::signal(SIGPIPE, SIG_IGN);
+  signals_.resize(std::size(kSignals));
+  for (size_t i = 0; i < signals_.size(); ++i) {
+    uv_signal_init(&loop_, &signals_[i]);
+    signals_[i].data = this;
+    uv_signal_start(&signals_[i], on_signal_cb, kSignals[i]);
+  }
+  uv_async_init(&loop_, &worker_exit_, on_worker_exit_cb);
+  worker_exit_.data = this;
+  uv_timer_init(&loop_, &shutdown_timer_);
+  shutdown_timer_.data = this;
+  uv_timer_init(&loop_, &housekeeping_timer_);
+  housekeeping_timer_.data = this;
+  uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
+
+  workers_running_ = static_cast<int>(n);
+  for (size_t i = 0; i < n; ++i) {
+    workers_.push_back(std::make_unique<Worker>(static_cast<int>(i), [this] {
+      --workers_running_;
+      uv_async_send(&worker_exit_);
+    }));
+  }
+  for (size_t i = 0; i < n; ++i) workers_[i]->start(snapshot_, std::move(per_worker[i]));
+  for (const auto& listener : config->listeners) {
+    LOG_INFO("listening on %s (listener %s -> upstream %s)", listener.address.text.c_str(),
+             listener.name.c_str(), listener.upstream.c_str());
+  }
+  LOG_INFO("limpet started: %zu workers, config %s", n, config_path_.c_str());
+
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& w : workers_) w->join();
+  if (!config->server.pid_file.empty()) ::unlink(config->server.pid_file.c_str());
+  LOG_INFO("limpet stopped");
+  return exit_code_;
+}
+
+void Server::on_signal_cb(uv_signal_t* handle, int signum) {
+  static_cast<Server*>(handle->data)->on_signal(signum);
+}
+
+void Server::on_signal(int signum) {
+  switch (signum) {
+    case SIGTERM:
+    case SIGINT:
+      if (shutting_down_) {
+        LOG_WARN("second stop signal: exiting now");
+        ::_exit(0);
+      }
+      begin_shutdown();
+      break;
+    case SIGQUIT:
+      LOG_WARN("SIGQUIT: exiting now");
+      ::_exit(0);
+    case SIGHUP:
+      reload();
+      break;
+    case SIGUSR1: {
+      std::string error;
+      if (!log::reopen(&error)) LOG_ERROR("reopen logs: %s", error.c_str());
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void Server::reload() {
+  LOG_WARN("SIGHUP: reload is not implemented yet; keeping the running configuration");
+}
+
+void Server::begin_shutdown() {
+  shutting_down_ = true;
+  LOG_INFO("stopping: finishing in-flight requests (shutdown_timeout %lld ms)",
+           static_cast<long long>(snapshot_->config->server.shutdown_timeout.count()));
+  uv_timer_stop(&housekeeping_timer_);
+  uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb,
+                 static_cast<uint64_t>(snapshot_->config->server.shutdown_timeout.count()), 0);
+  for (auto& w : workers_) w->stop();
+}
+
+void Server::on_shutdown_timeout_cb(uv_timer_t* handle) {
+  (void)handle;
+  LOG_WARN("shutdown_timeout reached with work in flight: exiting now");
+  ::_exit(0);
+}
+
+void Server::on_housekeeping_cb(uv_timer_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  self->shared_.affinity->expire();
+}
+
+void Server::on_worker_exit_cb(uv_async_t* handle) { static_cast<Server*>(handle->data)->on_worker_exit(); }
+
+void Server::on_worker_exit() {
+  if (workers_running_.load() > 0) return;
+  finish();
+}
+
+void Server::finish() {
+  for (auto& s : signals_) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_timer_), nullptr);
+}
+
+}  // namespace limpet::runtime

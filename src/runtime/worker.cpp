@@ -1,0 +1,167 @@
+#include "limpet/runtime/worker.hpp"
+
+#include <unistd.h>
+
+#include "limpet/net/stream.hpp"
+#include "limpet/proxy/client_connection.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::runtime {
+
+Worker::Worker(int index, std::function<void()> on_exit) : index_(index), on_exit_(std::move(on_exit)) {
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, on_async_cb);
+  async_.data = this;
+  context_.loop = &loop_;
+}
+
+Worker::~Worker() {
+  join();
+  uv_loop_close(&loop_);
+}
+
+void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets) {
+  apply(std::move(snapshot), std::move(sockets));
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  LOG_DEBUG("worker %d stopped", index_);
+  if (on_exit_) on_exit_();
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::publish(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> new_sockets) {
+  {
+    std::lock_guard lock(mailbox_mu_);
+    pending_snapshot_ = std::move(snapshot);
+    for (auto& s : new_sockets) pending_sockets_.push_back(std::move(s));
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::stop() {
+  {
+    std::lock_guard lock(mailbox_mu_);
+    stop_requested_ = true;
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::on_async_cb(uv_async_t* handle) { static_cast<Worker*>(handle->data)->on_async(); }
+
+void Worker::on_async() {
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<ListenSocket> sockets;
+  bool stop = false;
+  {
+    std::lock_guard lock(mailbox_mu_);
+    snapshot = std::move(pending_snapshot_);
+    sockets = std::move(pending_sockets_);
+    pending_sockets_.clear();
+    stop = stop_requested_;
+  }
+  if (snapshot && !stopping_) apply(std::move(snapshot), std::move(sockets));
+  for (auto& s : sockets) ::close(s.fd);  // not taken by apply (stopping)
+  if (stop && !stopping_) begin_shutdown();
+}
+
+void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets) {
+  snapshot_ = std::move(snapshot);
+  for (auto& socket : sockets) {
+    open_listener(socket);
+    socket.fd = -1;
+  }
+  sockets.clear();
+  // Listeners are matched by address: same address keeps its socket, gets the new config.
+  std::map<std::string, const config::ListenerConfig*> wanted;
+  for (const auto& lc : snapshot_->config->listeners) wanted[lc.address.text] = &lc;
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    auto want = wanted.find(it->first);
+    if (want == wanted.end()) {
+      close_listener(it->second.release());
+      it = listeners_.erase(it);
+      continue;
+    }
+    auto ctx = std::make_shared<proxy::ListenerContext>();
+    ctx->owner = snapshot_;
+    ctx->config = want->second;
+    ctx->upstream = snapshot_->upstream(want->second->upstream);
+    ctx->open_connections = it->second->open_connections;
+    it->second->context = std::move(ctx);
+    ++it;
+  }
+}
+
+void Worker::open_listener(const ListenSocket& socket) {
+  auto listener = std::make_unique<Listener>();
+  listener->worker = this;
+  uv_tcp_init(&loop_, &listener->handle);
+  listener->handle.data = listener.get();
+  uv_tcp_open(&listener->handle, socket.fd);
+  const config::ListenerConfig* lc = nullptr;
+  for (const auto& c : snapshot_->config->listeners) {
+    if (c.address.text == socket.address) lc = &c;
+  }
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener->handle),
+                     lc ? static_cast<int>(lc->backlog) : 511, on_connection_cb);
+  if (rc != 0) {
+    LOG_ERROR("listen on %s: %s", socket.address.c_str(), uv_strerror(rc));
+    close_listener(listener.release());
+    return;
+  }
+  listeners_[socket.address] = std::move(listener);
+}
+
+void Worker::close_listener(Listener* listener) {
+  listener->closing = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&listener->handle), on_listener_closed_cb);
+}
+
+void Worker::on_listener_closed_cb(uv_handle_t* handle) { delete static_cast<Listener*>(handle->data); }
+
+void Worker::on_connection_cb(uv_stream_t* server, int status) {
+  auto* listener = static_cast<Listener*>(server->data);
+  listener->worker->on_connection(listener, status);
+}
+
+void Worker::on_connection(Listener* listener, int status) {
+  if (status != 0) {
+    LOG_WARN("accept: %s", uv_strerror(status));
+    return;
+  }
+  auto* client = new net::Stream(&loop_, &context_.buffers);
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener->handle), client->uv()) != 0) {
+    client->close();
+    return;
+  }
+  const auto& ctx = listener->context;
+  if (stopping_ || !ctx || !ctx->upstream || *ctx->open_connections >= ctx->config->max_connections) {
+    // Over the limit: accepted and closed at once, so the backlog does not fill with clients
+    // that would wait forever; counted for the operator.
+    context_.counters.rejected.fetch_add(1, std::memory_order_relaxed);
+    client->close();
+    return;
+  }
+  context_.counters.accepted.fetch_add(1, std::memory_order_relaxed);
+  proxy::ClientConnection::start(&context_, ctx, client);
+}
+
+void Worker::begin_shutdown() {
+  stopping_ = true;
+  context_.shutting_down = true;
+  for (auto& [address, listener] : listeners_) close_listener(listener.release());
+  listeners_.clear();
+  // Copy: begin_shutdown may close (and later free) connections.
+  std::vector<proxy::ClientConnection*> connections(context_.connections.begin(),
+                                                    context_.connections.end());
+  for (auto* c : connections) c->begin_shutdown();
+  context_.pool.close_all();
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+}
+
+}  // namespace limpet::runtime
