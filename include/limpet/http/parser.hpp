@@ -64,6 +64,7 @@ class Parser {
 
   bool message_in_progress() const { return in_message_; }
   bool in_head() const { return in_message_ && !head_done_; }
+  Kind kind() const { return kind_; }
   // Body framing of the current message as sent: until-close responses need EOF.
   bool needs_eof() const { return llhttp_message_needs_eof(&parser_) != 0; }
 

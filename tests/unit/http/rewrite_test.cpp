@@ -1,0 +1,87 @@
+#include "limpet/http/rewrite.hpp"
+
+#include <gtest/gtest.h>
+
+#include "limpet/http/parser.hpp"
+
+namespace limpet::http {
+namespace {
+
+struct Collect : ParserDelegate {
+  bool on_head() override { return false; }
+  bool on_body(std::string_view) override { return true; }
+  void on_message_end() override {}
+};
+
+std::unique_ptr<RequestHead> parse_request(const std::string& text) {
+  Collect c;
+  Parser p(Parser::Kind::kRequest, {}, &c);
+  p.execute(text);
+  return p.take_request();
+}
+
+TEST(Rewrite, RemovesHopByHopAndAddsForwardedHeaders) {
+  auto head = parse_request(
+      "GET /x?y=1 HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, X-Secret\r\n"
+      "Keep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nProxy-Authorization: Basic x\r\n"
+      "X-Secret: 42\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n");
+  ASSERT_TRUE(head);
+  std::string out;
+  build_request_head(*head, {"127.0.0.1", false, false}, &out);
+  EXPECT_TRUE(out.starts_with("GET /x?y=1 HTTP/1.1\r\n"));
+  EXPECT_NE(out.find("Host: app.example\r\n"), std::string::npos);
+  EXPECT_NE(out.find("Accept: */*\r\n"), std::string::npos);
+  for (const char* gone : {"Connection:", "Keep-Alive:", "TE:", "Trailer:", "Proxy-Authorization:",
+                           "X-Secret:", "X-Forwarded-Proto: https"}) {
+    EXPECT_EQ(out.find(gone), std::string::npos) << gone;
+  }
+  EXPECT_NE(out.find("X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"), std::string::npos);
+  EXPECT_NE(out.find("X-Forwarded-Proto: http\r\n"), std::string::npos);
+  EXPECT_NE(out.find("X-Forwarded-Host: app.example\r\n"), std::string::npos);
+  EXPECT_TRUE(out.ends_with("\r\n\r\n"));
+}
+
+TEST(Rewrite, WebSocketUpgradeKeepsUpgradeHeaders) {
+  auto head = parse_request(
+      "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  ASSERT_TRUE(head && head->websocket);
+  std::string out;
+  build_request_head(*head, {"::1", true, true}, &out);
+  EXPECT_NE(out.find("Connection: Upgrade\r\nUpgrade: websocket\r\n"), std::string::npos);
+  EXPECT_NE(out.find("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), std::string::npos);
+  EXPECT_NE(out.find("X-Forwarded-Proto: https\r\n"), std::string::npos);
+  EXPECT_NE(out.find("Forwarded: for=\"[::1]\";proto=https;host=\"h\"\r\n"), std::string::npos);
+}
+
+TEST(Rewrite, ChunkedRequestStaysChunked) {
+  auto head = parse_request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+  ASSERT_TRUE(head);
+  std::string out;
+  build_request_head(*head, {"1.2.3.4", false, false}, &out);
+  EXPECT_NE(out.find("Transfer-Encoding: chunked\r\n"), std::string::npos);
+}
+
+TEST(Rewrite, ResponseHeadForChunkedClientDropsContentLengthAndAddsCookie) {
+  ResponseHead head;
+  head.status = 200;
+  head.reason = "OK";
+  head.headers = {{"Content-Type", "text/plain"}, {"Connection", "keep-alive"},
+                  {"Keep-Alive", "timeout=5"}};
+  std::string out;
+  build_response_head(head, {BodyFraming::kChunked, true, false, "lb=abc; Path=/"}, &out);
+  EXPECT_EQ(out,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: lb=abc; Path=/\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+}
+
+TEST(Rewrite, SimpleResponseIsComplete) {
+  std::string r = simple_response(503, true);
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+  EXPECT_NE(r.find("Connection: close\r\n"), std::string::npos);
+  EXPECT_NE(r.find("Content-Length: 20\r\n"), std::string::npos);
+  EXPECT_TRUE(r.ends_with("\r\n\r\nService Unavailable\n"));
+}
+
+}  // namespace
+}  // namespace limpet::http
