@@ -1,0 +1,60 @@
+// WebSocket (RFC 6455) frame boundaries in a byte stream, without buffering payloads: the tunnel
+// feeds every chunk through a FrameTracker per direction to count messages, enforce a maximum
+// message size and know where a Close frame may be injected. Also builds Close frames.
+// Owning worker only (pure, no I/O).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace limpet::proxy::websocket {
+
+enum Opcode : uint8_t {
+  kContinuation = 0x0,
+  kText = 0x1,
+  kBinary = 0x2,
+  kClose = 0x8,
+  kPing = 0x9,
+  kPong = 0xA,
+};
+
+class FrameTracker {
+ public:
+  enum class Error { kNone, kProtocol, kTooBig };
+
+  explicit FrameTracker(uint64_t max_message = 0) : max_message_(max_message) {}
+
+  // Consumes `data`; returns how many of its leading bytes end exactly at the last frame
+  // boundary reached inside it (0 if none). Stops at the first error.
+  size_t feed(std::string_view data);
+
+  bool at_boundary() const { return header_len_ == 0 && payload_left_ == 0; }
+  uint64_t messages() const { return messages_; }  // complete data messages (text/binary)
+  uint64_t frames() const { return frames_; }
+  bool saw_close() const { return saw_close_; }
+  Error error() const { return error_; }
+
+ private:
+  bool parse_header();  // false while the header is incomplete
+
+  uint64_t max_message_;
+  uint8_t header_[14]{};
+  size_t header_len_ = 0;
+  uint64_t payload_left_ = 0;
+  uint64_t message_size_ = 0;
+  bool in_message_ = false;   // a fragmented data message has started
+  bool frame_fin_ = false;
+  uint8_t frame_opcode_ = 0;
+  uint64_t messages_ = 0;
+  uint64_t frames_ = 0;
+  bool saw_close_ = false;
+  Error error_ = Error::kNone;
+};
+
+// A Close frame with `code` and `reason` (<= 123 bytes). Frames toward a server must be masked
+// (RFC 6455 §5.3); `mask_key` is then used as the masking key.
+std::string close_frame(uint16_t code, std::string_view reason, bool masked, uint32_t mask_key);
+
+}  // namespace limpet::proxy::websocket

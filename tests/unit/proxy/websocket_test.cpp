@@ -1,0 +1,97 @@
+#include "limpet/proxy/websocket.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace limpet::proxy::websocket {
+namespace {
+
+// An independent frame encoder for the tests (not limpet's): header per RFC 6455 §5.2.
+std::string frame(uint8_t opcode, size_t len, bool fin = true, bool masked = false) {
+  std::string f;
+  f.push_back(static_cast<char>((fin ? 0x80 : 0) | opcode));
+  uint8_t mask = masked ? 0x80 : 0;
+  if (len < 126) {
+    f.push_back(static_cast<char>(mask | len));
+  } else if (len <= 0xFFFF) {
+    f.push_back(static_cast<char>(mask | 126));
+    f.push_back(static_cast<char>(len >> 8));
+    f.push_back(static_cast<char>(len & 0xFF));
+  } else {
+    f.push_back(static_cast<char>(mask | 127));
+    for (int i = 7; i >= 0; --i) f.push_back(static_cast<char>((uint64_t{len} >> (8 * i)) & 0xFF));
+  }
+  if (masked) f += std::string("\x11\x22\x33\x44", 4);
+  f += std::string(len, 'p');
+  return f;
+}
+
+TEST(FrameTracker, CountsMessagesAcrossArbitrarySplits) {
+  std::string stream = frame(kText, 5) + frame(kBinary, 300, true, true) + frame(kPing, 0) +
+                       frame(kText, 70000) + frame(kBinary, 1);
+  for (size_t step : {1u, 2u, 3u, 7u, 64u, 1000u, 100000u}) {
+    FrameTracker t;
+    for (size_t i = 0; i < stream.size(); i += step) t.feed(std::string_view(stream).substr(i, step));
+    EXPECT_EQ(t.messages(), 4u) << "step " << step;
+    EXPECT_EQ(t.frames(), 5u);
+    EXPECT_TRUE(t.at_boundary());
+    EXPECT_EQ(t.error(), FrameTracker::Error::kNone);
+  }
+}
+
+TEST(FrameTracker, ReportsLastBoundaryInsideAChunk) {
+  std::string a = frame(kText, 10);
+  std::string b = frame(kText, 10);
+  FrameTracker t;
+  std::string chunk = a + b.substr(0, 4);
+  EXPECT_EQ(t.feed(chunk), a.size());
+  EXPECT_FALSE(t.at_boundary());
+  EXPECT_EQ(t.feed(b.substr(4)), b.size() - 4);
+  EXPECT_TRUE(t.at_boundary());
+}
+
+TEST(FrameTracker, FragmentedMessageWithInterleavedControlFrame) {
+  std::string s = frame(kText, 3, false) + frame(kPing, 2) + frame(kContinuation, 3, false) +
+                  frame(kContinuation, 3, true);
+  FrameTracker t;
+  t.feed(s);
+  EXPECT_EQ(t.messages(), 1u);
+  EXPECT_EQ(t.frames(), 4u);
+}
+
+TEST(FrameTracker, MaxMessageSizeCoversFragments) {
+  FrameTracker t(8);
+  t.feed(frame(kBinary, 5, false) + frame(kContinuation, 5, true));
+  EXPECT_EQ(t.error(), FrameTracker::Error::kTooBig);
+}
+
+TEST(FrameTracker, ProtocolErrors) {
+  FrameTracker orphan;
+  orphan.feed(frame(kContinuation, 1));
+  EXPECT_EQ(orphan.error(), FrameTracker::Error::kProtocol);
+  FrameTracker big_control;
+  big_control.feed(frame(kPing, 200));
+  EXPECT_EQ(big_control.error(), FrameTracker::Error::kProtocol);
+  FrameTracker reserved;
+  reserved.feed(frame(0x3, 1));
+  EXPECT_EQ(reserved.error(), FrameTracker::Error::kProtocol);
+}
+
+TEST(CloseFrame, UnmaskedAndMasked) {
+  std::string plain = close_frame(1012, "restart", false, 0);
+  EXPECT_EQ(plain, std::string("\x88\x09\x03\xf4restart", 11));
+  std::string masked = close_frame(1001, "", true, 0x01020304);
+  ASSERT_EQ(masked.size(), 2u + 4u + 2u);
+  EXPECT_EQ(static_cast<uint8_t>(masked[1]), 0x82);
+  // 1001 = 0x03E9, XOR with key bytes 01 02.
+  EXPECT_EQ(static_cast<uint8_t>(masked[6]), 0x03 ^ 0x01);
+  EXPECT_EQ(static_cast<uint8_t>(masked[7]), 0xE9 ^ 0x02);
+  FrameTracker t;
+  t.feed(masked);
+  EXPECT_TRUE(t.saw_close());
+  EXPECT_TRUE(t.at_boundary());
+}
+
+}  // namespace
+}  // namespace limpet::proxy::websocket
