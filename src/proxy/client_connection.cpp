@@ -5,6 +5,7 @@
 
 #include "limpet/net/socket.hpp"
 #include "limpet/proxy/socketio.hpp"
+#include "limpet/proxy/websocket.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::proxy {
@@ -18,6 +19,9 @@ constexpr size_t kMaxHandshakeCapture = 4096;
 // After an error response: how long we keep draining the client's input before closing, so that
 // the client reads our answer instead of a reset.
 constexpr uint64_t kLingerMs = 2000;
+// How long a tunnel waits for both sides to answer an injected Close frame.
+constexpr uint64_t kCloseReplyMs = 3000;
+constexpr uint16_t kCloseGoingAway = 1001;
 
 uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 
@@ -27,6 +31,19 @@ bool is_idempotent(std::string_view method) {
 }
 
 }  // namespace
+
+struct ClientConnection::TunnelState {
+  websocket::FrameTracker to_backend;
+  websocket::FrameTracker to_client;
+  bool tracking = true;  // false once the bytes stopped looking like WebSocket frames
+  uint16_t close_code = 0;  // a clean close was requested
+  bool close_started = false;  // its delay has passed
+  bool close_sent_to_backend = false;
+  bool close_sent_to_client = false;
+  uint64_t backend_closes_mark = 0;  // to_client.closes() when we sent the backend its Close
+  uint64_t client_closes_mark = 0;   // to_backend.closes() when we sent the client its Close
+  bool finished = false;  // both directions done: close once the queues are written
+};
 
 void ClientConnection::start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
                              net::Stream* client) {
@@ -65,7 +82,8 @@ void ClientConnection::begin_shutdown() {
   if (state_ == State::kReadingHead && !request_parser_.in_head() && pending_in_.empty()) {
     close_all();
   } else if (state_ == State::kTunnel) {
-    close_all();
+    uint64_t spread = worker_->close_spread_ms;
+    close_tunnel_cleanly(kCloseGoingAway, spread > 0 ? worker_->rng() % spread : 0);
   } else {
     close_after_response_ = true;
   }
@@ -104,12 +122,13 @@ void ClientConnection::on_end(net::Stream* s, int status) {
 void ClientConnection::on_writable(net::Stream* s) {
   switch (state_) {
     case State::kTunnel: {
-      net::Stream* other = s == client_ ? upstream_ : client_;
-      if (other && !other->out().above_high_water()) other->start_reading();
-      if (client_ended_ && upstream_ended_ && client_->out().drained() &&
-          upstream_->out().drained()) {
-        close_all();
+      if (tunnel_->finished) {
+        close_after_tunnel_writes();
+        break;
       }
+      net::Stream* other = s == client_ ? upstream_ : client_;
+      bool other_ended = other == client_ ? client_ended_ : upstream_ended_;
+      if (!other_ended) other->start_reading();
       break;
     }
     case State::kExchange:
@@ -130,6 +149,10 @@ void ClientConnection::on_closed(net::Stream* s) {
 }
 
 void ClientConnection::on_timeout(net::Stream* s) {
+  if (s == upstream_ && state_ == State::kTunnel) {
+    tunnel_timer();
+    return;
+  }
   if (s == upstream_) {
     if (state_ != State::kExchange) return;
     if (!upstream_connected_) {
@@ -631,27 +654,108 @@ void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, st
 // ---------------------------------------------------------------------------------------------
 // Tunnel
 
+
 void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
   state_ = State::kTunnel;
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
   b.state->tunnels.fetch_add(1, std::memory_order_relaxed);
   worker_->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
   response_parser_.reset();
-  client_->write(upstream_leftover);
-  upstream_->write(pending_in_);
-  pending_in_.clear();
-  pending_in_.shrink_to_fit();
+  tunnel_ = std::make_unique<TunnelState>();
   upstream_->clear_timeout();
   client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  // Bytes that came with either head belong to the tunnel and go first.
+  std::string early_client_bytes;
+  early_client_bytes.swap(pending_in_);
+  if (!upstream_leftover.empty()) tunnel_data(upstream_, upstream_leftover);
+  if (!early_client_bytes.empty()) tunnel_data(client_, early_client_bytes);
+  if (state_ != State::kTunnel) return;
   client_->start_reading();
   upstream_->start_reading();
+  if (worker_->shutting_down) begin_shutdown();
 }
 
 void ClientConnection::tunnel_data(net::Stream* from, std::string_view data) {
-  net::Stream* to = from == client_ ? upstream_ : client_;
-  to->write(data);
+  const bool upward = from == client_;
+  net::Stream* to = upward ? upstream_ : client_;
   client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  TunnelState& t = *tunnel_;
+  if (t.tracking) {
+    auto& tracker = upward ? t.to_backend : t.to_client;
+    uint64_t before = tracker.messages();
+    size_t boundary = tracker.feed(data);
+    (upward ? worker_->counters.ws_messages_to_backend : worker_->counters.ws_messages_to_client)
+        .fetch_add(tracker.messages() - before, std::memory_order_relaxed);
+    if (tracker.error() != websocket::FrameTracker::Error::kNone) {
+      LOG_DEBUG("tunnel from %s: not WebSocket framing, passing bytes through", client_ip_.c_str());
+      t.tracking = false;
+      if (t.close_code != 0) {
+        close_all();
+        return;
+      }
+    } else if (upward ? t.close_sent_to_backend : t.close_sent_to_client) {
+      // That side already got our Close: nothing more may follow it; watch for the answers.
+      finish_clean_close_if_answered();
+      return;
+    } else if (t.close_started && boundary > 0) {
+      // Up to the last frame that ends in this chunk, then our Close; what follows is dropped
+      // (nothing may follow a Close). No boundary yet: the frame in progress goes on whole.
+      to->write(data.substr(0, boundary));
+      inject_close(upward);
+      return;
+    }
+  }
+  to->write(data);
   if (to->out().above_high_water()) from->stop_reading();
+}
+
+void ClientConnection::close_tunnel_cleanly(uint16_t code, uint64_t delay_ms) {
+  if (state_ != State::kTunnel || tunnel_->close_code != 0) return;
+  if (!tunnel_->tracking) {
+    close_all();
+    return;
+  }
+  tunnel_->close_code = code;
+  upstream_->set_timeout(delay_ms);
+}
+
+// The tunnel uses the upstream stream's timer: first the close delay, then the reply deadline.
+void ClientConnection::tunnel_timer() {
+  TunnelState& t = *tunnel_;
+  if (t.close_code == 0 || t.close_started) {
+    close_all();  // the sides did not answer our Close in time
+    return;
+  }
+  t.close_started = true;
+  if (t.to_backend.at_boundary()) inject_close(true);
+  if (t.to_client.at_boundary()) inject_close(false);
+  upstream_->set_timeout(kCloseReplyMs);
+}
+
+void ClientConnection::inject_close(bool toward_backend) {
+  TunnelState& t = *tunnel_;
+  bool& sent = toward_backend ? t.close_sent_to_backend : t.close_sent_to_client;
+  if (sent) return;
+  sent = true;
+  const char* reason = t.close_code == kCloseGoingAway ? "going away" : "service restart";
+  if (toward_backend) {
+    t.backend_closes_mark = t.to_client.closes();
+    upstream_->write(websocket::close_frame(t.close_code, reason, true,
+                                            static_cast<uint32_t>(worker_->rng())));
+  } else {
+    t.client_closes_mark = t.to_backend.closes();
+    client_->write(websocket::close_frame(t.close_code, reason, false, 0));
+  }
+  finish_clean_close_if_answered();
+}
+
+void ClientConnection::finish_clean_close_if_answered() {
+  const TunnelState& t = *tunnel_;
+  if (t.close_sent_to_backend && t.close_sent_to_client &&
+      t.to_client.closes() > t.backend_closes_mark && t.to_backend.closes() > t.client_closes_mark) {
+    worker_->counters.tunnels_closed_cleanly.fetch_add(1, std::memory_order_relaxed);
+    close_after_tunnel_writes();
+  }
 }
 
 void ClientConnection::tunnel_end(net::Stream* from, int status) {
@@ -662,9 +766,14 @@ void ClientConnection::tunnel_end(net::Stream* from, int status) {
   net::Stream* to = from == client_ ? upstream_ : client_;
   (from == client_ ? client_ended_ : upstream_ended_) = true;
   to->shutdown_after_writes();  // half-close travels on
-  if (client_ended_ && upstream_ended_ && client_->out().drained() && upstream_->out().drained()) {
-    close_all();
-  }
+  if (client_ended_ && upstream_ended_) close_after_tunnel_writes();
+}
+
+// Both directions are finished: close once our queued bytes (a Close frame, the last data) are
+// written; on_writable calls back here until they are.
+void ClientConnection::close_after_tunnel_writes() {
+  tunnel_->finished = true;
+  if (client_->out().drained() && upstream_->out().drained()) close_all();
 }
 
 void ClientConnection::end_tunnel_accounting() {

@@ -63,7 +63,7 @@ bool FrameTracker::parse_header() {
       return false;
     }
   }
-  if (frame_opcode_ == kClose) saw_close_ = true;
+  if (frame_opcode_ == kClose) ++closes_;
   payload_left_ = len;
   header_len_ = 0;
   return true;

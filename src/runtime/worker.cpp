@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/client_connection.hpp"
 #include "limpet/util/log.hpp"
@@ -72,6 +74,10 @@ void Worker::on_async() {
 
 void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets) {
   snapshot_ = std::move(snapshot);
+  // Tunnel closes are spread, but must all be sent well within the shutdown deadline.
+  const auto& server = snapshot_->config->server;
+  context_.close_spread_ms = static_cast<uint64_t>(
+      std::min(server.close_spread, server.shutdown_timeout / 2).count());
   for (auto& socket : sockets) {
     open_listener(socket);
     socket.fd = -1;

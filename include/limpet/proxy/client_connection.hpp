@@ -24,8 +24,13 @@ class ClientConnection : public net::StreamDelegate {
   static void start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
                     net::Stream* client);
 
-  // Graceful shutdown: idle connections close now, busy ones after their current response.
+  // Graceful shutdown: idle connections close now, busy ones after their current response,
+  // tunnels with a WebSocket Close (1001) after a delay drawn from [0, close_spread).
   void begin_shutdown();
+  // Close a tunnel cleanly: after `delay_ms`, a Close frame with `code` goes to each side at its
+  // next frame boundary (masked toward the backend); the TCP connections close when both sides
+  // have answered with their Close, or a few seconds later.
+  void close_tunnel_cleanly(uint16_t code, uint64_t delay_ms);
 
   void on_data(net::Stream* s, std::string_view data) override;
   void on_end(net::Stream* s, int status) override;
@@ -83,9 +88,14 @@ class ClientConnection : public net::StreamDelegate {
   void write_payload(const std::deque<std::string>& payload);
 
   // Tunnel.
+  struct TunnelState;
   void start_tunnel(std::string_view upstream_leftover);
   void tunnel_data(net::Stream* from, std::string_view data);
   void tunnel_end(net::Stream* from, int status);
+  void tunnel_timer();
+  void inject_close(bool toward_backend);
+  void finish_clean_close_if_answered();
+  void close_after_tunnel_writes();
   void end_tunnel_accounting();
 
   // Ending.
@@ -129,6 +139,7 @@ class ClientConnection : public net::StreamDelegate {
   std::string handshake_body_;  // first bytes of an Engine.IO handshake response
   bool handshake_learning_ = false;
   bool handshake_encoded_ = false;
+  std::unique_ptr<TunnelState> tunnel_;
   bool client_ended_ = false;
   bool upstream_ended_ = false;
 };

@@ -27,6 +27,9 @@ struct WorkerCounters {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> responses_by_class[6]{};  // index status/100
   std::atomic<uint64_t> tunnels_opened{0};
+  std::atomic<uint64_t> tunnels_closed_cleanly{0};  // both sides answered our Close frame
+  std::atomic<uint64_t> ws_messages_to_backend{0};
+  std::atomic<uint64_t> ws_messages_to_client{0};
   std::atomic<uint64_t> retries{0};
   std::atomic<int64_t> active_connections{0};
 };
@@ -38,6 +41,7 @@ struct WorkerContext {
   std::mt19937_64 rng{std::random_device{}()};
   WorkerCounters counters;
   bool shutting_down = false;
+  uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
   std::unordered_set<ClientConnection*> connections;  // for graceful shutdown
 };
 

@@ -33,7 +33,7 @@ class FrameTracker {
   bool at_boundary() const { return header_len_ == 0 && payload_left_ == 0; }
   uint64_t messages() const { return messages_; }  // complete data messages (text/binary)
   uint64_t frames() const { return frames_; }
-  bool saw_close() const { return saw_close_; }
+  uint64_t closes() const { return closes_; }  // Close frames seen so far
   Error error() const { return error_; }
 
  private:
@@ -49,7 +49,7 @@ class FrameTracker {
   uint8_t frame_opcode_ = 0;
   uint64_t messages_ = 0;
   uint64_t frames_ = 0;
-  bool saw_close_ = false;
+  uint64_t closes_ = 0;
   Error error_ = Error::kNone;
 };
 

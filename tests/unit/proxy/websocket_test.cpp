@@ -89,7 +89,7 @@ TEST(CloseFrame, UnmaskedAndMasked) {
   EXPECT_EQ(static_cast<uint8_t>(masked[7]), 0xE9 ^ 0x02);
   FrameTracker t;
   t.feed(masked);
-  EXPECT_TRUE(t.saw_close());
+  EXPECT_EQ(t.closes(), 1u);
   EXPECT_TRUE(t.at_boundary());
 }
 
