@@ -16,6 +16,41 @@ Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers) {
   };
 }
 
+Stream::~Stream() = default;
+
+void Stream::write(std::string_view data) {
+  if (!filter_) {
+    out_.write(data);
+    return;
+  }
+  filter_wire_.clear();
+  bool ok = filter_->on_plain(data, &filter_wire_);
+  out_.write(filter_wire_);
+  if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
+}
+
+void Stream::start_filter() {
+  if (!filter_) return;
+  filter_wire_.clear();
+  bool ok = filter_->start(&filter_wire_);
+  out_.write(filter_wire_);
+  if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
+}
+
+// Bytes from the socket, through the filter if there is one.
+void Stream::deliver(std::string_view wire) {
+  if (!filter_) {
+    delegate_->on_data(this, wire);
+    return;
+  }
+  filter_plain_.clear();
+  filter_wire_.clear();
+  bool ok = filter_->on_wire(wire, &filter_plain_, &filter_wire_);
+  out_.write(filter_wire_);
+  if (!filter_plain_.empty()) delegate_->on_data(this, filter_plain_);
+  if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
+}
+
 int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done) {
   on_connect_ = std::move(on_done);
   connect_req_.data = this;
@@ -25,12 +60,18 @@ int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done) {
 void Stream::on_connect_cb(uv_connect_t* req, int status) {
   auto* self = static_cast<Stream*>(req->data);
   if (status == UV_ECANCELED || self->closing_) return;
-  if (status == 0) self->out_.attach(self->uv());
+  if (status == 0) {
+    self->out_.attach(self->uv());
+    self->start_filter();
+  }
   auto done = std::move(self->on_connect_);
   if (done) done(status);
 }
 
-void Stream::accepted() { out_.attach(uv()); }
+void Stream::accepted() {
+  out_.attach(uv());
+  start_filter();
+}
 
 void Stream::set_nodelay() { uv_tcp_nodelay(&tcp_, 1); }
 
@@ -56,7 +97,7 @@ void Stream::on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
     self->bytes_read_ += static_cast<uint64_t>(nread);
     if (self->delegate_ && !self->closing_) {
-      self->delegate_->on_data(self, std::string_view(buf->base, static_cast<size_t>(nread)));
+      self->deliver(std::string_view(buf->base, static_cast<size_t>(nread)));
     }
   } else if (nread < 0) {
     self->stop_reading();
@@ -72,7 +113,14 @@ void Stream::shutdown_after_writes() {
 }
 
 void Stream::maybe_shutdown() {
-  if (!shutdown_wanted_ || shutdown_sent_ || closing_ || !out_.drained()) return;
+  if (!shutdown_wanted_ || shutdown_sent_ || closing_) return;
+  if (filter_ && !shutdown_notified_) {
+    shutdown_notified_ = true;
+    filter_wire_.clear();
+    filter_->on_shutdown(&filter_wire_);
+    out_.write(filter_wire_);
+  }
+  if (!out_.drained()) return;
   shutdown_sent_ = true;
   shutdown_req_.data = this;
   if (uv_shutdown(&shutdown_req_, uv(), on_shutdown_cb) != 0) shutdown_sent_ = false;

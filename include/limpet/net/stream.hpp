@@ -10,7 +10,11 @@
 #include <functional>
 #include <string_view>
 
+#include <memory>
+#include <string>
+
 #include "limpet/net/out_queue.hpp"
+#include "limpet/net/stream_filter.hpp"
 #include "limpet/util/buffer_pool.hpp"
 
 namespace limpet::net {
@@ -52,7 +56,11 @@ class Stream {
   void stop_reading();
   bool reading() const { return reading_; }
 
-  void write(std::string_view data) { out_.write(data); }
+  // Install before accepted()/connect: every byte then goes through `filter` (TLS).
+  void set_filter(std::unique_ptr<StreamFilter> filter) { filter_ = std::move(filter); }
+  bool filtered() const { return filter_ != nullptr; }
+
+  void write(std::string_view data);
   OutQueue& out() { return out_; }
   // Half-close our sending side once everything queued has been written.
   void shutdown_after_writes();
@@ -67,7 +75,7 @@ class Stream {
   void* user_data = nullptr;  // free for the owner (the pool keys idle streams with it)
 
  private:
-  ~Stream() = default;  // only via close()
+  ~Stream();  // only via close()
   static void on_alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_connect_cb(uv_connect_t* req, int status);
@@ -75,6 +83,8 @@ class Stream {
   static void on_shutdown_cb(uv_shutdown_t* req, int status);
   static void on_close_cb(uv_handle_t* h);
   void maybe_shutdown();
+  void start_filter();
+  void deliver(std::string_view wire);
 
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
@@ -84,12 +94,16 @@ class Stream {
   StreamDelegate* delegate_ = nullptr;
   OutQueue out_;
   std::function<void(int)> on_connect_;
+  std::unique_ptr<StreamFilter> filter_;
+  std::string filter_plain_;  // scratch buffers reused across reads (no per-read allocation)
+  std::string filter_wire_;
   uint64_t bytes_read_ = 0;
   int open_handles_ = 2;
   bool reading_ = false;
   bool closing_ = false;
   bool shutdown_wanted_ = false;
   bool shutdown_sent_ = false;
+  bool shutdown_notified_ = false;  // the filter's close_notify is queued
 };
 
 }  // namespace limpet::net
