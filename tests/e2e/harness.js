@@ -1,0 +1,316 @@
+// Process management for the e2e suite: free ports, child processes with logs, deadlines.
+// Every child is registered with the ProcessGroup, which kills what is left when the suite
+// exits for any reason (normal end, failed assertion, uncaught error, SIGINT/SIGTERM), so a
+// failed run never leaves a redis-server, a node or a limpet behind holding ports.
+'use strict';
+
+const { spawn } = require('child_process');
+const fs = require('fs');
+const http = require('http');
+const net = require('net');
+const os = require('os');
+const path = require('path');
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Ask the OS for a free port on loopback. Something else could take it before the child binds,
+// but on a test machine that race is rare and shows up as a clear "address in use" in the log.
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// Polls `check` (sync or async, truthy = done) until it holds or the deadline passes.
+// Errors thrown by `check` count as "not yet" (a server still starting refuses connections).
+async function waitUntil(what, check, { timeoutMs = 10000, intervalMs = 100 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr = null;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() >= deadline) {
+      const why = lastErr ? ` (last error: ${lastErr.message})` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+// Minimal HTTP client for the nodes' control endpoints. Uses node's own http module with no
+// keep-alive so that each call is independent of the proxy under test.
+function httpJson(method, url, body, { timeoutMs = 3000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
+    const req = http.request(url, {
+      method,
+      agent: false,
+      timeout: timeoutMs,
+      headers: data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {},
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        if (res.statusCode < 200 || res.statusCode >= 300) {
+          reject(new Error(`${method} ${url}: HTTP ${res.statusCode} ${text.slice(0, 200)}`));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text));
+        } catch (err) {
+          reject(new Error(`${method} ${url}: bad JSON: ${text.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url}: timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+class ProcessGroup {
+  constructor(logDir) {
+    this.logDir = logDir;
+    this.children = new Map();  // name -> { child, logFile, exited }
+    this.exitHooked = false;
+  }
+
+  // Starts `cmd args`, stdout+stderr appended to <logDir>/<name>.log. Returns the record;
+  // `record.exited` resolves with {code, signal} when the process ends.
+  spawn(name, cmd, args, { env, cwd } = {}) {
+    this.hookExit();
+    const logFile = path.join(this.logDir, `${name}.log`);
+    const out = fs.openSync(logFile, 'a');
+    fs.writeSync(out, `--- ${new Date().toISOString()} ${cmd} ${args.join(' ')}\n`);
+    const child = spawn(cmd, args, {
+      cwd,
+      env: { ...process.env, ...(env || {}) },
+      stdio: ['ignore', out, out],
+    });
+    fs.closeSync(out);
+    const rec = { name, child, logFile, exitInfo: null };
+    rec.exited = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        rec.exitInfo = { code, signal };
+        resolve(rec.exitInfo);
+      });
+      child.on('error', (err) => {
+        rec.exitInfo = { code: -1, signal: null, error: err.message };
+        resolve(rec.exitInfo);
+      });
+    });
+    this.children.set(name, rec);
+    return rec;
+  }
+
+  isRunning(name) {
+    const rec = this.children.get(name);
+    return !!rec && rec.exitInfo === null;
+  }
+
+  // Sends `signal` and waits (bounded) for the exit; escalates to SIGKILL past the deadline.
+  async stop(name, signal = 'SIGTERM', timeoutMs = 5000) {
+    const rec = this.children.get(name);
+    if (!rec || rec.exitInfo) return rec ? rec.exitInfo : null;
+    try { rec.child.kill(signal); } catch (_) { /* already gone */ }
+    const info = await Promise.race([rec.exited, sleep(timeoutMs).then(() => null)]);
+    if (info) return info;
+    try { rec.child.kill('SIGKILL'); } catch (_) { /* already gone */ }
+    return rec.exited;
+  }
+
+  async stopAll(timeoutMs = 5000) {
+    await Promise.all([...this.children.keys()].map((n) => this.stop(n, 'SIGTERM', timeoutMs)));
+  }
+
+  // Last lines of a child's log, for failure reports.
+  tail(name, lines = 30) {
+    const rec = this.children.get(name);
+    if (!rec) return '';
+    try {
+      const text = fs.readFileSync(rec.logFile, 'utf8').trimEnd().split('\n');
+      return text.slice(-lines).join('\n');
+    } catch (_) {
+      return '';
+    }
+  }
+
+  killAllNow() {
+    for (const rec of this.children.values()) {
+      if (rec.exitInfo === null) {
+        try { rec.child.kill('SIGKILL'); } catch (_) { /* already gone */ }
+      }
+    }
+  }
+
+  hookExit() {
+    if (this.exitHooked) return;
+    this.exitHooked = true;
+    // 'exit' handlers must be synchronous: SIGKILL is the only thing we can do there.
+    process.on('exit', () => this.killAllNow());
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+      process.on(sig, () => {
+        console.error(`\ne2e: ${sig}: stopping child processes`);
+        this.killAllNow();
+        process.exit(130);
+      });
+    }
+  }
+}
+
+function makeTempDir(prefix = 'limpet-e2e-') {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+function startRedis(group, { port }) {
+  const rec = group.spawn('redis', 'redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1',
+    '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+  ]);
+  return rec;
+}
+
+async function waitForRedis(port, timeoutMs = 10000) {
+  // A raw PING keeps the harness independent of the redis client library the nodes use.
+  await waitUntil(`redis-server on port ${port}`, () => new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let buf = '';
+    sock.setTimeout(1000, () => sock.destroy(new Error('timeout')));
+    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\r\n')) {
+        sock.end();
+        resolve(buf.startsWith('+PONG'));
+      }
+    });
+    sock.on('error', reject);
+  }), { timeoutMs });
+}
+
+// One Socket.IO node (node_server.js). Resolves once its /__stats answers on its own port.
+async function startNode(group, { name, port, redisUrl, pingInterval, pingTimeout, timeoutMs = 15000 }) {
+  const args = [path.join(__dirname, 'node_server.js'),
+    '--port', String(port), '--name', name, '--redis-url', redisUrl];
+  if (pingInterval) args.push('--ping-interval', String(pingInterval));
+  if (pingTimeout) args.push('--ping-timeout', String(pingTimeout));
+  const rec = group.spawn(name, process.execPath, args);
+  await waitUntil(`${name} on port ${port}`, async () => {
+    if (rec.exitInfo) throw new Error(`${name} exited: ${JSON.stringify(rec.exitInfo)}`);
+    const s = await httpJson('GET', `http://127.0.0.1:${port}/__stats`);
+    return s.name === name;
+  }, { timeoutMs });
+  return rec;
+}
+
+// limpet's config for the suite: 2 workers, no access log, one listener, one upstream.
+function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info' }) {
+  const q = (s) => JSON.stringify(s);
+  const lines = [
+    '# written by tests/e2e/run_e2e.js',
+    '[server]',
+    'workers = 2',
+    'access_log = "off"',
+    `log_level = ${q(logLevel)}`,
+    '',
+    '[[listener]]',
+    `address = ${q(`127.0.0.1:${listenPort}`)}`,
+    'upstream = "io"',
+    '',
+    '[[upstream]]',
+    'name = "io"',
+    `balance = ${q(balance)}`,
+    `engineio_paths = [${engineioPaths.map(q).join(', ')}]`,
+  ];
+  for (const b of backends) {
+    lines.push('', '[[upstream.backend]]', `name = ${q(b.name)}`, `address = ${q(`127.0.0.1:${b.port}`)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+// nginx in front, for developing the harness without limpet (E2E_FRONT=nginx-*). Not used by
+// the real suite; `hash` is an nginx upstream directive such as "hash $remote_addr consistent"
+// or "" for round robin.
+function nginxConf({ dir, listenPort, backends, hash }) {
+  return `
+worker_processes 2;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/nginx-body;
+  proxy_temp_path ${dir}/nginx-proxy;
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+  upstream io {
+    ${hash ? hash + ';' : ''}
+    ${backends.map((b) => `server 127.0.0.1:${b.port} max_fails=1 fail_timeout=2s;`).join('\n    ')}
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${listenPort};
+    location / {
+      proxy_pass http://io;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 60s;
+    }
+  }
+}
+`;
+}
+
+// Starts the front under test on listenPort and waits until a request through it reaches a
+// node. kind: "limpet" (the real thing) or "nginx-rr" / "nginx-iphash" (harness development).
+async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin }) {
+  let rec;
+  if (kind === 'limpet') {
+    const conf = path.join(dir, `${name}.toml`);
+    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends }));
+    rec = group.spawn(name, limpetBin, ['-c', conf]);
+  } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {
+    const ndir = path.join(dir, name);
+    fs.mkdirSync(ndir, { recursive: true });
+    fs.chmodSync(ndir, 0o777);
+    const conf = path.join(ndir, 'nginx.conf');
+    const hash = kind === 'nginx-iphash' ? 'hash $remote_addr consistent' : '';
+    fs.writeFileSync(conf, nginxConf({ dir: ndir, listenPort, backends, hash }));
+    rec = group.spawn(name, 'nginx', ['-p', ndir, '-c', conf, '-e', path.join(ndir, 'nginx-error.log')]);
+  } else {
+    throw new Error(`unknown front kind ${kind}`);
+  }
+  await waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
+    if (rec.exitInfo) throw new Error(`${name} exited: ${JSON.stringify(rec.exitInfo)}`);
+    const s = await httpJson('GET', `http://127.0.0.1:${listenPort}/__stats`);
+    return backends.some((b) => b.name === s.name);
+  }, { timeoutMs: 15000 });
+  return rec;
+}
+
+module.exports = {
+  ProcessGroup,
+  freePort,
+  httpJson,
+  limpetToml,
+  makeTempDir,
+  sleep,
+  startFront,
+  startNode,
+  startRedis,
+  waitForRedis,
+  waitUntil,
+};

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the e2e suite: installs tests/e2e/node_modules from package-lock.json when it is missing
+# or was installed from another lock file, then `node run_e2e.js`. LIMPET_BIN names the binary.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+for tool in node npm redis-server; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "e2e: $tool not found: install Debian packages nodejs npm redis-server (scripts/install-deps.sh)" >&2
+    exit 1
+  fi
+done
+
+# The lock file's hash, recorded after a successful `npm ci`, tells whether node_modules is stale.
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+stamp="node_modules/.limpet-lock-sha256"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "e2e: npm ci (node_modules missing or stale)"
+  npm ci --silent --no-audit --no-fund
+  echo "$want" > "$stamp"
+fi
+
+# ~900 clients plus their sockets through the proxy: more than the common 1024 default.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+exec node run_e2e.js "$@"

@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+// End-to-end suite of issue 3: a real Socket.IO 4.8 cluster (three nodes, Redis adapter, a real
+// redis-server) behind limpet with 2 workers, driven by real socket.io-client 4.8 clients from
+// 127.0.0.1. Exits 0 only if every check passed.
+//
+// Environment:
+//   LIMPET_BIN         path of the limpet binary (required for the real suite)
+//   E2E_FRONT          limpet (default) | nginx-iphash | nginx-rr — nginx fronts exist only to
+//                      develop the harness itself; the spread check is skipped for them
+//   E2E_CLIENTS        clients per transport group (default 300)
+//   E2E_KEEP_LOGS=1    keep the temp dir with every child's log even on success
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const harness = require('./harness');
+const { Report } = require('./report');
+const { closeAll } = require('./clients');
+const sc = require('./scenarios');
+
+function readConfig() {
+  const front = process.env.E2E_FRONT || 'limpet';
+  const cfg = {
+    front,
+    limpetBin: process.env.LIMPET_BIN || '',
+    clientsPerGroup: Number(process.env.E2E_CLIENTS || 300),
+    // Short Engine.IO timers (server options) so that "two ping cycles" and the detection of
+    // a dead node take seconds, not the 25 s + 20 s defaults.
+    pingInterval: 2000,
+    pingTimeout: 2000,
+    // At most this many handshakes in flight per transport group: a burst, but a bounded one.
+    concurrency: 50,
+    checkSpread: front === 'limpet',
+  };
+  if (front === 'limpet') {
+    if (!cfg.limpetBin) throw new Error('LIMPET_BIN is not set (path of the limpet binary)');
+    if (!fs.existsSync(cfg.limpetBin)) throw new Error(`LIMPET_BIN=${cfg.limpetBin} does not exist`);
+    cfg.limpetBin = path.resolve(cfg.limpetBin);
+  }
+  return cfg;
+}
+
+async function main() {
+  const cfg = readConfig();
+  const report = new Report();
+  const dir = harness.makeTempDir();
+  const group = new harness.ProcessGroup(dir);
+  const ctx = { cfg, report, dir, group, nodes: [], url: '', redisUrl: '' };
+  let groups = null;
+  let fresh = [];
+  console.log(`e2e: front ${cfg.front}${cfg.limpetBin ? ` (${cfg.limpetBin})` : ''}, ` +
+    `${cfg.clientsPerGroup} clients per group, logs in ${dir}`);
+
+  try {
+    await report.phase('start redis-server and three Socket.IO nodes', async () => {
+      const redisPort = await harness.freePort();
+      harness.startRedis(group, { port: redisPort });
+      await harness.waitForRedis(redisPort);
+      ctx.redisUrl = `redis://127.0.0.1:${redisPort}`;
+      for (const name of ['node1', 'node2', 'node3']) ctx.nodes.push({ name, port: await harness.freePort() });
+      await Promise.all(ctx.nodes.map((n) => harness.startNode(group, {
+        ...n, redisUrl: ctx.redisUrl, pingInterval: cfg.pingInterval, pingTimeout: cfg.pingTimeout,
+      })));
+      report.note(ctx.nodes.map((n) => `${n.name}=:${n.port}`).join(' ') + ` redis=:${redisPort}`);
+    });
+
+    await report.phase('negative control: round robin, no Engine.IO paths', () => sc.scenarioNegativeControl(ctx));
+    await report.phase('wait for the nodes to be idle', () => sc.waitNodesIdle(ctx));
+    const baseline = await sc.nodeStats(ctx);
+
+    await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"])`, async () => {
+      const port = await harness.freePort();
+      await harness.startFront(group, {
+        kind: cfg.front, name: 'limpet', dir, listenPort: port, backends: ctx.nodes,
+        limpetBin: cfg.limpetBin, balance: 'least_sessions', engineioPaths: ['/socket.io/'],
+      });
+      ctx.url = `http://127.0.0.1:${port}`;
+    });
+
+    groups = await report.phase(`connect ${3 * cfg.clientsPerGroup} clients`, () => sc.scenarioConnect(ctx));
+    await report.phase('polling through two ping cycles with acknowledged events',
+      () => sc.scenarioPollingKeepAlive(ctx, groups));
+    await report.phase('transports and upgrades', () => sc.scenarioTransports(ctx, groups));
+    await report.phase('node counters and spread', () => sc.scenarioNodeCounters(ctx, groups, baseline));
+    await report.phase('broadcast through the Redis adapter',
+      () => sc.broadcastOnce(ctx, groups.all, { id: 'first', fromNode: 'node1', label: 'broadcast' }));
+    // The victim is the busiest node (any node under an even spread), so that the kill always
+    // has clients to move; the next broadcast comes from a survivor.
+    const victim = await sc.busiestNode(ctx);
+    const survivor = ctx.nodes.find((n) => n.name !== victim).name;
+    await report.phase(`SIGKILL ${victim}`, () => sc.scenarioKillNode(ctx, groups, { victim, broadcastFrom: survivor }));
+    fresh = await report.phase(`restart ${victim}`, () => sc.scenarioRestartNode(ctx, groups, { victim }));
+    const stillUp = groups.all.filter((c) => c.connected).length;
+    report.check('end: every original client is still connected', stillUp === groups.all.length,
+      `${stillUp}/${groups.all.length}`);
+  } catch (err) {
+    report.check('suite ran to the end', false, err && err.stack ? err.stack : String(err));
+  } finally {
+    if (groups) closeAll(groups.all);
+    closeAll(fresh);
+  }
+
+  const ok = report.summary();
+  if (!ok) {
+    for (const name of ['limpet', 'limpet-roundrobin']) {
+      const tail = group.tail(name, 40);
+      if (tail) console.log(`\n--- last lines of ${name}'s log (${dir}/${name}.log)\n${tail}`);
+    }
+  }
+  await group.stopAll(3000);
+  if (ok && !process.env.E2E_KEEP_LOGS) {
+    fs.rmSync(dir, { recursive: true, force: true });
+  } else {
+    console.log(`logs kept in ${dir}`);
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((err) => {
+  console.error(`e2e: ${err && err.stack ? err.stack : err}`);
+  process.exit(1);
+});
