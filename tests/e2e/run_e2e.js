@@ -100,6 +100,20 @@ async function main() {
     closeAll(fresh);
   }
 
+  // A crash mid-run shows up above only as client failures: say it plainly. Then a graceful
+  // stop (design §7: SIGTERM finishes in-flight work and exits 0 within shutdown_timeout).
+  if (cfg.front === 'limpet' && group.children.has('limpet')) {
+    const running = group.isRunning('limpet');
+    report.check('limpet still running at the end of the scenarios', running,
+      running ? '' : `exited with ${JSON.stringify(group.children.get('limpet').exitInfo)}`);
+    if (running) {
+      const t = Date.now();
+      const info = await group.stop('limpet', 'SIGTERM', 15000);
+      report.check('limpet exits 0 on SIGTERM', info && info.code === 0,
+        `${JSON.stringify(info)} after ${Date.now() - t} ms`);
+    }
+  }
+
   const ok = report.summary();
   if (!ok) {
     for (const name of ['limpet', 'limpet-roundrobin']) {

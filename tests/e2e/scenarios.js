@@ -115,11 +115,14 @@ async function broadcastOnce(ctx, clients, { id, fromNode, label }) {
   const missing = clients.filter((c) => !c.bcast.get(id));
   const dup = clients.filter((c) => (c.bcast.get(id) || 0) > 1);
   const byNode = {};
-  for (const c of missing) byNode[c.node] = (byNode[c.node] || 0) + 1;
+  for (const c of missing) {
+    const k = `${c.group}@${c.node}${c.connected ? '' : '(down)'}`;
+    byNode[k] = (byNode[k] || 0) + 1;
+  }
   ctx.report.check(`${label}: broadcast "${id}" from ${fromNode} reaches every client exactly once`,
     missing.length === 0 && dup.length === 0,
     `${clients.length - missing.length}/${clients.length} received in ${ms} ms, ${dup.length} duplicated` +
-    (missing.length ? `, missing by node: ${fmtCounts(byNode)}` : ''));
+    (missing.length ? `, missing by group@node: ${fmtCounts(byNode)}` : ''));
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -263,6 +266,7 @@ async function scenarioKillNode(ctx, groups, { victim, broadcastFrom }) {
   const others = groups.all.filter((c) => c.node !== victim);
   const othersDisconnectsBefore = others.reduce((a, c) => a + c.disconnects.length, 0);
   report.note(`${victim} holds ${victims.length} sessions; killing it with SIGKILL`);
+  const before = await nodeStats(ctx);
   const t0 = Date.now();
   await ctx.group.stop(victim, 'SIGKILL');
   const back = (c) => c.connected && c.welcomes.length > 0 &&
@@ -287,6 +291,11 @@ async function scenarioKillNode(ctx, groups, { victim, broadcastFrom }) {
     `${othersDisconnects} disconnects among ${others.length}` +
     (othersDisconnects ? `; ${firstErrors(others.filter((c) => c.disconnects.length)).join('; ')}` : ''));
   const stats = await nodeStats(ctx);
+  // A request of a dead node's session may be placed on a survivor and get "Session ID unknown"
+  // (design §5): allowed here, and reported, since the client then starts a fresh session.
+  const survivorsBefore = Object.fromEntries(Object.entries(before).filter(([k]) => k !== victim));
+  report.note(`"Session ID unknown" on survivors during the kill: ` +
+    `${sumField(stats, 'session_unknown_errors') - sumField(survivorsBefore, 'session_unknown_errors')}`);
   const counts = {};
   for (const s of Object.values(stats)) counts[s.name] = s.connected;
   const sp = spreadOf(counts);
@@ -304,6 +313,7 @@ async function scenarioKillNode(ctx, groups, { victim, broadcastFrom }) {
 async function scenarioRestartNode(ctx, groups, { victim }) {
   const { report, cfg } = ctx;
   const node = ctx.nodes.find((n) => n.name === victim);
+  const disconnectsBefore = groups.all.reduce((a, c) => a + c.disconnects.length, 0);
   await startNode(ctx.group, { ...node, redisUrl: ctx.redisUrl, pingInterval: cfg.pingInterval, pingTimeout: cfg.pingTimeout });
   const t0 = Date.now();
   const fresh = [];
@@ -327,6 +337,11 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
     `after ${Date.now() - t0} ms, ${batches} batch(es): ${fmtCounts(byNode)}`);
   const f = judgeClients(fresh, { label: 'fresh' });
   report.check('restart: fresh clients connect cleanly', f.length === 0, f.join('; '));
+  // The returning node must not pull existing sessions back: affinity, not a hash, decides.
+  const moved = groups.all.reduce((a, c) => a + c.disconnects.length, 0) - disconnectsBefore;
+  report.check('restart: existing sessions undisturbed by the node coming back', moved === 0,
+    `${moved} disconnects among ${groups.all.length}` +
+    (moved ? `; ${firstErrors(groups.all.filter((c) => c.disconnects.length > 0 && c.disconnects[c.disconnects.length - 1].at >= t0)).join('; ')}` : ''));
   await broadcastOnce(ctx, [...groups.all, ...fresh], { id: 'after-restart', fromNode: victim, label: 'restart' });
   return fresh;
 }
