@@ -22,6 +22,7 @@ constexpr uint64_t kLingerMs = 2000;
 // How long a tunnel waits for both sides to answer an injected Close frame.
 constexpr uint64_t kCloseReplyMs = 3000;
 constexpr uint16_t kCloseGoingAway = 1001;
+constexpr uint16_t kCloseServiceRestart = 1012;
 
 uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 
@@ -717,6 +718,14 @@ void ClientConnection::close_tunnel_cleanly(uint16_t code, uint64_t delay_ms) {
   }
   tunnel_->close_code = code;
   upstream_->set_timeout(delay_ms);
+}
+
+void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_ids) {
+  if (state_ != State::kTunnel) return;
+  uint32_t id = upstream().backends()[static_cast<size_t>(backend_)].state->id;
+  if (std::find(backend_ids.begin(), backend_ids.end(), id) == backend_ids.end()) return;
+  uint64_t spread = worker_->close_spread_ms;
+  close_tunnel_cleanly(kCloseServiceRestart, spread > 0 ? worker_->rng() % spread : 0);
 }
 
 // The tunnel uses the upstream stream's timer: first the close delay, then the reply deadline.

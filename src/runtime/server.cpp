@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "limpet/config/loader.hpp"
@@ -162,8 +163,95 @@ void Server::on_signal(int signum) {
   }
 }
 
+// Builds the whole new state off to the side; any failure leaves the running one untouched.
 void Server::reload() {
-  LOG_WARN("SIGHUP: reload is not implemented yet; keeping the running configuration");
+  if (shutting_down_) return;
+  LOG_INFO("SIGHUP: reloading %s", config_path_.c_str());
+  auto fail = [this](const std::string& why) {
+    reloads_failed_.fetch_add(1, std::memory_order_relaxed);
+    LOG_ERROR("reload failed, keeping the running configuration: %s", why.c_str());
+  };
+  auto loaded = config::load_file(config_path_);
+  if (!loaded) return fail(loaded.message());
+  auto config = std::make_shared<const config::Config>(std::move(*loaded));
+  auto snapshot = build_snapshot(config, shared_, generation_ + 1);
+  if (!snapshot) return fail(snapshot.message());
+
+  // Listeners are identified by address: only new addresses get sockets (one per worker).
+  std::set<std::string> running;
+  for (const auto& l : snapshot_->config->listeners) running.insert(l.address.text);
+  std::vector<std::vector<ListenSocket>> per_worker(workers_.size());
+  auto close_opened = [&per_worker] {
+    for (auto& list : per_worker) {
+      for (auto& s : list) ::close(s.fd);
+    }
+  };
+  for (const auto& listener : config->listeners) {
+    if (running.count(listener.address.text)) continue;
+    auto sockets = open_sockets(listener, workers_.size());
+    if (!sockets) {
+      close_opened();
+      return fail(sockets.message());
+    }
+    for (size_t i = 0; i < workers_.size(); ++i) per_worker[i].push_back((*sockets)[i]);
+    LOG_INFO("listening on %s (listener %s -> upstream %s)", listener.address.text.c_str(),
+             listener.name.c_str(), listener.upstream.c_str());
+  }
+
+  note_removed_backends(*snapshot_, **snapshot);
+  generation_ = (*snapshot)->generation;
+  snapshot_ = *snapshot;
+  apply_logging(config->server);
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
+  reloads_ok_.fetch_add(1, std::memory_order_relaxed);
+  LOG_INFO("reloaded: generation %llu", static_cast<unsigned long long>(generation_));
+}
+
+// A backend that left the configuration takes no new sessions; its tunnels are closed cleanly
+// once drain_timeout has passed. A backend that comes back is no longer draining.
+void Server::note_removed_backends(const Snapshot& before, const Snapshot& after) {
+  std::set<uint32_t> present;
+  for (const auto& [name, upstream] : after.upstreams) {
+    for (const auto& b : upstream->backends()) {
+      present.insert(b.state->id);
+      if (removed_backends_.erase(b.state->id)) b.state->draining.store(false);
+    }
+  }
+  std::vector<uint32_t> removed;
+  for (const auto& [name, upstream] : before.upstreams) {
+    for (const auto& b : upstream->backends()) {
+      if (present.count(b.state->id) || removed_backends_.count(b.state->id)) continue;
+      b.state->draining.store(true);
+      removed_backends_.insert(b.state->id);
+      removed.push_back(b.state->id);
+      LOG_INFO("backend %s left the configuration: draining, tunnels close in %lld ms",
+               b.state->name.c_str(),
+               static_cast<long long>(after.config->server.drain_timeout.count()));
+    }
+  }
+  if (removed.empty()) return;
+  pending_drains_.push_back(
+      {uv_now(&loop_) + static_cast<uint64_t>(after.config->server.drain_timeout.count()),
+       std::move(removed)});
+}
+
+// Housekeeping: drains whose time has come go to the workers.
+void Server::run_due_drains() {
+  uint64_t now = uv_now(&loop_);
+  for (auto it = pending_drains_.begin(); it != pending_drains_.end();) {
+    if (it->due_ms > now) {
+      ++it;
+      continue;
+    }
+    std::vector<uint32_t> still_removed;
+    for (uint32_t id : it->backend_ids) {
+      if (removed_backends_.count(id)) still_removed.push_back(id);
+    }
+    if (!still_removed.empty()) {
+      for (auto& w : workers_) w->drain_backends(still_removed);
+    }
+    it = pending_drains_.erase(it);
+  }
 }
 
 void Server::begin_shutdown() {
@@ -185,6 +273,7 @@ void Server::on_shutdown_timeout_cb(uv_timer_t* handle) {
 void Server::on_housekeeping_cb(uv_timer_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
   self->shared_.affinity->expire();
+  self->run_due_drains();
 }
 
 void Server::on_worker_exit_cb(uv_async_t* handle) { static_cast<Server*>(handle->data)->on_worker_exit(); }

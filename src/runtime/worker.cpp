@@ -46,6 +46,14 @@ void Worker::publish(std::shared_ptr<const Snapshot> snapshot, std::vector<Liste
   uv_async_send(&async_);
 }
 
+void Worker::drain_backends(std::vector<uint32_t> backend_ids) {
+  {
+    std::lock_guard lock(mailbox_mu_);
+    pending_drains_.insert(pending_drains_.end(), backend_ids.begin(), backend_ids.end());
+  }
+  uv_async_send(&async_);
+}
+
 void Worker::stop() {
   {
     std::lock_guard lock(mailbox_mu_);
@@ -59,9 +67,11 @@ void Worker::on_async_cb(uv_async_t* handle) { static_cast<Worker*>(handle->data
 void Worker::on_async() {
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<ListenSocket> sockets;
+  std::vector<uint32_t> drains;
   bool stop = false;
   {
     std::lock_guard lock(mailbox_mu_);
+    drains.swap(pending_drains_);
     snapshot = std::move(pending_snapshot_);
     sockets = std::move(pending_sockets_);
     pending_sockets_.clear();
@@ -69,6 +79,11 @@ void Worker::on_async() {
   }
   if (snapshot && !stopping_) apply(std::move(snapshot), std::move(sockets));
   for (auto& s : sockets) ::close(s.fd);  // not taken by apply (stopping)
+  if (!drains.empty() && !stopping_) {
+    std::vector<proxy::ClientConnection*> connections(context_.connections.begin(),
+                                                      context_.connections.end());
+    for (auto* c : connections) c->drain_if_tunnel_to(drains);
+  }
   if (stop && !stopping_) begin_shutdown();
 }
 

@@ -31,6 +31,9 @@ class ClientConnection : public net::StreamDelegate {
   // next frame boundary (masked toward the backend); the TCP connections close when both sides
   // have answered with their Close, or a few seconds later.
   void close_tunnel_cleanly(uint16_t code, uint64_t delay_ms);
+  // Reload removed (or an operator drained) one of these backends: a tunnel to it closes cleanly
+  // with 1012 "service restart", spread over close_spread.
+  void drain_if_tunnel_to(const std::vector<uint32_t>& backend_ids);
 
   void on_data(net::Stream* s, std::string_view data) override;
   void on_end(net::Stream* s, int status) override;

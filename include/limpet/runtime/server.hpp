@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,8 @@ class Server {
   void begin_shutdown();
   void on_worker_exit();
   void reload();
+  void note_removed_backends(const Snapshot& before, const Snapshot& after);
+  void run_due_drains();
   void finish();
   Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count);
   void apply_logging(const config::ServerConfig& server);
@@ -50,6 +53,15 @@ class Server {
   std::atomic<int> workers_running_{0};
   uint64_t generation_ = 0;
   bool shutting_down_ = false;
+  std::atomic<uint64_t> reloads_ok_{0};
+  std::atomic<uint64_t> reloads_failed_{0};
+  // Backends removed by a reload (by BackendState id) and when their tunnels must close.
+  struct PendingDrain {
+    uint64_t due_ms;
+    std::vector<uint32_t> backend_ids;
+  };
+  std::set<uint32_t> removed_backends_;
+  std::vector<PendingDrain> pending_drains_;
   int exit_code_ = 0;
 };
 

@@ -37,6 +37,8 @@ class Worker {
   void start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets);
   // Main thread: a new snapshot and the sockets of listeners that are new in it.
   void publish(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> new_sockets);
+  // Main thread: close the tunnels to these backends cleanly (1012), spread over close_spread.
+  void drain_backends(std::vector<uint32_t> backend_ids);
   // Main thread: stop accepting, finish in-flight requests, then let the thread end.
   void stop();
   void join();
@@ -76,6 +78,7 @@ class Worker {
   std::mutex mailbox_mu_;
   std::shared_ptr<const Snapshot> pending_snapshot_;
   std::vector<ListenSocket> pending_sockets_;
+  std::vector<uint32_t> pending_drains_;
   bool stop_requested_ = false;
   bool stopping_ = false;
 };
