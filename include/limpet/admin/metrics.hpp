@@ -1,0 +1,70 @@
+// What the admin endpoints show, as plain data collected on the main thread (runtime::Server
+// gathers it from backend states, worker counters and the affinity table), and its three
+// renderings: Prometheus text format 0.0.4, JSON, and the HTML status page. Pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "limpet/util/histogram.hpp"
+
+namespace limpet::admin {
+
+struct BackendMetrics {
+  std::string upstream;
+  std::string name;
+  std::string address;
+  uint32_t weight = 1;
+  std::string state;  // "up", "down", "draining", "disabled"
+  int64_t in_flight = 0;
+  int64_t tunnels = 0;
+  int64_t sessions = 0;
+  uint64_t requests = 0;
+  uint64_t failures = 0;
+};
+
+struct WorkerMetrics {
+  uint64_t accepted = 0;
+  uint64_t rejected = 0;
+  uint64_t requests = 0;
+  int64_t active_connections = 0;
+};
+
+struct AffinityMetrics {
+  uint64_t entries = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t evictions = 0;
+  uint64_t expirations = 0;
+  uint64_t learned = 0;
+  uint64_t unparsable_handshakes = 0;
+};
+
+struct MetricsSnapshot {
+  std::string version;
+  std::string config_file;
+  uint64_t generation = 0;
+  double uptime_seconds = 0;
+  std::vector<BackendMetrics> backends;
+  std::vector<WorkerMetrics> workers;
+  AffinityMetrics affinity;
+  uint64_t responses_by_class[6] = {};  // index status/100 (1xx..5xx)
+  uint64_t tunnels_opened = 0;
+  uint64_t tunnels_closed_cleanly = 0;
+  uint64_t ws_messages_to_backend = 0;
+  uint64_t ws_messages_to_client = 0;
+  uint64_t bytes_from_clients = 0;
+  uint64_t bytes_to_clients = 0;
+  uint64_t retries = 0;
+  uint64_t reloads_ok = 0;
+  uint64_t reloads_failed = 0;
+  Histogram::Values request_latency;
+  Histogram::Values connect_latency;
+};
+
+std::string render_prometheus(const MetricsSnapshot& m);
+std::string render_json(const MetricsSnapshot& m);
+std::string render_html(const MetricsSnapshot& m);
+
+}  // namespace limpet::admin

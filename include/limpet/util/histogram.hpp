@@ -1,0 +1,48 @@
+// Fixed-bucket latency histogram with relaxed atomic counters: written by one worker, read (and
+// summed over workers) by the admin scrape on the main thread. Buckets follow Prometheus
+// conventions (upper bounds in seconds, cumulative on output).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace limpet {
+
+class Histogram {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                     0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
+  static constexpr size_t kBuckets = kBounds.size() + 1;  // last one is +Inf
+
+  void observe_us(uint64_t micros) {
+    double seconds = static_cast<double>(micros) / 1e6;
+    size_t i = 0;
+    while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+    counts_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_us_.fetch_add(micros, std::memory_order_relaxed);
+  }
+
+  // Plain copy for summing and rendering.
+  struct Values {
+    std::array<uint64_t, kBuckets> counts{};  // per bucket, not cumulative
+    uint64_t sum_us = 0;
+    void add(const Values& o) {
+      for (size_t i = 0; i < kBuckets; ++i) counts[i] += o.counts[i];
+      sum_us += o.sum_us;
+    }
+  };
+  Values values() const {
+    Values v;
+    for (size_t i = 0; i < kBuckets; ++i) v.counts[i] = counts_[i].load(std::memory_order_relaxed);
+    v.sum_us = sum_us_.load(std::memory_order_relaxed);
+    return v;
+  }
+
+ private:
+  std::array<std::atomic<uint64_t>, kBuckets> counts_{};
+  std::atomic<uint64_t> sum_us_{0};
+};
+
+}  // namespace limpet

@@ -1,0 +1,350 @@
+#include "limpet/admin/metrics.hpp"
+
+#include <cinttypes>
+#include <cstdio>
+
+namespace limpet::admin {
+namespace {
+
+// Label values and JSON strings share the same escapes for what can occur in names.
+std::string escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+class PromWriter {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  void sample(const std::string& name, const std::string& labels, double value) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", value);
+    out_ += name;
+    if (!labels.empty()) out_ += "{" + labels + "}";
+    out_ += ' ';
+    out_ += buf;
+    out_ += '\n';
+  }
+  void histogram(const char* name, const char* help, const Histogram::Values& v) {
+    family(name, "histogram", help);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < Histogram::kBuckets; ++i) {
+      cumulative += v.counts[i];
+      char le[32];
+      if (i < Histogram::kBounds.size()) {
+        std::snprintf(le, sizeof le, "%g", Histogram::kBounds[i]);
+      } else {
+        std::snprintf(le, sizeof le, "+Inf");
+      }
+      sample(std::string(name) + "_bucket", std::string("le=\"") + le + "\"",
+             static_cast<double>(cumulative));
+    }
+    sample(std::string(name) + "_sum", "", static_cast<double>(v.sum_us) / 1e6);
+    sample(std::string(name) + "_count", "", static_cast<double>(cumulative));
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+std::string backend_labels(const BackendMetrics& b) {
+  return "upstream=\"" + escape(b.upstream) + "\",backend=\"" + escape(b.name) + "\"";
+}
+
+template <typename Field>
+void per_backend(PromWriter& w, const MetricsSnapshot& m, const char* name, const char* type,
+                 const char* help, Field field) {
+  w.family(name, type, help);
+  for (const auto& b : m.backends) w.sample(name, backend_labels(b), static_cast<double>(field(b)));
+}
+
+uint64_t total_accepted(const MetricsSnapshot& m) {
+  uint64_t n = 0;
+  for (const auto& w : m.workers) n += w.accepted;
+  return n;
+}
+
+int64_t total_active(const MetricsSnapshot& m) {
+  int64_t n = 0;
+  for (const auto& w : m.workers) n += w.active_connections;
+  return n;
+}
+
+}  // namespace
+
+std::string render_prometheus(const MetricsSnapshot& m) {
+  PromWriter w;
+  w.family("limpet_info", "gauge", "Build and configuration of this limpet.");
+  w.sample("limpet_info", "version=\"" + escape(m.version) + "\"", 1);
+  w.family("limpet_config_generation", "gauge", "Generation of the running configuration.");
+  w.sample("limpet_config_generation", "", static_cast<double>(m.generation));
+  w.family("limpet_uptime_seconds", "gauge", "Seconds since start.");
+  w.sample("limpet_uptime_seconds", "", m.uptime_seconds);
+  w.family("limpet_reloads_total", "counter", "Configuration reloads by result.");
+  w.sample("limpet_reloads_total", "result=\"ok\"", static_cast<double>(m.reloads_ok));
+  w.sample("limpet_reloads_total", "result=\"failed\"", static_cast<double>(m.reloads_failed));
+
+  w.family("limpet_connections_accepted_total", "counter", "Client connections accepted.");
+  w.sample("limpet_connections_accepted_total", "", static_cast<double>(total_accepted(m)));
+  w.family("limpet_connections_rejected_total", "counter",
+           "Client connections closed at once because max_connections was reached.");
+  uint64_t rejected = 0;
+  for (const auto& wk : m.workers) rejected += wk.rejected;
+  w.sample("limpet_connections_rejected_total", "", static_cast<double>(rejected));
+  w.family("limpet_active_connections", "gauge", "Open client connections.");
+  w.sample("limpet_active_connections", "", static_cast<double>(total_active(m)));
+  w.family("limpet_worker_active_connections", "gauge", "Open client connections per worker.");
+  for (size_t i = 0; i < m.workers.size(); ++i) {
+    w.sample("limpet_worker_active_connections", "worker=\"" + std::to_string(i) + "\"",
+             static_cast<double>(m.workers[i].active_connections));
+  }
+
+  w.family("limpet_responses_total", "counter", "Responses sent to clients by status class.");
+  for (int c = 1; c <= 5; ++c) {
+    w.sample("limpet_responses_total", "code=\"" + std::to_string(c) + "xx\"",
+             static_cast<double>(m.responses_by_class[c]));
+  }
+  w.family("limpet_upstream_retries_total", "counter",
+           "Requests sent to another backend after a connect failure.");
+  w.sample("limpet_upstream_retries_total", "", static_cast<double>(m.retries));
+  w.family("limpet_bytes_total", "counter", "Bytes exchanged with clients.");
+  w.sample("limpet_bytes_total", "direction=\"in\"", static_cast<double>(m.bytes_from_clients));
+  w.sample("limpet_bytes_total", "direction=\"out\"", static_cast<double>(m.bytes_to_clients));
+
+  per_backend(w, m, "limpet_backend_up", "gauge", "1 if the backend takes traffic.",
+              [](const BackendMetrics& b) { return b.state == "up" || b.state == "draining" ? 1 : 0; });
+  per_backend(w, m, "limpet_backend_draining", "gauge", "1 if the backend takes no new sessions.",
+              [](const BackendMetrics& b) { return b.state == "draining" ? 1 : 0; });
+  per_backend(w, m, "limpet_backend_requests_total", "counter", "Requests sent to the backend.",
+              [](const BackendMetrics& b) { return b.requests; });
+  per_backend(w, m, "limpet_backend_failures_total", "counter",
+              "Connect failures and timeouts against the backend.",
+              [](const BackendMetrics& b) { return b.failures; });
+  per_backend(w, m, "limpet_backend_in_flight", "gauge", "Requests in flight plus open tunnels.",
+              [](const BackendMetrics& b) { return b.in_flight; });
+  per_backend(w, m, "limpet_backend_tunnels", "gauge", "Open WebSocket tunnels.",
+              [](const BackendMetrics& b) { return b.tunnels; });
+  per_backend(w, m, "limpet_backend_sessions", "gauge",
+              "Live sessions: affinity entries plus open tunnels.",
+              [](const BackendMetrics& b) { return b.sessions + b.tunnels; });
+
+  w.family("limpet_tunnels_opened_total", "counter", "WebSocket tunnels opened.");
+  w.sample("limpet_tunnels_opened_total", "", static_cast<double>(m.tunnels_opened));
+  w.family("limpet_tunnels_closed_cleanly_total", "counter",
+           "Tunnels closed by limpet with a Close frame both sides answered.");
+  w.sample("limpet_tunnels_closed_cleanly_total", "", static_cast<double>(m.tunnels_closed_cleanly));
+  w.family("limpet_websocket_messages_total", "counter", "WebSocket messages relayed.");
+  w.sample("limpet_websocket_messages_total", "direction=\"to_backend\"",
+           static_cast<double>(m.ws_messages_to_backend));
+  w.sample("limpet_websocket_messages_total", "direction=\"to_client\"",
+           static_cast<double>(m.ws_messages_to_client));
+
+  w.family("limpet_affinity_entries", "gauge", "Sessions in the affinity table.");
+  w.sample("limpet_affinity_entries", "", static_cast<double>(m.affinity.entries));
+  w.family("limpet_affinity_lookups_total", "counter", "Affinity lookups by result.");
+  w.sample("limpet_affinity_lookups_total", "result=\"hit\"", static_cast<double>(m.affinity.hits));
+  w.sample("limpet_affinity_lookups_total", "result=\"miss\"", static_cast<double>(m.affinity.misses));
+  w.family("limpet_affinity_evictions_total", "counter", "Entries evicted by the size cap.");
+  w.sample("limpet_affinity_evictions_total", "", static_cast<double>(m.affinity.evictions));
+  w.family("limpet_affinity_expirations_total", "counter", "Entries expired by session_ttl.");
+  w.sample("limpet_affinity_expirations_total", "", static_cast<double>(m.affinity.expirations));
+  w.family("limpet_affinity_learned_total", "counter", "Session ids learned from handshakes.");
+  w.sample("limpet_affinity_learned_total", "", static_cast<double>(m.affinity.learned));
+  w.family("limpet_handshakes_unparsable_total", "counter",
+           "Engine.IO handshake responses whose sid could not be read.");
+  w.sample("limpet_handshakes_unparsable_total", "",
+           static_cast<double>(m.affinity.unparsable_handshakes));
+
+  w.histogram("limpet_request_duration_seconds", "Client request duration, head to last byte.",
+              m.request_latency);
+  w.histogram("limpet_upstream_connect_duration_seconds", "Time to connect to a backend.",
+              m.connect_latency);
+  return w.take();
+}
+
+std::string render_json(const MetricsSnapshot& m) {
+  std::string o = "{";
+  auto num = [&o](const char* key, double v, bool comma = true) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "\"%s\":%.17g", key, v);
+    o += buf;
+    if (comma) o += ',';
+  };
+  auto str = [&o](const char* key, const std::string& v, bool comma = true) {
+    o += "\"";
+    o += key;
+    o += "\":\"" + escape(v) + "\"";
+    if (comma) o += ',';
+  };
+  str("version", m.version);
+  str("config_file", m.config_file);
+  num("generation", static_cast<double>(m.generation));
+  num("uptime_seconds", m.uptime_seconds);
+  num("reloads_ok", static_cast<double>(m.reloads_ok));
+  num("reloads_failed", static_cast<double>(m.reloads_failed));
+  num("active_connections", static_cast<double>(total_active(m)));
+  num("connections_accepted", static_cast<double>(total_accepted(m)));
+  num("tunnels_opened", static_cast<double>(m.tunnels_opened));
+  num("ws_messages_to_backend", static_cast<double>(m.ws_messages_to_backend));
+  num("ws_messages_to_client", static_cast<double>(m.ws_messages_to_client));
+  o += "\"responses\":{";
+  for (int c = 1; c <= 5; ++c) {
+    o += "\"" + std::to_string(c) + "xx\":" + std::to_string(m.responses_by_class[c]);
+    if (c < 5) o += ',';
+  }
+  o += "},\"affinity\":{";
+  num("entries", static_cast<double>(m.affinity.entries));
+  num("hits", static_cast<double>(m.affinity.hits));
+  num("misses", static_cast<double>(m.affinity.misses));
+  num("evictions", static_cast<double>(m.affinity.evictions));
+  num("learned", static_cast<double>(m.affinity.learned));
+  num("unparsable_handshakes", static_cast<double>(m.affinity.unparsable_handshakes), false);
+  o += "},\"workers\":[";
+  for (size_t i = 0; i < m.workers.size(); ++i) {
+    const auto& w = m.workers[i];
+    o += "{";
+    num("accepted", static_cast<double>(w.accepted));
+    num("requests", static_cast<double>(w.requests));
+    num("active_connections", static_cast<double>(w.active_connections), false);
+    o += i + 1 < m.workers.size() ? "}," : "}";
+  }
+  o += "],\"backends\":[";
+  for (size_t i = 0; i < m.backends.size(); ++i) {
+    const auto& b = m.backends[i];
+    o += "{";
+    str("upstream", b.upstream);
+    str("name", b.name);
+    str("address", b.address);
+    str("state", b.state);
+    num("weight", b.weight);
+    num("requests", static_cast<double>(b.requests));
+    num("failures", static_cast<double>(b.failures));
+    num("in_flight", static_cast<double>(b.in_flight));
+    num("tunnels", static_cast<double>(b.tunnels));
+    num("sessions", static_cast<double>(b.sessions + b.tunnels), false);
+    o += i + 1 < m.backends.size() ? "}," : "}";
+  }
+  o += "]}";
+  return o;
+}
+
+// The page renders the same rows on the server (works without JavaScript) and refreshes itself
+// from /status every two seconds, computing request rates from successive samples.
+std::string render_html(const MetricsSnapshot& m) {
+  std::string rows;
+  for (const auto& b : m.backends) {
+    rows += "<tr class=\"state-" + html_escape(b.state) + "\" data-backend=\"" + html_escape(b.name) +
+            "\"><td>" + html_escape(b.upstream) + "</td><td>" + html_escape(b.name) + "</td><td>" +
+            html_escape(b.address) + "</td><td class=\"state\">" + html_escape(b.state) +
+            "</td><td>" + std::to_string(b.weight) + "</td><td class=\"sessions\">" +
+            std::to_string(b.sessions + b.tunnels) + "</td><td class=\"tunnels\">" +
+            std::to_string(b.tunnels) + "</td><td class=\"requests\">" +
+            std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"failures\">" +
+            std::to_string(b.failures) + "</td></tr>\n";
+  }
+  char summary[256];
+  std::snprintf(summary, sizeof summary,
+                "generation %" PRIu64 " &middot; up %.0f s &middot; %zu workers &middot; "
+                "%" PRIu64 " sessions known",
+                m.generation, m.uptime_seconds, m.workers.size(), m.affinity.entries);
+  return R"(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>limpet status</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:20px;margin:0 0 .2em}
+#summary{color:#555;margin-bottom:1em}
+table{border-collapse:collapse;min-width:60em}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#eee}
+td:nth-child(-n+4){text-align:left}
+tr.state-up td.state{background:#c8f0c8}
+tr.state-down td.state{background:#f5b5b5}
+tr.state-draining td.state{background:#f8e3a0}
+tr.state-disabled td.state{background:#ddd}
+</style></head><body>
+<h1>limpet )" + html_escape(m.version) + R"(</h1>
+<div id="summary">)" + summary + R"(</div>
+<table id="backends"><thead><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th>
+<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>errors</th></tr>
+</thead><tbody>
+)" + rows + R"(</tbody></table>
+<script>
+let last = null;
+function cell(tr, cls, v) { tr.querySelector('td.' + cls).textContent = v; }
+async function refresh() {
+  try {
+    const s = await (await fetch('status', {cache: 'no-store'})).json();
+    const now = Date.now();
+    const body = document.querySelector('#backends tbody');
+    const rows = s.backends.map(b => {
+      const tr = document.createElement('tr');
+      tr.className = 'state-' + b.state;
+      tr.dataset.backend = b.name;
+      for (const [cls, v] of [['', b.upstream], ['', b.name], ['', b.address], ['state', b.state],
+          ['', b.weight], ['sessions', b.sessions], ['tunnels', b.tunnels],
+          ['requests', b.requests], ['rate', '-'], ['failures', b.failures]]) {
+        const td = document.createElement('td');
+        if (cls) td.className = cls;
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      if (last && last.t < now) {
+        const prev = last.s.backends.find(p => p.name === b.name && p.upstream === b.upstream);
+        if (prev) cell(tr, 'rate', ((b.requests - prev.requests) * 1000 / (now - last.t)).toFixed(1));
+      }
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    document.getElementById('summary').textContent =
+      `generation ${s.generation} · up ${Math.round(s.uptime_seconds)} s · ${s.workers.length} workers · ` +
+      `${s.affinity.entries} sessions known`;
+    last = {s, t: now};
+  } catch (e) { /* keep the last view; the next tick retries */ }
+}
+setInterval(refresh, 2000);
+refresh();
+</script></body></html>
+)";
+}
+
+}  // namespace limpet::admin
