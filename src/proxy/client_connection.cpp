@@ -74,6 +74,8 @@ ClientConnection::ClientConnection(WorkerContext* worker,
 }
 
 ClientConnection::~ClientConnection() {
+  worker_->counters.bytes_from_clients.fetch_add(client_->bytes_read(), std::memory_order_relaxed);
+  worker_->counters.bytes_to_clients.fetch_add(client_->out().bytes_sent(), std::memory_order_relaxed);
   --*listener_->open_connections;
   worker_->counters.active_connections.fetch_sub(1, std::memory_order_relaxed);
   worker_->connections.erase(this);
@@ -242,6 +244,7 @@ bool ClientConnection::on_request_head() {
   worker_->counters.requests.fetch_add(1, std::memory_order_relaxed);
   client_->clear_timeout();
   request_ = request_parser_.take_request();
+  request_started_ns_ = uv_hrtime();
   request_done_ = false;
   request_body_bytes_ = 0;
   size_t max_body = lconf().max_body_size;
@@ -373,6 +376,7 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
   upstream_->set_delegate(this);
   upstream_reused_ = false;
   upstream_connected_ = false;
+  connect_started_ns_ = uv_hrtime();
   write_payload(payload);
   upstream_->set_timeout(ms(upstream().config().connect_timeout));
   int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
@@ -382,6 +386,7 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
 
 void ClientConnection::on_connected(int status) {
   if (status == 0) {
+    worker_->counters.connect_latency.observe_us((uv_hrtime() - connect_started_ns_) / 1000);
     upstream_connected_ = true;
     upstream_->set_nodelay();
     upstream_->start_reading();
@@ -602,6 +607,7 @@ void ClientConnection::learn_session_from_body(bool final) {
 }
 
 void ClientConnection::complete_exchange(bool upstream_clean) {
+  worker_->counters.request_latency.observe_us((uv_hrtime() - request_started_ns_) / 1000);
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
   b.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
   backend_ = -1;  // accounted for: drop_upstream must not count it again

@@ -130,6 +130,8 @@ class ClientConnection : public net::StreamDelegate {
   int backend_ = -1;
   std::string upstream_key_;
   std::string request_head_out_;  // kept for a retry on a stale pooled connection
+  uint64_t request_started_ns_ = 0;  // uv_hrtime() at the request head, for the latency histogram
+  uint64_t connect_started_ns_ = 0;
   bool upstream_reused_ = false;
   bool upstream_connected_ = false;
   bool request_done_ = false;

@@ -14,6 +14,7 @@
 #include "limpet/config/config.hpp"
 #include "limpet/proxy/upstream_pool.hpp"
 #include "limpet/util/buffer_pool.hpp"
+#include "limpet/util/histogram.hpp"
 
 namespace limpet::proxy {
 
@@ -32,6 +33,10 @@ struct WorkerCounters {
   std::atomic<uint64_t> ws_messages_to_client{0};
   std::atomic<uint64_t> retries{0};
   std::atomic<int64_t> active_connections{0};
+  std::atomic<uint64_t> bytes_from_clients{0};  // added when a connection closes
+  std::atomic<uint64_t> bytes_to_clients{0};
+  Histogram request_latency;  // request head parsed → response complete
+  Histogram connect_latency;  // upstream connect started → connected
 };
 
 struct WorkerContext {
