@@ -180,6 +180,16 @@ def test_content_length_over_max_413_before_any_body(lp, backends):
     assert not any(m in p for p in paths_seen(backends))
 
 
+def test_expect_100_continue_over_max_413_without_100(lp, backends):
+    m = marker()
+    with RawHttp(lp.port) as c:
+        c.send(f"POST /upload?{m} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n"
+               "Expect: 100-continue\r\n\r\n".encode())
+        r = c.read_response(skip_1xx=False)
+        assert r.status == 413, r
+    assert not any(m in p for p in paths_seen(backends))
+
+
 def test_chunked_body_over_max_413(lp):
     body = chunked(pattern.data(1_200_000), 64 * 1024)
     with RawHttp(lp.port) as c:
@@ -233,6 +243,16 @@ def test_partial_head_then_silence_408(lp):
         assert r.status == 408
         assert c.closed_by_peer(timeout=3)
     assert elapsed <= HEADER_TIMEOUT + 2.5
+
+
+def test_idle_keepalive_client_closed_after_keepalive_timeout(cluster):
+    b = cluster.backend("ka")
+    lp = cluster.limpet([b], listener={"keepalive_timeout": "500ms"})
+    with RawHttp(lp.port) as c:
+        assert c.request("GET", "/echo").status == 200
+        t0 = time.monotonic()
+        assert c.closed_by_peer(timeout=3), "idle keep-alive connection not closed"
+        assert time.monotonic() - t0 >= 0.4
 
 
 # ---- connection limit --------------------------------------------------------------------------

@@ -211,6 +211,20 @@ def test_chunked_upload_with_extensions_and_trailers(lp):
         assert c.request("GET", "/echo?next").json()["path"] == "/echo?next"
 
 
+def test_expect_100_continue(lp):
+    body = pattern.data(200_000)
+    with RawHttp(lp.port) as c:
+        c.send(f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+               "Expect: 100-continue\r\n\r\n".encode())
+        c.sock.settimeout(3)
+        interim = c.read_response(skip_1xx=False)  # nothing is sent until the 100 comes
+        assert interim.status == 100, interim
+        c.send(body)
+        r = c.read_response()
+    assert r.status == 200
+    assert r.json()["sha256"] == pattern.sha256(200_000)
+
+
 def test_request_split_into_tiny_writes(lp):
     wire = build_request("POST", "/upload", [("X-Split", "yes"), ("Transfer-Encoding", "chunked")]) + \
         chunked(pattern.data(3000), 700)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 
 import pytest
 import websockets
@@ -179,6 +180,24 @@ def test_plain_request_on_a_websocket_listener_still_works(lp):
     with RawHttp(lp.ports[1]) as c:
         r = c.request("GET", "/echo?plain")
     assert r.status == 200 and r.json()["path"] == "/echo?plain"
+
+
+def test_idle_tunnel_closed_after_tunnel_idle_timeout(cluster):
+    ws = cluster.backend("wi", kind="ws")
+    lp = cluster.limpet([ws], listener={"tunnel_idle_timeout": "1s"})
+
+    async def go():
+        async with connect(ws_url(lp, "/echo")) as conn:
+            for _ in range(3):  # traffic keeps it open past the timeout
+                await conn.send("busy")
+                assert await conn.recv() == "busy"
+                await asyncio.sleep(0.5)
+            t0 = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(conn.recv(), 5)
+            return time.monotonic() - t0
+    idle = run(go())
+    assert 0.8 <= idle <= 3.5, idle
 
 
 def test_backend_killed_under_open_tunnel(cluster):

@@ -54,6 +54,7 @@ def main():
             f"    listen {lst['address']} reuseport;",
             f"    client_header_timeout {int(seconds(lst.get('header_timeout', '10s')) * 1000)}ms;",
             f"    client_max_body_size {lst.get('max_body_size', '16m')};",
+            f"    keepalive_timeout {int(seconds(lst.get('keepalive_timeout', '75s')) * 1000)}ms;",
             "    large_client_header_buffers 4 16k;",
             "    location / {",
             f"      proxy_pass http://{up['name']};",
