@@ -1,0 +1,332 @@
+#include "limpet/config/loader.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <tuple>
+
+#include "limpet/config/values.hpp"
+#include "toml_reader.hpp"
+
+namespace limpet::config {
+
+namespace {
+
+using detail::fail_at;
+using detail::LoadError;
+using detail::TableReader;
+
+constexpr int64_t kMaxRingSize = 1 << 24;
+constexpr uint32_t kRingPointsPerBackend = 100;
+
+std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
+
+// The value under `key` of a table whose reader required it and finished, so it is there.
+const toml::value& at_key(const toml::value& table, const char* key) { return table.as_table().at(key); }
+
+Result<std::string> parse_path(const std::string& text) {
+  if (!text.starts_with('/')) return Error{"expected a path starting with \"/\", got " + in_quotes(text)};
+  return text;
+}
+
+Result<std::string> parse_non_empty(const std::string& text) {
+  if (text.empty()) return Error{"expected a non-empty string"};
+  return text;
+}
+
+// RFC 6265 cookie-name: an RFC 7230 token.
+Result<std::string> parse_cookie_name(const std::string& text) {
+  const bool token = !text.empty() && text.find_first_of("()<>@,;:\\\"/[]?={} \t") == std::string::npos &&
+                     std::all_of(text.begin(), text.end(), [](char c) { return c > 32 && c < 127; });
+  if (!token) return Error{"expected a cookie name (letters, digits, !#$%&'*+-.^_`|~), got " + in_quotes(text)};
+  return text;
+}
+
+ServerConfig read_server(TableReader r) {
+  ServerConfig s;
+  if (const toml::value* v = r.find("workers")) {
+    if (v->is_integer()) {
+      r.read_int("workers", s.workers, 1, 256);
+    } else if (!v->is_string() || v->as_string().str != "auto") {
+      r.fail("workers", "expected \"auto\" or an integer from 1 to 256, got " + detail::describe(*v));
+    }
+  }
+  r.read_parsed("pid_file", s.pid_file, parse_non_empty);
+  r.read_parsed("error_log", s.error_log, parse_non_empty);
+  r.read_choice("log_level", s.log_level, {"debug", "info", "warn", "error"});
+  r.read_parsed("access_log", s.access_log, parse_non_empty);
+  r.read_choice("access_log_format", s.access_log_format, {"text", "json"});
+  r.read_duration("shutdown_timeout", s.shutdown_timeout, Millis(1));
+  r.read_duration("drain_timeout", s.drain_timeout);
+  r.read_duration("close_spread", s.close_spread);
+  r.read_int("affinity_max_entries", s.affinity_max_entries, 1, 1'000'000'000);
+  r.finish();
+  return s;
+}
+
+AdminConfig read_admin(TableReader r) {
+  AdminConfig a;
+  a.enabled = true;
+  a.address = *parse_address("127.0.0.1:9090", AddressUse::kListen);
+  r.read_parsed("address", a.address, [](const std::string& t) { return parse_address(t, AddressUse::kListen); });
+  r.read("token", a.token);
+  r.finish();
+  return a;
+}
+
+ListenerConfig read_listener(TableReader r, size_t index) {
+  ListenerConfig l;
+  l.name = "listener" + std::to_string(index + 1);
+  r.read_parsed("name", l.name, parse_non_empty);
+  r.require("address");
+  r.read_parsed("address", l.address, [](const std::string& t) { return parse_address(t, AddressUse::kListen); });
+  r.require("upstream");
+  r.read("upstream", l.upstream);
+  r.read_int("backlog", l.backlog, 1, 65535);
+  r.read_int("max_connections", l.max_connections, 1, 10'000'000);
+  r.read_duration("header_timeout", l.header_timeout, Millis(1));
+  r.read_duration("keepalive_timeout", l.keepalive_timeout, Millis(1));
+  r.read_duration("send_timeout", l.send_timeout, Millis(1));
+  r.read_duration("tunnel_idle_timeout", l.tunnel_idle_timeout, Millis(1));
+  r.read_size("max_header_size", l.max_header_size);
+  r.read_size("max_request_line", l.max_request_line);
+  r.read_size("max_body_size", l.max_body_size);
+  r.read("add_forwarded", l.add_forwarded);
+  if (l.max_header_size == 0) r.fail("max_header_size", "expected a size greater than 0");
+  if (l.max_request_line == 0) r.fail("max_request_line", "expected a size greater than 0");
+  r.finish();
+  return l;
+}
+
+BackendConfig read_backend(TableReader r) {
+  BackendConfig b;
+  r.require("name");
+  r.read_parsed("name", b.name, parse_non_empty);
+  r.require("address");
+  r.read_parsed("address", b.address, [](const std::string& t) { return parse_address(t, AddressUse::kConnect); });
+  r.read_int("weight", b.weight, 1, 1000);
+  const toml::source_location loc = r.table().location();
+  b.file = loc.file_name();
+  b.line = static_cast<int>(loc.line());
+  r.finish();
+  return b;
+}
+
+StickyCookie read_sticky_cookie(TableReader r) {
+  StickyCookie c;
+  c.enabled = true;
+  r.read("enabled", c.enabled);
+  r.read_parsed("name", c.name, parse_cookie_name);
+  r.read_parsed("path", c.path, parse_path);
+  r.read_duration("max_age", c.max_age);
+  r.read("secure", c.secure);
+  r.read("http_only", c.http_only);
+  r.finish();
+  return c;
+}
+
+HealthCheck read_health(TableReader r, const std::vector<std::string>& engineio_paths) {
+  HealthCheck h;
+  r.read_enum("type", h.kind,
+              {{"none", HealthCheck::Kind::kNone},
+               {"http", HealthCheck::Kind::kHttp},
+               {"engineio", HealthCheck::Kind::kEngineIo}});
+  const bool has_path = r.read_parsed("path", h.path, parse_path);
+  if (h.kind == HealthCheck::Kind::kEngineIo && !has_path) {
+    if (engineio_paths.empty()) {
+      fail_at(r.table(), r.context() + ": type \"engineio\" needs a path (engineio_paths is empty)");
+    }
+    h.path = engineio_paths.front();
+  }
+  r.read_duration("interval", h.interval, Millis(1));
+  r.read_duration("timeout", h.timeout, Millis(1));
+  r.read_int("rise", h.rise, 1, 100);
+  r.read_int("fall", h.fall, 1, 100);
+  if (const toml::value* v = r.find("status"); v != nullptr && v->is_integer()) {
+    r.read_int("status", h.status_min, 100, 599);
+    h.status_max = h.status_min;
+  } else {
+    std::pair<int, int> range{h.status_min, h.status_max};
+    r.read_parsed("status", range, parse_status_range);
+    std::tie(h.status_min, h.status_max) = range;
+  }
+  r.finish();
+  return h;
+}
+
+// Maglev needs a prime table comfortably larger than the backend count (design §5).
+void check_ring_size(TableReader& r, const UpstreamConfig& u) {
+  const bool explicit_size = r.find("ring_size") != nullptr;
+  if (u.ring != RingKind::kMaglev && !explicit_size) return;
+  const uint64_t needed = uint64_t{kRingPointsPerBackend} * u.backends.size();
+  if (is_prime(u.ring_size) && u.ring_size >= needed) return;
+  const std::string rule = "ring_size must be a prime >= " + std::to_string(kRingPointsPerBackend) +
+                           " x number of backends (" +
+                           std::to_string(u.backends.size()) + " backends: at least " + std::to_string(needed) +
+                           "), such as " + std::to_string(next_prime(std::max<uint64_t>(needed, 2)));
+  const std::string why = is_prime(u.ring_size) ? " is too small: " : " is not a prime: ";
+  const std::string what = "ring_size " + std::to_string(u.ring_size) + why + rule;
+  if (explicit_size) r.fail("ring_size", what);
+  fail_at(r.table(), r.context() + " " + in_quotes(u.name) + ": the default " + what);
+}
+
+UpstreamConfig read_upstream(TableReader r) {
+  UpstreamConfig u;
+  r.require("name");
+  r.read_parsed("name", u.name, parse_non_empty);
+  r.read_enum("balance", u.balance,
+              {{"round_robin", Balance::kRoundRobin},
+               {"least_conn", Balance::kLeastConn},
+               {"least_sessions", Balance::kLeastSessions},
+               {"two_choices", Balance::kTwoChoices}});
+  r.read_list("engineio_paths", u.engineio_paths, parse_path);
+  r.read_duration("session_ttl", u.session_ttl, Millis(1));
+  r.read_list("hash_keys", u.hash_keys, [](const std::string& t) { return parse_hash_key(t); });
+  r.read_enum("ring", u.ring, {{"maglev", RingKind::kMaglev}, {"rendezvous", RingKind::kRendezvous}});
+  r.read_int("ring_size", u.ring_size, 1, kMaxRingSize);
+  if (r.read("balance_factor", u.balance_factor) &&
+      !(u.balance_factor == 0 || (std::isfinite(u.balance_factor) && u.balance_factor > 1.0))) {
+    r.fail("balance_factor", "expected 0 (off) or a number greater than 1.0 such as 1.25, got " +
+                                 toml::format(*r.find("balance_factor")));
+  }
+  r.read_list("trusted_proxies", u.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
+  r.read_duration("connect_timeout", u.connect_timeout, Millis(1));
+  r.read_duration("read_timeout", u.read_timeout, Millis(1));
+  r.read_duration("send_timeout", u.send_timeout, Millis(1));
+  r.read_duration("keepalive_idle_timeout", u.keepalive_idle_timeout, Millis(1));
+  r.read_int("max_tries", u.max_tries, 1, 100);
+  r.read_int("keepalive_max_idle", u.keepalive_max_idle, 0, 100'000);
+  if (const toml::value* t = r.find_table("sticky_cookie")) {
+    u.sticky_cookie = read_sticky_cookie(TableReader(*t, "[upstream.sticky_cookie]"));
+  }
+  if (const toml::value* t = r.find_table("health")) {
+    u.health = read_health(TableReader(*t, "[upstream.health]"), u.engineio_paths);
+  }
+
+  const auto backends = r.find_tables("backend");
+  for (const toml::value* t : backends) u.backends.push_back(read_backend(TableReader(*t, "[[upstream.backend]]")));
+  r.finish();
+
+  if (backends.empty()) {
+    const toml::value* v = r.find("backend");
+    fail_at(v != nullptr ? *v : r.table(), r.context() + " " + in_quotes(u.name) +
+                                               ": no backends: add at least one [[upstream.backend]]");
+  }
+  std::map<std::string, const toml::value*> names;
+  for (size_t i = 0; i < backends.size(); ++i) {
+    const toml::value& name = at_key(*backends[i], "name");
+    if (const auto [it, inserted] = names.emplace(u.backends[i].name, &name); !inserted) {
+      fail_at(name, "name: duplicate backend name " + in_quotes(it->first) + " in upstream " + in_quotes(u.name) +
+                        " (first at " + detail::position(*it->second) + ")");
+    }
+  }
+  check_ring_size(r, u);
+  return u;
+}
+
+std::vector<UpstreamConfig> read_upstreams(TableReader& root) {
+  std::vector<UpstreamConfig> upstreams;
+  std::map<std::string, const toml::value*> names;
+  for (const toml::value* t : root.find_tables("upstream")) {
+    upstreams.push_back(read_upstream(TableReader(*t, "[[upstream]]")));
+    const toml::value& name = at_key(*t, "name");
+    if (const auto [it, inserted] = names.emplace(upstreams.back().name, &name); !inserted) {
+      fail_at(name, "name: duplicate upstream name " + in_quotes(it->first) + " (first at " +
+                        detail::position(*it->second) + ")");
+    }
+  }
+  return upstreams;
+}
+
+// Listener tables in file order, with what the cross-checks need to point at.
+struct ListenerTables {
+  std::vector<ListenerConfig> listeners;
+  std::vector<const toml::value*> tables;
+};
+
+ListenerTables read_listeners(TableReader& root) {
+  ListenerTables out;
+  std::map<std::string, const toml::value*> names;
+  std::map<std::pair<std::string, uint16_t>, const toml::value*> addresses;
+  for (const toml::value* t : root.find_tables("listener")) {
+    const ListenerConfig& l =
+        out.listeners.emplace_back(read_listener(TableReader(*t, "[[listener]]"), out.listeners.size()));
+    out.tables.push_back(t);
+    // An unnamed listener's default name can clash too: point at its header then.
+    const toml::value& name = t->as_table().count("name") != 0 ? at_key(*t, "name") : *t;
+    if (const auto [it, inserted] = names.emplace(l.name, &name); !inserted) {
+      fail_at(name, "name: duplicate listener name " + in_quotes(l.name) + " (first at " +
+                        detail::position(*it->second) + ")");
+    }
+    const toml::value& address = at_key(*t, "address");
+    if (const auto [it, inserted] = addresses.emplace(std::pair(l.address.host, l.address.port), &address);
+        !inserted) {
+      fail_at(address, "address: " + in_quotes(l.address.text) + " is already used by another listener (at " +
+                           detail::position(*it->second) + ")");
+    }
+  }
+  return out;
+}
+
+// Table by table first, so an error inside a table is reported before what the file as a whole lacks.
+Config read_config(const toml::value& root, const std::string& name) {
+  Config config;
+  config.file = name;
+  TableReader r(root, "the top level");
+  if (const toml::value* t = r.find_table("server")) config.server = read_server(TableReader(*t, "[server]"));
+  const toml::value* admin = r.find_table("admin");
+  if (admin != nullptr) config.admin = read_admin(TableReader(*admin, "[admin]"));
+  ListenerTables listeners = read_listeners(r);
+  config.listeners = std::move(listeners.listeners);
+  config.upstreams = read_upstreams(r);
+  r.finish();
+
+  if (config.listeners.empty()) fail_at(root, "at least one [[listener]] is required");
+  if (config.upstreams.empty()) fail_at(root, "at least one [[upstream]] is required");
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    const ListenerConfig& l = config.listeners[i];
+    if (config.find_upstream(l.upstream) == nullptr) {
+      fail_at(at_key(*listeners.tables[i], "upstream"), "upstream: no [[upstream]] named " + in_quotes(l.upstream));
+    }
+    if (config.admin.enabled && l.address.host == config.admin.address.host &&
+        l.address.port == config.admin.address.port) {
+      fail_at(admin->as_table().count("address") != 0 ? at_key(*admin, "address") : *admin,
+              "address: the admin address " + in_quotes(config.admin.address.text) + " is also listener " +
+                  in_quotes(l.name) + "'s address");
+    }
+  }
+  return config;
+}
+
+}  // namespace
+
+Result<Config> load_string(const std::string& text, const std::string& name) {
+  try {
+    std::istringstream in(text);
+    const toml::value root = toml::parse(in, name);
+    return read_config(root, name);
+  } catch (const LoadError& e) {
+    return Result<Config>::fail(e.message);
+  } catch (const toml::syntax_error& e) {
+    return Result<Config>::fail(detail::format_syntax_error(e, name));
+  } catch (const std::exception& e) {
+    return Result<Config>::fail(name + ": " + e.what());
+  }
+}
+
+Result<Config> load_file(const std::string& path) {
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!file) return Result<Config>::fail(path + ": cannot open: " + std::strerror(errno));
+  std::string text;
+  char buf[8192];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, file.get())) > 0;) text.append(buf, n);
+  if (std::ferror(file.get()) != 0) return Result<Config>::fail(path + ": cannot read: " + std::strerror(errno));
+  return load_string(text, path);
+}
+
+}  // namespace limpet::config
