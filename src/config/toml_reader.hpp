@@ -44,6 +44,7 @@ class TableReader {
   const toml::value& table() const { return table_; }
   const std::string& context() const { return context_; }
 
+  // The value under `key` (marked known), or nullptr.
   const toml::value* find(std::string_view key);
   // Marks `key` as required: finish() reports it missing (at the table header), after any
   // unknown key, since a misspelt required key is both.
@@ -56,7 +57,7 @@ class TableReader {
   bool read(std::string_view key, double& out);  // integer or float
   bool read_duration(std::string_view key, Millis& out, Millis min = Millis(0));
   bool read_size(std::string_view key, size_t& out);
-  // Presence of the key, then one of `names`.
+  // A string that must be one of `names`.
   bool read_choice(std::string_view key, std::string& out, const std::vector<std::string_view>& names);
 
   template <typename T>
