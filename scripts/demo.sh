@@ -40,14 +40,14 @@ missing_packages() {
 }
 
 install_packages() {
-  local missing
-  missing="$(missing_packages | sort -u | tr '\n' ' ')"
-  [[ -z "${missing// /}" ]] && return
+  # The project's installer knows the full list and is fast when nothing is missing.
   if [[ -f scripts/install-deps.sh ]]; then
-    say "missing: $missing— running scripts/install-deps.sh"
     bash scripts/install-deps.sh
     return
   fi
+  local missing
+  missing="$(missing_packages | sort -u | tr '\n' ' ')"
+  [[ -z "${missing// /}" ]] && return
   local sudo=""
   if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null 2>&1 || die "missing packages ($missing) and not root: install them or run as root"
