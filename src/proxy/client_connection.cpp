@@ -31,6 +31,13 @@ bool is_idempotent(std::string_view method) {
          method == "DELETE" || method == "TRACE";
 }
 
+// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header; 1.0 may omit it.
+bool has_valid_host(const http::RequestHead& head) {
+  int hosts = 0;
+  for (const auto& h : head.headers) hosts += http::iequals(h.name, "host") ? 1 : 0;
+  return hosts == 1 || (hosts == 0 && head.http_minor == 0);
+}
+
 }  // namespace
 
 struct ClientConnection::TunnelState {
@@ -247,6 +254,12 @@ bool ClientConnection::on_request_head() {
   request_started_ns_ = uv_hrtime();
   request_done_ = false;
   request_body_bytes_ = 0;
+  if (!has_valid_host(*request_)) {
+    LOG_INFO("bad request from %s: HTTP/1.1 request without exactly one Host header",
+             client_ip_.c_str());
+    respond_error(400);
+    return false;
+  }
   size_t max_body = lconf().max_body_size;
   if (max_body > 0 && request_->content_length && *request_->content_length > max_body) {
     respond_error(413);
@@ -370,6 +383,7 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
     write_payload(payload);
     upstream_->set_timeout(ms(upstream().config().read_timeout));
     upstream_->start_reading();
+    update_client_reading();  // a retry may have stopped the client; the kernel took it all
     return;
   }
   upstream_ = new net::Stream(worker_->loop, &worker_->buffers);
