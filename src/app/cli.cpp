@@ -14,7 +14,7 @@
 namespace limpet::app {
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = LIMPET_VERSION;
 constexpr const char* kDefaultConfig = "/etc/limpet/limpet.toml";
 
 void print_usage(FILE* out) {

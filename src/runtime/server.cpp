@@ -18,6 +18,14 @@ namespace {
 
 constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
 constexpr uint64_t kHousekeepingMs = 1000;
+constexpr const char* kVersion = LIMPET_VERSION;
+
+}  // namespace
+
+// Defined beside the affinity table's stats (see affinity_metrics.cpp).
+admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table);
+
+namespace {
 
 size_t worker_count(const config::ServerConfig& server) {
   if (server.workers > 0) return server.workers;
@@ -41,6 +49,107 @@ void Server::apply_logging(const config::ServerConfig& server) {
   if (log::parse_level(server.log_level, &level)) log::set_level(level);
   std::string error;
   if (!log::open_target(server.error_log, &error)) LOG_ERROR("error_log: %s", error.c_str());
+}
+
+void Server::apply_admin(const config::AdminConfig& admin) {
+  std::string wanted = admin.enabled ? admin.address.text : "";
+  if (wanted != admin_address_) {
+    if (admin_) admin_->close();
+    admin_.reset();
+    admin_address_.clear();
+    if (admin.enabled) {
+      auto server = std::make_unique<admin::AdminServer>(
+          &loop_, admin::AdminServer::Hooks{[this] { return collect_metrics(); },
+                                            [this](const std::string& name, const std::string& action) {
+                                              return backend_action(name, action);
+                                            }});
+      Status st = server->listen(admin.address.host, admin.address.port);
+      if (!st) {
+        LOG_ERROR("%s", st.message().c_str());
+        return;
+      }
+      LOG_INFO("admin listener on %s", admin.address.text.c_str());
+      admin_ = std::move(server);
+      admin_address_ = wanted;
+    }
+  }
+  if (admin_) admin_->set_token(admin.token);
+}
+
+// Admin write operations act on the shared BackendState, so they hold across reloads.
+Status Server::backend_action(const std::string& name, const std::string& action) {
+  for (const auto& [upstream_name, upstream] : snapshot_->upstreams) {
+    for (const auto& b : upstream->backends()) {
+      if (b.config->name != name) continue;
+      if (action == "drain") {
+        b.state->draining.store(true);
+        uint32_t id = b.state->id;
+        pending_drains_.push_back(
+            {uv_now(&loop_) + static_cast<uint64_t>(snapshot_->config->server.drain_timeout.count()),
+             {id}});
+        removed_backends_.insert(id);  // reuse the drain path: tunnels close after drain_timeout
+      } else if (action == "enable") {
+        b.state->draining.store(false);
+        b.state->disabled.store(false);
+        removed_backends_.erase(b.state->id);
+      } else if (action == "disable") {
+        b.state->disabled.store(true);
+      }
+      return Status::ok();
+    }
+  }
+  return Status::fail("no backend named \"" + name + "\"");
+}
+
+admin::MetricsSnapshot Server::collect_metrics() const {
+  admin::MetricsSnapshot m;
+  m.version = kVersion;
+  m.config_file = config_path_;
+  m.generation = generation_;
+  m.uptime_seconds = static_cast<double>(uv_now(const_cast<uv_loop_t*>(&loop_)) - started_ms_) / 1000.0;
+  m.reloads_ok = reloads_ok_.load();
+  m.reloads_failed = reloads_failed_.load();
+  for (const auto& [upstream_name, upstream] : snapshot_->upstreams) {
+    for (const auto& b : upstream->backends()) {
+      const auto& st = *b.state;
+      admin::BackendMetrics bm;
+      bm.upstream = upstream_name;
+      bm.name = b.config->name;
+      bm.address = b.config->address.text;
+      bm.weight = b.config->weight;
+      bm.state = st.disabled.load()   ? "disabled"
+                 : !st.up.load()      ? "down"
+                 : st.draining.load() ? "draining"
+                                      : "up";
+      bm.in_flight = st.in_flight.load();
+      bm.tunnels = st.tunnels.load();
+      bm.sessions = st.sessions.load();
+      bm.requests = st.requests.load();
+      bm.failures = st.failures.load();
+      m.backends.push_back(std::move(bm));
+    }
+  }
+  for (const auto& w : workers_) {
+    const auto& c = w->counters();
+    admin::WorkerMetrics wm;
+    wm.accepted = c.accepted.load();
+    wm.rejected = c.rejected.load();
+    wm.requests = c.requests.load();
+    wm.active_connections = c.active_connections.load();
+    m.workers.push_back(wm);
+    for (int i = 0; i < 6; ++i) m.responses_by_class[i] += c.responses_by_class[i].load();
+    m.tunnels_opened += c.tunnels_opened.load();
+    m.tunnels_closed_cleanly += c.tunnels_closed_cleanly.load();
+    m.ws_messages_to_backend += c.ws_messages_to_backend.load();
+    m.ws_messages_to_client += c.ws_messages_to_client.load();
+    m.bytes_from_clients += c.bytes_from_clients.load();
+    m.bytes_to_clients += c.bytes_to_clients.load();
+    m.retries += c.retries.load();
+    m.request_latency.add(c.request_latency.values());
+    m.connect_latency.add(c.connect_latency.values());
+  }
+  m.affinity = affinity_metrics(*shared_.affinity);
+  return m;
 }
 
 Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerConfig& listener,
@@ -111,6 +220,8 @@ int Server::run() {
   uv_timer_init(&loop_, &housekeeping_timer_);
   housekeeping_timer_.data = this;
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
+  started_ms_ = uv_now(&loop_);
+  apply_admin(config->admin);
 
   workers_running_ = static_cast<int>(n);
   for (size_t i = 0; i < n; ++i) {
@@ -202,6 +313,7 @@ void Server::reload() {
   generation_ = (*snapshot)->generation;
   snapshot_ = *snapshot;
   apply_logging(config->server);
+  apply_admin(config->admin);
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);
   LOG_INFO("reloaded: generation %llu", static_cast<unsigned long long>(generation_));
@@ -259,6 +371,8 @@ void Server::begin_shutdown() {
   LOG_INFO("stopping: finishing in-flight requests (shutdown_timeout %lld ms)",
            static_cast<long long>(snapshot_->config->server.shutdown_timeout.count()));
   uv_timer_stop(&housekeeping_timer_);
+  if (admin_) admin_->close();
+  admin_.reset();
   uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb,
                  static_cast<uint64_t>(snapshot_->config->server.shutdown_timeout.count()), 0);
   for (auto& w : workers_) w->stop();

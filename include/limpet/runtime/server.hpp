@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "limpet/admin/admin_server.hpp"
 #include "limpet/runtime/snapshot.hpp"
 #include "limpet/runtime/worker.hpp"
 
@@ -40,6 +41,10 @@ class Server {
   void finish();
   Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count);
   void apply_logging(const config::ServerConfig& server);
+  // Admin listener: (re)opened when its address changes, token updated on every reload.
+  void apply_admin(const config::AdminConfig& admin);
+  admin::MetricsSnapshot collect_metrics() const;
+  Status backend_action(const std::string& name, const std::string& action);
 
   std::string config_path_;
   uv_loop_t loop_{};
@@ -50,6 +55,9 @@ class Server {
   SharedState shared_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::string admin_address_;  // address the admin listener is bound to ("" = none)
+  uint64_t started_ms_ = 0;
   std::atomic<int> workers_running_{0};
   uint64_t generation_ = 0;
   bool shutting_down_ = false;
