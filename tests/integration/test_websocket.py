@@ -188,11 +188,12 @@ def test_idle_tunnel_closed_after_tunnel_idle_timeout(cluster):
 
     async def go():
         async with connect(ws_url(lp, "/echo")) as conn:
-            for _ in range(3):  # traffic keeps it open past the timeout
+            for i in range(4):  # traffic every 0.4 s keeps it open past the 1 s timeout
+                if i:
+                    await asyncio.sleep(0.4)
                 await conn.send("busy")
                 assert await conn.recv() == "busy"
-                await asyncio.sleep(0.5)
-            t0 = time.monotonic()
+            t0 = time.monotonic()  # idle from here
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(conn.recv(), 5)
             return time.monotonic() - t0
