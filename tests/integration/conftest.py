@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -600,6 +601,31 @@ class RawHttp:
             return False
         finally:
             self.sock.settimeout(self.timeout)
+
+
+class InFlight:
+    """One request sent on its own connection; its response read in a thread."""
+
+    def __init__(self, lp, path):
+        self.conn = RawHttp(lp.port, timeout=20)
+        self.conn.send(build_request("GET", path))
+        self.response = None
+        self.error = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            self.response = self.conn.read_response()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        finally:
+            self.conn.close()
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"no response within {timeout}s"
+        return self.response
 
 
 def build_request(method, path, headers=(), body=b"", host="test.local"):

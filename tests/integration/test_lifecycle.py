@@ -3,38 +3,12 @@ signal and SIGQUIT exit at once, idle connections and tunnels do not hold limpet
 
 import asyncio
 import signal
-import threading
 import time
 
 import pytest
 import websockets
 
-from conftest import RawHttp, build_request, connect_refused, wait_until
-
-
-class InFlight:
-    """One request sent on its own connection; its response read in a thread."""
-
-    def __init__(self, lp, path):
-        self.conn = RawHttp(lp.port, timeout=20)
-        self.conn.send(build_request("GET", path))
-        self.response = None
-        self.error = None
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        try:
-            self.response = self.conn.read_response()
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-        finally:
-            self.conn.close()
-
-    def join(self, timeout):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"no response within {timeout}s"
-        return self.response
+from conftest import InFlight, RawHttp, connect_refused, wait_until
 
 
 def arrived(backend, path):
