@@ -11,6 +11,7 @@ Endpoints (query parameters in brackets):
   /upload                reads a request body of any size (Content-Length or chunked) as a stream,
                          answers its length and sha256
   /slow [ms]             answers after `ms` milliseconds
+  /sink [delay_ms]       waits `delay_ms` before reading the request body, then answers like /upload
   /hang                  never answers; returns when the peer closes
   /die [after, mode=cl|chunked|rst|nohead|garbage]  promises more body than it sends: sends
                          `after` bytes, closes (rst: with a reset; nohead: closes before any byte;
@@ -261,6 +262,10 @@ class Handler(BaseHTTPRequestHandler):
     def r_until_close(self, q, entry):
         self.r_big(q, entry, mode="close")
 
+    def r_sink(self, q, entry):
+        time.sleep(qint(q, "delay_ms", 1000) / 1000.0)
+        self.r_upload(q, entry)
+
     def r_slow(self, q, entry):
         self.read_body()
         ms = qint(q, "ms", 1000)
@@ -378,6 +383,7 @@ ROUTES = {
     "/big": Handler.r_big,
     "/until-close": Handler.r_until_close,
     "/slow": Handler.r_slow,
+    "/sink": Handler.r_sink,
     "/hang": Handler.r_hang,
     "/die": Handler.r_die,
     "/conn-id": Handler.r_conn_id,
