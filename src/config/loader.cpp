@@ -1,6 +1,7 @@
 #include "limpet/config/loader.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -47,6 +48,31 @@ Result<std::string> parse_cookie_name(const std::string& text) {
   return text;
 }
 
+// An SNI name as the TLS layer matches it: lower case DNS labels, optionally "*." and at least two
+// more labels (a wildcard stands for exactly one label, as in certificates).
+Result<std::string> parse_tls_name(const std::string& text, bool allow_wildcard) {
+  std::string name = text;
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+  const bool wildcard = name.starts_with("*.");
+  const std::string_view labels = std::string_view(name).substr(wildcard ? 2 : 0);
+  bool ok = !labels.empty() && labels.size() <= 253 && (allow_wildcard || !wildcard);
+  size_t count = 0;
+  for (size_t start = 0; ok && start <= labels.size(); ++count) {
+    const size_t dot = std::min(labels.find('.', start), labels.size());
+    const std::string_view label = labels.substr(start, dot - start);
+    ok = !label.empty() && label.size() <= 63 && label.front() != '-' && label.back() != '-' &&
+         std::all_of(label.begin(), label.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; });
+    start = dot + 1;
+  }
+  if (ok && wildcard && count < 2) ok = false;  // "*.com" would cover a whole top-level domain
+  if (!ok) {
+    return Error{std::string(allow_wildcard ? "expected a host name such as \"api.example.com\" or \"*.example.com\""
+                                            : "expected a host name such as \"backend.internal\"") +
+                 ", got " + in_quotes(text)};
+  }
+  return name;
+}
+
 ServerConfig read_server(TableReader r) {
   ServerConfig s;
   if (const toml::value* v = r.find("workers")) {
@@ -79,6 +105,55 @@ AdminConfig read_admin(TableReader r) {
   return a;
 }
 
+// The cert/key pair of a table ([listener.tls] itself or an entry of its `certificates`).
+TlsCertificate read_certificate(TableReader& r) {
+  TlsCertificate c;
+  r.require("cert");
+  r.read_parsed("cert", c.cert, parse_non_empty);
+  r.require("key");
+  r.read_parsed("key", c.key, parse_non_empty);
+  return c;
+}
+
+// `names` of every SNI entry, each served by one certificate only.
+void check_sni_names(const std::vector<const toml::value*>& tables, const std::vector<TlsCertificate>& certs) {
+  std::map<std::string, const toml::value*> seen;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    if (tables[i]->as_table().count("names") == 0) continue;
+    const auto& items = at_key(*tables[i], "names").as_array();
+    for (size_t j = 0; j < items.size(); ++j) {
+      if (const auto [it, inserted] = seen.emplace(certs[i].names[j], &items[j]); !inserted) {
+        fail_at(items[j], "names: " + in_quotes(it->first) + " is already served by the certificate at " +
+                              detail::position(*it->second));
+      }
+    }
+  }
+}
+
+ListenerTls read_listener_tls(TableReader r) {
+  ListenerTls t;
+  t.enabled = true;
+  t.where = detail::position(r.table());
+  t.certificate = read_certificate(r);
+  r.read_enum("min_version", t.min_version, {{"1.2", TlsVersion::kTls12}, {"1.3", TlsVersion::kTls13}});
+  r.read_parsed("ciphers", t.ciphers, parse_non_empty);
+  r.read_parsed("ciphersuites", t.ciphersuites, parse_non_empty);
+  r.read("session_tickets", t.session_tickets);
+  const auto tables = r.find_tables("certificates");
+  for (const toml::value* c : tables) {
+    TableReader cr(*c, "[[listener.tls.certificates]]");
+    TlsCertificate& cert = t.certificates.emplace_back(read_certificate(cr));
+    if (cr.read_list("names", cert.names, [](const std::string& n) { return parse_tls_name(n, true); }) &&
+        cert.names.empty()) {
+      cr.fail("names", "expected at least one name (leave names out to serve the certificate's own names)");
+    }
+    cr.finish();
+  }
+  r.finish();
+  check_sni_names(tables, t.certificates);
+  return t;
+}
+
 ListenerConfig read_listener(TableReader r, size_t index) {
   ListenerConfig l;
   l.name = "listener" + std::to_string(index + 1);
@@ -97,6 +172,7 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   r.read_size("max_request_line", l.max_request_line);
   r.read_size("max_body_size", l.max_body_size);
   r.read("add_forwarded", l.add_forwarded);
+  if (const toml::value* t = r.find_table("tls")) l.tls = read_listener_tls(TableReader(*t, "[listener.tls]"));
   if (l.max_header_size == 0) r.fail("max_header_size", "expected a size greater than 0");
   if (l.max_request_line == 0) r.fail("max_request_line", "expected a size greater than 0");
   r.finish();
@@ -175,6 +251,29 @@ void check_ring_size(TableReader& r, const UpstreamConfig& u) {
   fail_at(r.table(), r.context() + " " + in_quotes(u.name) + ": the default " + what);
 }
 
+// `tls = true`, or a table of settings (which turns TLS on too).
+UpstreamTls read_upstream_tls(TableReader& upstream) {
+  UpstreamTls t;
+  const toml::value* v = upstream.find("tls");
+  if (v == nullptr) return t;
+  t.where = detail::position(*v);
+  if (v->is_boolean()) {
+    t.enabled = v->as_boolean();
+    return t;
+  }
+  if (!v->is_table()) {
+    upstream.fail("tls", "expected true, false or a table such as { verify = true, ca_file = \"ca.pem\" }, got " +
+                             detail::describe(*v));
+  }
+  TableReader r(*v, "[upstream.tls]");
+  t.enabled = true;
+  r.read("verify", t.verify);
+  r.read_parsed("ca_file", t.ca_file, parse_non_empty);
+  r.read_parsed("server_name", t.server_name, [](const std::string& n) { return parse_tls_name(n, false); });
+  r.finish();
+  return t;
+}
+
 UpstreamConfig read_upstream(TableReader r) {
   UpstreamConfig u;
   r.require("name");
@@ -207,6 +306,7 @@ UpstreamConfig read_upstream(TableReader r) {
   if (const toml::value* t = r.find_table("health")) {
     u.health = read_health(TableReader(*t, "[upstream.health]"), u.engineio_paths);
   }
+  u.tls = read_upstream_tls(r);
 
   const auto backends = r.find_tables("backend");
   for (const toml::value* t : backends) u.backends.push_back(read_backend(TableReader(*t, "[[upstream.backend]]")));

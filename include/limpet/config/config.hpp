@@ -62,6 +62,41 @@ struct HealthCheck {
   int status_max = 399;
 };
 
+// TLS (tls/). Certificates and keys are PEM files; a certificate file may carry the chain after
+// the leaf. Files are read and checked when a snapshot is built (startup and every reload), not
+// by the loader, so a renewed certificate is picked up by SIGHUP.
+enum class TlsVersion {
+  kTls12,  // "1.2"
+  kTls13,  // "1.3"
+};
+
+struct TlsCertificate {
+  std::string cert;
+  std::string key;
+  // SNI names served with this certificate, lower case: "api.example.com" or "*.example.com" (one
+  // label). Empty: the DNS names of the certificate's subjectAltName.
+  std::vector<std::string> names;
+};
+
+struct ListenerTls {
+  bool enabled = false;
+  TlsCertificate certificate;  // the default: no SNI, or a name no entry of `certificates` serves
+  std::vector<TlsCertificate> certificates;  // chosen by SNI
+  TlsVersion min_version = TlsVersion::kTls12;
+  std::string ciphers;       // TLS 1.2 cipher list (OpenSSL syntax); empty = limpet's modern default
+  std::string ciphersuites;  // TLS 1.3 suites; empty = limpet's default
+  bool session_tickets = true;  // false: a server-side session cache instead
+  std::string where;  // "FILE:LINE:COL" of the tls table, for errors found by the snapshot build
+};
+
+struct UpstreamTls {
+  bool enabled = false;
+  bool verify = true;       // false only when written out (and logged as a warning)
+  std::string ca_file;      // PEM bundle; empty = the system store
+  std::string server_name;  // SNI and the name verified; empty = each backend's host
+  std::string where;
+};
+
 struct BackendConfig {
   std::string name;
   Address address;
@@ -94,6 +129,7 @@ struct UpstreamConfig {
   Millis keepalive_idle_timeout{60000};
 
   HealthCheck health;
+  UpstreamTls tls;
 };
 
 struct ListenerConfig {
@@ -110,6 +146,7 @@ struct ListenerConfig {
   size_t max_request_line = 8 * 1024;   // request line (414)
   size_t max_body_size = 16 * 1024 * 1024;  // 413; 0 = unlimited
   bool add_forwarded = false;           // RFC 7239 Forwarded header besides X-Forwarded-*
+  ListenerTls tls;
 };
 
 struct AdminConfig {

@@ -559,5 +559,126 @@ TEST(LoaderErrors, EngineIoHealthWithoutAnyPath) {
                "[upstream.health]: type \"engineio\" needs a path (engineio_paths is empty)");
 }
 
+// ---- TLS -------------------------------------------------------------------------------------
+
+// kMinimal with `lines` inside the listener, from line 5 on.
+std::string with_listener_tls(const std::string& lines) {
+  const std::string m = kMinimal;
+  const size_t upstream = m.find("[[upstream]]");
+  return m.substr(0, upstream) + lines + m.substr(upstream);
+}
+
+TEST(LoaderTls, ListenerInlineTableGetsDefaults) {
+  const Config c = load_ok(with_listener_tls("tls = { cert = \"/etc/c.pem\", key = \"/etc/k.pem\" }\n"));
+  const ListenerTls& t = c.listeners[0].tls;
+  EXPECT_TRUE(t.enabled);
+  EXPECT_EQ(t.certificate.cert, "/etc/c.pem");
+  EXPECT_EQ(t.certificate.key, "/etc/k.pem");
+  EXPECT_TRUE(t.certificate.names.empty());
+  EXPECT_TRUE(t.certificates.empty());
+  EXPECT_EQ(t.min_version, TlsVersion::kTls12);
+  EXPECT_EQ(t.ciphers, "");
+  EXPECT_EQ(t.ciphersuites, "");
+  EXPECT_TRUE(t.session_tickets);
+  EXPECT_EQ(t.where, "t.toml:5:7");
+  EXPECT_FALSE(c.upstreams[0].tls.enabled);
+  EXPECT_FALSE(load_ok(kMinimal).listeners[0].tls.enabled);
+}
+
+TEST(LoaderTls, ListenerTableWithSniCertificates) {
+  const Config c = load_ok(with_listener_tls(R"([listener.tls]
+cert = "default.pem"
+key = "default.key"
+min_version = "1.3"
+ciphers = "ECDHE-RSA-AES128-GCM-SHA256"
+ciphersuites = "TLS_AES_128_GCM_SHA256"
+session_tickets = false
+[[listener.tls.certificates]]
+names = ["API.Example.com", "*.example.org"]
+cert = "a.pem"
+key = "a.key"
+[[listener.tls.certificates]]
+cert = "b.pem"
+key = "b.key"
+)"));
+  const ListenerTls& t = c.listeners[0].tls;
+  EXPECT_TRUE(t.enabled);
+  EXPECT_EQ(t.certificate.cert, "default.pem");
+  EXPECT_EQ(t.min_version, TlsVersion::kTls13);
+  EXPECT_EQ(t.ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+  EXPECT_EQ(t.ciphersuites, "TLS_AES_128_GCM_SHA256");
+  EXPECT_FALSE(t.session_tickets);
+  ASSERT_EQ(t.certificates.size(), 2u);
+  EXPECT_EQ(t.certificates[0].names, (std::vector<std::string>{"api.example.com", "*.example.org"}));
+  EXPECT_EQ(t.certificates[0].cert, "a.pem");
+  EXPECT_EQ(t.certificates[0].key, "a.key");
+  EXPECT_TRUE(t.certificates[1].names.empty());  // taken from the certificate
+  EXPECT_EQ(t.certificates[1].key, "b.key");
+  // The same schema as an inline array.
+  const Config inline_form = load_ok(with_listener_tls(
+      "tls = { cert = \"d.pem\", key = \"d.key\", certificates = [{ names = [\"x.example\"], cert = \"x.pem\", "
+      "key = \"x.key\" }] }\n"));
+  ASSERT_EQ(inline_form.listeners[0].tls.certificates.size(), 1u);
+  EXPECT_EQ(inline_form.listeners[0].tls.certificates[0].names, std::vector<std::string>{"x.example"});
+}
+
+TEST(LoaderTls, UpstreamTrueOrTable) {
+  const std::string m = kMinimal;
+  const size_t backend = m.find("[[upstream.backend]]");
+  const auto with_upstream = [&](const std::string& line) { return m.substr(0, backend) + line + m.substr(backend); };
+
+  const UpstreamTls on = load_ok(with_upstream("tls = true\n")).upstreams[0].tls;
+  EXPECT_TRUE(on.enabled);
+  EXPECT_TRUE(on.verify);
+  EXPECT_EQ(on.ca_file, "");
+  EXPECT_EQ(on.server_name, "");
+  EXPECT_EQ(on.where, "t.toml:8:7");
+  EXPECT_FALSE(load_ok(with_upstream("tls = false\n")).upstreams[0].tls.enabled);
+
+  const UpstreamTls table =
+      load_ok(with_upstream("tls = { verify = false, ca_file = \"/etc/ca.pem\", server_name = \"Backend.Internal\" }\n"))
+          .upstreams[0]
+          .tls;
+  EXPECT_TRUE(table.enabled);
+  EXPECT_FALSE(table.verify);
+  EXPECT_EQ(table.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(table.server_name, "backend.internal");
+  EXPECT_TRUE(load_ok(with_upstream("tls = {}\n")).upstreams[0].tls.enabled);
+
+  expect_error(with_upstream("tls = \"yes\"\n"), "8:7", "tls: expected true, false or a table");
+  expect_error(with_upstream("tls = { verfy = false }\n"), "8:9", "[upstream.tls]: unknown key \"verfy\" (did you mean \"verify\"?)");
+  expect_error(with_upstream("tls = { server_name = \"*.internal\" }\n"), "8:23",
+               "server_name: expected a host name such as \"backend.internal\", got \"*.internal\"");
+  expect_error(with_upstream("tls = { ca_file = \"\" }\n"), "8:19", "ca_file: expected a non-empty string");
+}
+
+TEST(LoaderTls, ListenerErrors) {
+  expect_error(with_listener_tls("tls = true\n"), "5:7", "tls: expected a table, got a boolean");
+  expect_error(with_listener_tls("tls = { cert = \"c.pem\" }\n"), "5:7", "[listener.tls]: missing required key \"key\"");
+  expect_error(with_listener_tls("tls = { cert = \"c.pem\", key = \"k.pem\", certs = [] }\n"), "5:40",
+               "[listener.tls]: unknown key \"certs\"");
+  expect_error(with_listener_tls("tls = { cert = \"c.pem\", key = \"\" }\n"), "5:31", "key: expected a non-empty string");
+  expect_error(with_listener_tls("tls = { cert = \"c.pem\", key = \"k.pem\", min_version = \"1.1\" }\n"), "5:54",
+               "min_version: expected one of \"1.2\", \"1.3\", got \"1.1\"");
+  expect_error(with_listener_tls("tls = { cert = \"c.pem\", key = \"k.pem\", session_tickets = \"on\" }\n"), "5:58",
+               "session_tickets: expected true or false");
+
+  const std::string sni = "[listener.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[listener.tls.certificates]]\n";
+  expect_error(with_listener_tls(sni + "names = [\"a.example\"]\ncert = \"a.pem\"\n"), "8:1",
+               "[[listener.tls.certificates]]: missing required key \"key\"");
+  expect_error(with_listener_tls(sni + "names = []\ncert = \"a.pem\"\nkey = \"a.key\"\n"), "9:9",
+               "names: expected at least one name");
+  expect_error(with_listener_tls(sni + "names = [\"a.example\", \"*.com\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n"),
+               "9:23", "names: expected a host name such as \"api.example.com\" or \"*.example.com\", got \"*.com\"");
+  for (const char* bad : {"a..example", "-a.example", "a.*.example", "a_b.example", "a.example.", "**.example"}) {
+    EXPECT_THAT(load_error(with_listener_tls(sni + "names = [\"" + bad + "\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n")),
+                HasSubstr("expected a host name")) << bad;
+  }
+  expect_error(with_listener_tls(sni + "names = [\"a.example\", \"*.a.example\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n"
+                                       "[[listener.tls.certificates]]\nnames = [\"A.example\"]\ncert = \"b.pem\"\n"
+                                       "key = \"b.key\"\n"),
+               "13:10", "names: \"a.example\" is already served by the certificate at t.toml:9:10");
+}
+
 }  // namespace
 }  // namespace limpet::config
