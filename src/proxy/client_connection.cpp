@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 
 #include "limpet/net/socket.hpp"
 #include "limpet/proxy/socketio.hpp"
@@ -29,6 +30,23 @@ uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 bool is_idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header; 1.0 may omit it.
@@ -252,6 +270,8 @@ bool ClientConnection::on_request_head() {
   client_->clear_timeout();
   request_ = request_parser_.take_request();
   request_started_ns_ = uv_hrtime();
+  connect_started_ns_ = 0;
+  response_bytes_before_ = client_->out().bytes_sent();
   request_done_ = false;
   request_body_bytes_ = 0;
   if (!has_valid_host(*request_)) {
@@ -622,6 +642,7 @@ void ClientConnection::learn_session_from_body(bool final) {
 
 void ClientConnection::complete_exchange(bool upstream_clean) {
   worker_->counters.request_latency.observe_us((uv_hrtime() - request_started_ns_) / 1000);
+  log_access(response_parser_->response().status);
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
   b.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
   backend_ = -1;  // accounted for: drop_upstream must not count it again
@@ -657,6 +678,41 @@ void ClientConnection::drop_upstream() {
   upstream_ended_ = false;
 }
 
+// One line per request: who, what, the answer, and which backend was chosen and why — so a user
+// can answer "why did this client land there".
+void ClientConnection::log_access(int status) {
+  if (!log::access_enabled()) return;
+  char when[40];
+  log::format_time(when, sizeof when);
+  uint64_t now = uv_hrtime();
+  double duration = static_cast<double>(now - request_started_ns_) / 1e9;
+  double upstream_time =
+      connect_started_ns_ ? static_cast<double>(now - connect_started_ns_) / 1e9 : 0.0;
+  uint64_t bytes = client_->out().bytes_sent() - response_bytes_before_;
+  const char* backend = backend_ >= 0 ? upstream().backends()[backend_].config->name.c_str() : "-";
+  const char* reason = backend_ >= 0 ? balancer::to_string(route_.reason) : "-";
+  std::string line;
+  char tail[256];
+  if (worker_->access_log_json) {
+    line = std::string("{\"time\":\"") + when + "\",\"client\":\"" + client_ip_ + "\",\"method\":\"" +
+           json_escape(request_->method) + "\",\"target\":\"" + json_escape(request_->target) + "\"";
+    std::snprintf(tail, sizeof tail,
+                  ",\"status\":%d,\"bytes\":%llu,\"duration\":%.6f,\"upstream\":\"%s\","
+                  "\"backend\":\"%s\",\"reason\":\"%s\",\"upstream_time\":%.6f}\n",
+                  status, static_cast<unsigned long long>(bytes), duration,
+                  upstream().config().name.c_str(), backend, reason, upstream_time);
+  } else {
+    line = client_ip_ + " [" + when + "] \"" + std::string(request_->method) + " " +
+           std::string(request_->target) + " HTTP/" + std::to_string(request_->http_major) + "." +
+           std::to_string(request_->http_minor) + "\"";
+    std::snprintf(tail, sizeof tail, " %d %llu %.6f upstream=%s backend=%s reason=%s upstream_time=%.6f\n",
+                  status, static_cast<unsigned long long>(bytes), duration,
+                  upstream().config().name.c_str(), backend, reason, upstream_time);
+  }
+  line += tail;
+  log::access(line);
+}
+
 void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, std::string_view data) {
   if (framing != http::BodyFraming::kChunked) {
     to->write(data);
@@ -677,6 +733,7 @@ void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, st
 
 
 void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
+  log_access(101);
   state_ = State::kTunnel;
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
   b.state->tunnels.fetch_add(1, std::memory_order_relaxed);
@@ -823,6 +880,7 @@ void ClientConnection::respond_error(int status) {
   drop_upstream();
   worker_->counters.responses_by_class[status / 100].fetch_add(1, std::memory_order_relaxed);
   client_->write(http::simple_response(status, true));
+  if (request_) log_access(status);
   close_after_flush();
 }
 

@@ -20,12 +20,18 @@ constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
 constexpr uint64_t kHousekeepingMs = 1000;
 constexpr const char* kVersion = LIMPET_VERSION;
 
-}  // namespace
-
-// Defined beside the affinity table's stats (see affinity_metrics.cpp).
-admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table);
-
-namespace {
+admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table) {
+  auto s = table.stats();
+  admin::AffinityMetrics m;
+  m.entries = s.entries;
+  m.hits = s.hits;
+  m.misses = s.misses;
+  m.evictions = s.evictions;
+  m.expirations = s.expirations;
+  m.learned = s.learned;
+  m.unparsable_handshakes = s.unparsable_handshakes;
+  return m;
+}
 
 size_t worker_count(const config::ServerConfig& server) {
   if (server.workers > 0) return server.workers;
@@ -49,6 +55,7 @@ void Server::apply_logging(const config::ServerConfig& server) {
   if (log::parse_level(server.log_level, &level)) log::set_level(level);
   std::string error;
   if (!log::open_target(server.error_log, &error)) LOG_ERROR("error_log: %s", error.c_str());
+  if (!log::open_access(server.access_log, &error)) LOG_ERROR("access_log: %s", error.c_str());
 }
 
 void Server::apply_admin(const config::AdminConfig& admin) {

@@ -93,6 +93,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
   const auto& server = snapshot_->config->server;
   context_.close_spread_ms = static_cast<uint64_t>(
       std::min(server.close_spread, server.shutdown_timeout / 2).count());
+  context_.access_log_json = server.access_log_format == "json";
   for (auto& socket : sockets) {
     open_listener(socket);
     socket.fd = -1;

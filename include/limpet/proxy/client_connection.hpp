@@ -105,6 +105,7 @@ class ClientConnection : public net::StreamDelegate {
   void respond_error(int status);
   void close_after_flush();
   void close_all();
+  void log_access(int status);
   static void write_body(net::Stream* to, http::BodyFraming framing, std::string_view data);
   const balancer::Upstream& upstream() const { return *listener_->upstream; }
   const config::ListenerConfig& lconf() const { return *listener_->config; }
@@ -132,6 +133,7 @@ class ClientConnection : public net::StreamDelegate {
   std::string request_head_out_;  // kept for a retry on a stale pooled connection
   uint64_t request_started_ns_ = 0;  // uv_hrtime() at the request head, for the latency histogram
   uint64_t connect_started_ns_ = 0;
+  uint64_t response_bytes_before_ = 0;  // client bytes_sent() when the request began
   bool upstream_reused_ = false;
   bool upstream_connected_ = false;
   bool request_done_ = false;

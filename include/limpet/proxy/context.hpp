@@ -46,7 +46,8 @@ struct WorkerContext {
   std::mt19937_64 rng{std::random_device{}()};
   WorkerCounters counters;
   bool shutting_down = false;
-  uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
+  uint64_t close_spread_ms = 0;
+  bool access_log_json = false;  // server.access_log_format  // window over which tunnel closes are spread (server.close_spread)
   std::unordered_set<ClientConnection*> connections;  // for graceful shutdown
 };
 

@@ -14,8 +14,14 @@ void set_level(Level level);
 bool enabled(Level level);
 // path "stderr" or a file opened for append. Returns false (and keeps the old target) on error.
 bool open_target(const std::string& path, std::string* error);
-// SIGUSR1: reopen the same path (logrotate).
+// The access log: "off", "stderr" or a file. One line per call, written with one write(2).
+bool open_access(const std::string& path, std::string* error);
+bool access_enabled();
+void access(const std::string& line);  // `line` ends with '\n'
+// SIGUSR1: reopen both logs on the same paths (logrotate).
 bool reopen(std::string* error);
+// "2026-11-21T19:00:00.123Z" into buf (at least 32 bytes); returns the length.
+size_t format_time(char* buf, size_t size);
 
 void write(Level level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
