@@ -127,6 +127,28 @@ def test_hop_by_hop_response_headers_removed(lp):
     assert r.header("X-End-To-End") == "kept"
 
 
+def test_large_response_head_passed_intact(lp):
+    with RawHttp(lp.port) as c:
+        r = c.request("GET", "/big-header?size=12000")
+    assert r.status == 200
+    assert r.header("X-Big") == pattern.data(6001).hex()[:12000]
+    assert r.header_all("Set-Cookie") == ["c%d=%d; Path=/" % (i, i) for i in range(20)]
+
+
+def test_forwarded_header_when_enabled(cluster):
+    b = cluster.backend("fw")
+    lp = cluster.limpet([b], listener={"add_forwarded": True})
+    with RawHttp(lp.port) as c:
+        r = c.request("GET", "/echo", host="fw.example")
+    h = backend_headers(r.json())
+    assert len(h["forwarded"]) == 1, h
+    fields = {k.strip().lower(): v.strip().strip('"') for k, _, v in
+              (p.partition("=") for p in h["forwarded"][0].split(";"))}
+    assert fields.get("for") == "127.0.0.1" and fields.get("proto") == "http", h["forwarded"]
+    assert fields.get("host", "fw.example") == "fw.example"
+    assert h["x-forwarded-for"] == ["127.0.0.1"]
+
+
 @pytest.mark.parametrize("code", [200, 201, 204, 301, 304, 404, 418, 500, 503])
 def test_status_passed_through(lp, code):
     with RawHttp(lp.port) as c:

@@ -19,6 +19,7 @@ Endpoints (query parameters in brackets):
   /conn-id               this backend's name and the id of the TCP connection the request came on
   /status/N              answers status N
   /hop-response          a response carrying hop-by-hop headers that a proxy must strip
+  /big-header [size]     a response with an X-Big header of `size` bytes and many Set-Cookie lines
   /ws-raw-hello          WebSocket upgrade answered by hand: the 101 and a first text frame in one
                          write (bytes that arrive with the response head)
   /_log [clear=1]        every request this backend received (method, path, headers, body length);
@@ -357,6 +358,13 @@ class Handler(BaseHTTPRequestHandler):
             ("X-End-To-End", "kept"),
         ])
 
+    def r_big_header(self, q, entry):
+        self.read_body()
+        size = qint(q, "size", 8000)
+        value = pattern.data(size // 2 + 1).hex()[:size]
+        cookies = [("Set-Cookie", "c%d=%d; Path=/" % (i, i)) for i in range(20)]
+        self.respond(200, "big header\n", headers=[("X-Big", value)] + cookies)
+
     def r_ws_raw_hello(self, q, entry):
         key = self.headers.get("Sec-WebSocket-Key")
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
@@ -388,6 +396,7 @@ ROUTES = {
     "/die": Handler.r_die,
     "/conn-id": Handler.r_conn_id,
     "/hop-response": Handler.r_hop_response,
+    "/big-header": Handler.r_big_header,
     "/ws-raw-hello": Handler.r_ws_raw_hello,
     "/_log": Handler.r_log,
 }
