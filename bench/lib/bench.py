@@ -1,0 +1,828 @@
+#!/usr/bin/env python3
+"""bench/lib/bench.py: the side-by-side benchmark of issue 6, driven by bench/run.sh.
+
+Starts identical backends (bench/backends/backend.c), puts limpet, nginx and HAProxy in front of
+them with equivalent configs (bench/peers/), and runs every load against each front in turn,
+interleaved over several rounds (the order rotates each round so no proxy always goes first).
+Each measurement gets a freshly started proxy. Medians go into one table with the ratios
+limpet/nginx and limpet/HAProxy and the targets of issue 6; the machine, versions and the exact
+command of every figure are recorded next to it.
+
+Proxy CPU is utime+stime of every process of the proxy (nginx master and workers; limpet's and
+HAProxy's threads are in their process) from /proc/PID/stat before and after a load; memory is
+the sum of VmRSS from /proc/PID/status. Every load stops by itself and targets 127.0.0.1 only.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BENCH = os.path.join(ROOT, "bench")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FRONTS = ["limpet", "nginx", "haproxy"]
+LABEL = {"limpet": "limpet", "nginx": "nginx", "haproxy": "HAProxy"}
+
+_started = []  # every Service we started, so that an interrupted run cleans up after itself
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- /proc ------------------------------------------------------------------------------------
+
+def _children_of():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def process_tree(pid):
+    kids = _children_of()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLK_TCK
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def machine_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+# --- processes --------------------------------------------------------------------------------
+
+class Service:
+    """A process we started, in its own process group so that it and its children stop together."""
+
+    def __init__(self, name, cmd, log_path, env=None):
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.log.write(f"--- {time.ctime()} {shlex.join(cmd)}\n".encode())
+        self.log.flush()
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
+                                     start_new_session=True)
+        _started.append(self)
+
+    def pids(self):
+        return process_tree(self.proc.pid)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=5.0):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        else:
+            # The leader is gone; children (nginx workers) may not be.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.log.close()
+        if self in _started:
+            _started.remove(self)
+
+
+def stop_all():
+    for s in list(_started):
+        try:
+            s.stop(timeout=2)
+        except Exception:  # noqa: BLE001 - cleanup must go on
+            pass
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def http_get(port, path="/", timeout=2.0):
+    """Status of one GET through a raw socket (independent of every HTTP library)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(m.group(1)) if m else 0
+
+
+def wait_until(what, check, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError as e:
+            last = e
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}" + (f" ({last})" if last else ""))
+
+
+# --- the fronts -------------------------------------------------------------------------------
+
+class Fronts:
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+        self.port = {"limpet": args.port_base + 10, "nginx": args.port_base + 11, "haproxy": args.port_base + 12}
+
+    def config(self, kind, workers, servers, template=None):
+        d = os.path.join(self.work, f"{kind}-w{workers}" + ("-" + template if template else ""))
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)  # nginx workers run as nobody and write their temp dirs here
+        tmpl = {"limpet": "limpet.toml.in", "nginx": "nginx.conf.in", "haproxy": "haproxy.cfg.in"}[kind]
+        if kind == "limpet" and template == "socketio":
+            tmpl = "limpet-socketio.toml.in"
+        out = os.path.join(d, {"limpet": "limpet.toml", "nginx": "nginx.conf", "haproxy": "haproxy.cfg"}[kind])
+        subprocess.run([sys.executable, os.path.join(BENCH, "lib", "render.py"), os.path.join(BENCH, "peers", tmpl),
+                        out, "--kind", kind, "--servers", ",".join(map(str, servers)),
+                        f"WORKERS={workers}", f"DIR={d}", f"PORT={self.port[kind]}"], check=True)
+        return d, out
+
+    def command(self, kind, conf, d):
+        if kind == "limpet":
+            return [self.args.limpet, "-c", conf]
+        if kind == "nginx":
+            return ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")]
+        return ["haproxy", "-f", conf]
+
+    def start(self, kind, workers, servers, template=None, env=None, probe="/"):
+        d, conf = self.config(kind, workers, servers, template)
+        port = self.port[kind]
+        if not port_free(port):
+            raise RuntimeError(f"port {port} for {kind} is busy")
+        svc = Service(kind, self.command(kind, conf, d), os.path.join(d, "proxy.log"), env)
+        svc.conf = conf
+        svc.port = port
+
+        def ready():
+            if not svc.alive():
+                raise RuntimeError(f"{kind} exited; see {svc.log_path}")
+            return http_get(port, probe) == 200
+
+        try:
+            wait_until(f"{kind} on port {port}", ready, timeout=15)
+            if kind == "nginx":
+                # Every worker must be up before CPU and memory are sampled.
+                wait_until("nginx workers", lambda: len(svc.pids()) >= workers + 1, timeout=5)
+        except Exception:
+            svc.stop()
+            raise
+        return svc
+
+
+# --- loads ------------------------------------------------------------------------------------
+
+def parse_wrk_time(s):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", s)
+    if not m:
+        return float("nan")
+    v = float(m.group(1))
+    return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]  # milliseconds
+
+
+def run_measured(cmd, proxy, backends, timeout):
+    """Runs a load command, returns (stdout, proxy CPU s, backends CPU s, wall s, machine busy %)."""
+    pids = proxy.pids()
+    bpids = [p for b in backends for p in b.pids()]
+    c0, b0, m0 = cpu_seconds(pids), cpu_seconds(bpids), machine_ticks()
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    wall = time.monotonic() - t0
+    c1, b1, m1 = cpu_seconds(pids), cpu_seconds(bpids), machine_ticks()
+    if res.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+    busy = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
+    return res.stdout, c1 - c0, b1 - b0, wall, busy
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.work = os.path.join(args.work_dir, f"limpet-bench-{stamp}")
+        os.makedirs(self.work, exist_ok=True)
+        self.fronts = Fronts(args, self.work)
+        self.backend_ports = [args.port_base + 1, args.port_base + 2]
+        self.backends = []
+        self.samples = {}   # (scenario, workers, front) -> [metrics dict per round]
+        self.commands = {}  # scenario -> command template
+        self.notes = []
+        q = args.quick
+        self.d = int(args.duration or (2 if q else 5))       # seconds per measured load (wrk: whole)
+        self.rounds = args.rounds or (1 if q else 3)
+        self.warm = 1  # wrk takes whole seconds
+        self.idle_tunnels = args.idle_tunnels or (3000 if q else 9000)
+
+    # -- lifecycle
+
+    def start_backends(self):
+        for port in self.backend_ports + [self.fronts.port[k] for k in FRONTS]:
+            if not port_free(port):
+                raise RuntimeError(f"port {port} is busy (set --port-base)")
+        for port in self.backend_ports:
+            b = Service(f"backend-{port}", [self.args.backend_bin, "--port", str(port), "--threads",
+                                            str(self.args.backend_threads)],
+                        os.path.join(self.work, f"backend-{port}.log"))
+            wait_until(f"backend on {port}", lambda p=port: http_get(p) == 200)
+            self.backends.append(b)
+
+    def stop_backends(self):
+        for b in self.backends:
+            b.stop()
+        self.backends = []
+
+    def record(self, scenario, workers, front, metrics):
+        self.samples.setdefault((scenario, workers, front), []).append(metrics)
+
+    def rounds_of(self, scenario, workers, fn, template=None, servers=None, probe="/"):
+        """Runs fn(front, proxy) for each front, interleaved, self.rounds times."""
+        for r in range(self.rounds):
+            order = FRONTS[r % 3:] + FRONTS[:r % 3]
+            for kind in order:
+                if kind not in self.args.fronts:
+                    continue
+                try:
+                    proxy = self.fronts.start(kind, workers, servers or self.backend_ports, template, probe=probe)
+                    try:
+                        m = fn(kind, proxy)
+                    finally:
+                        proxy.stop()
+                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError,
+                        AttributeError) as e:
+                    # One failed measurement is a missing sample, not a lost run.
+                    note = f"{scenario} w{workers} round {r + 1} {kind}: failed: {e}"
+                    self.notes.append(note)
+                    log(note)
+                    continue
+                log(f"{scenario} w{workers} round {r + 1} {kind}: " +
+                    ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+                self.record(scenario, workers, kind, m)
+
+    # -- HTTP
+
+    def wrk(self, scenario, path, workers):
+        conns = self.args.wrk_conns
+        self.commands[scenario] = (f"wrk -t1 -c{conns} -d{self.d:g}s --latency http://127.0.0.1:PORT{path}"
+                                   f"  (after a {self.warm:g} s warm-up run)")
+
+        def fn(kind, proxy):
+            url = f"http://127.0.0.1:{proxy.port}{path}"
+            subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{self.warm:g}s", url], capture_output=True,
+                           timeout=self.warm + 30, check=True)
+            out, cpu, bcpu, wall, busy = run_measured(
+                ["wrk", "-t1", f"-c{conns}", f"-d{self.d:g}s", "--latency", url], proxy, self.backends,
+                self.d + 60)
+            reqs = int(re.search(r"(\d+) requests in", out).group(1))
+            lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+            errors = 0
+            m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+            if m:
+                errors += sum(int(x) for x in m.groups())
+            m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            if m:
+                errors += int(m.group(1))
+            return {
+                "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                "p50_ms": parse_wrk_time(lat.get("50", "")),
+                "p99_ms": parse_wrk_time(lat.get("99", "")),
+                "cpu_us_per_req": 1e6 * cpu / max(1, reqs),
+                "errors": errors,
+                "backend_cpu_pct": 100.0 * bcpu / wall,
+                "machine_busy_pct": busy,
+            }
+
+        self.rounds_of(scenario, workers, fn)
+
+    def http_open(self, scenario, workers):
+        rate, conns = self.args.http_rate, self.args.wrk_conns
+        warm = 1.0
+        self.commands[scenario] = (f"wsload http --port PORT --path / --conns {conns} --rate {rate} "
+                                   f"--duration {self.d:g} --warmup {warm:g}")
+
+        def fn(kind, proxy):
+            cmd = [self.args.wsload, "http", "--port", str(proxy.port), "--path", "/", "--conns", str(conns),
+                   "--rate", str(rate), "--duration", f"{self.d:g}", "--warmup", f"{warm:g}"]
+            out, cpu, bcpu, wall, busy = run_measured(cmd, proxy, self.backends, self.d + 90)
+            r = json.loads(out)
+            return {
+                "rate": r["rate"], "p50_us": r["p50_us"], "p99_us": r["p99_us"], "p999_us": r["p999_us"],
+                "cpu_us_per_req": 1e6 * cpu / max(1, r["received"]),
+                "errors": r["connect_errors"] + r["dropped"] + r["lost"] + r["non_200"],
+                "client_lag_p99_us": r["lag_p99_us"], "machine_busy_pct": busy,
+            }
+
+        self.rounds_of(scenario, workers, fn)
+
+    def mallocs(self, workers):
+        """Heap allocations per request and per WebSocket message (LD_PRELOAD counter)."""
+        if not os.path.exists(self.args.malloc_count):
+            return
+        scenario = "mallocs"
+        self.commands[scenario] = (f"LD_PRELOAD=malloc_count.so MALLOC_COUNT_FILE=F <proxy>; then "
+                                   f"wrk -t1 -c{self.args.wrk_conns} -d{self.d:g}s http://127.0.0.1:PORT/ and "
+                                   f"wsload throughput --conns 100 --window 16 --size 64 --duration {max(3, self.d)} "
+                                   f"--warmup 1 (counted from 1.5 s to 0.5 s before its end); "
+                                   f"counts read from F before/after")
+        for kind in FRONTS:
+            if kind not in self.args.fronts:
+                continue
+            cnt = os.path.join(self.work, f"malloc-{kind}.cnt")
+            if os.path.exists(cnt):
+                os.remove(cnt)
+            env = {"LD_PRELOAD": self.args.malloc_count, "MALLOC_COUNT_FILE": cnt}
+            proxy = self.fronts.start(kind, workers, self.backend_ports, env=env)
+
+            def counts():
+                with open(cnt, "rb") as f:
+                    words = f.read(40)
+                v = [int.from_bytes(words[i:i + 8], "little") for i in range(0, 40, 8)]
+                return v[0] + v[1] + v[2] + v[3]  # malloc + calloc + realloc + aligned
+
+            try:
+                url = f"http://127.0.0.1:{proxy.port}/"
+                subprocess.run(["wrk", "-t1", f"-c{self.args.wrk_conns}", f"-d{self.warm:g}s", url],
+                               capture_output=True, timeout=60, check=True)
+                a0 = counts()
+                out = subprocess.run(["wrk", "-t1", f"-c{self.args.wrk_conns}", f"-d{self.d:g}s", url],
+                                     capture_output=True, text=True, timeout=self.d + 60, check=True).stdout
+                reqs = int(re.search(r"(\d+) requests in", out).group(1))
+                a1 = counts()
+                # WebSocket: count only inside the steady state (connections up, before teardown),
+                # over [warm-up + 0.5 s, warm-up + duration - 0.5 s] of a run at a steady rate.
+                wd = max(3, self.d)
+                p = subprocess.Popen([self.args.wsload, "throughput", "--port", str(proxy.port), "--conns", "100",
+                                      "--window", "16", "--size", "64", "--duration", str(wd), "--warmup", "1"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                time.sleep(1.5)
+                w0, t0 = counts(), time.monotonic()
+                time.sleep(wd - 1.0)
+                w1, t1 = counts(), time.monotonic()
+                out, _ = p.communicate(timeout=60)
+                r = json.loads(out)
+                msgs = 2 * r["rate"] * (t1 - t0)  # each echo crosses the proxy twice
+            finally:
+                proxy.stop()
+            m = {"allocs_per_req": (a1 - a0) / max(1, reqs), "allocs_per_ws_msg": (w1 - w0) / max(1, msgs)}
+            log(f"mallocs {kind}: {m}")
+            self.record(scenario, workers, kind, m)
+
+    # -- WebSocket
+
+    def ws_idle(self, workers):
+        n, rate = self.idle_tunnels, self.args.connect_rate
+        hold = 2.0
+        scenario = "ws_idle"
+        self.commands[scenario] = (f"wsload idle --port PORT --conns {n} --connect-rate {rate} --hold {hold:g} "
+                                   f"--ready-file F  (proxy VmRSS summed over its processes: before, and once F "
+                                   f"exists + 0.5 s)")
+
+        def fn(kind, proxy):
+            ready = os.path.join(self.work, f"idle-{kind}.ready")
+            if os.path.exists(ready):
+                os.remove(ready)
+            pids = proxy.pids()
+            rss0 = rss_kb(pids)
+            p = subprocess.Popen([self.args.wsload, "idle", "--port", str(proxy.port), "--conns", str(n),
+                                  "--connect-rate", str(rate), "--hold", f"{hold:g}", "--ready-file", ready],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_until("idle tunnels", lambda: os.path.exists(ready) or p.poll() is not None,
+                           timeout=n / rate * 3 + 30)
+                time.sleep(0.5)
+                rss1 = rss_kb(proxy.pids())
+                out, err = p.communicate(timeout=hold + 30)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            r = json.loads(out)
+            opened = r["open"]
+            return {"bytes_per_tunnel": 1024.0 * (rss1 - rss0) / max(1, opened), "open": opened,
+                    "rss_before_kb": rss0, "rss_after_kb": rss1,
+                    "errors": r["connect_errors"] + r["dropped"]}
+
+        self.rounds_of(scenario, workers, fn)
+
+    def ws_load(self, scenario, workers, wsargs):
+        self.commands[scenario] = "wsload " + " ".join(wsargs).replace("{port}", "PORT")
+
+        def fn(kind, proxy):
+            cmd = [self.args.wsload] + [a.replace("{port}", str(proxy.port)) for a in wsargs]
+            out, cpu, bcpu, wall, busy = run_measured(cmd, proxy, self.backends, self.d + 120)
+            r = json.loads(out)
+            m = {"rate": r["rate"]}
+            if r["mode"] == "echo":
+                m.update(p50_us=r["p50_us"], p99_us=r["p99_us"], p999_us=r["p999_us"],
+                         client_lag_p99_us=r["lag_p99_us"])
+            if r["mode"] == "throughput":
+                m.update(cpu_us_per_msg=1e6 * cpu / max(1, 2 * r["received"]), p50_us=r["p50_us"])
+            if r["mode"] == "churn":
+                m.update(cpu_us_per_conn=1e6 * cpu / max(1, r["churn_total"]),
+                         handshake_p50_us=r["handshake_p50_us"], handshake_p99_us=r["handshake_p99_us"])
+            m.update(errors=r["connect_errors"] + r["dropped"] + r["lost"], backend_cpu_pct=100.0 * bcpu / wall,
+                     machine_busy_pct=busy)
+            return m
+
+        self.rounds_of(scenario, workers, fn)
+
+    # -- Socket.IO
+
+    def socketio(self, workers):
+        base = self.args.port_base
+        redis, nodes = base + 20, [base + 21, base + 22, base + 23]
+        for p in [redis] + nodes:
+            if not port_free(p):
+                raise RuntimeError(f"port {p} is busy")
+        ready = os.path.join(self.work, "sio.ready")
+        cluster = Service("sio-cluster", ["node", os.path.join(BENCH, "lib", "sio_cluster.js"), "--redis-port",
+                                          str(redis), "--ports", ",".join(map(str, nodes)), "--ready-file", ready,
+                                          "--log-dir", os.path.join(self.work, "sio-logs"), "--max-seconds", "1200"],
+                          os.path.join(self.work, "sio-cluster.log"))
+        try:
+            wait_until("Socket.IO cluster", lambda: os.path.exists(ready) or not cluster.alive(), timeout=60)
+            if not cluster.alive():
+                raise RuntimeError(f"Socket.IO cluster failed; see {cluster.log_path}")
+            conc = self.args.sio_concurrency
+            scenario = "socketio"
+            self.commands[scenario] = (f"node bench/lib/sio_load.js --url http://127.0.0.1:PORT --concurrency {conc} "
+                                       f"--duration {self.d:g} --warmup 1 --nodes {','.join(map(str, nodes))}")
+
+            def fn(kind, proxy):
+                cmd = ["node", os.path.join(BENCH, "lib", "sio_load.js"), "--url", f"http://127.0.0.1:{proxy.port}",
+                       "--concurrency", str(conc), "--duration", f"{self.d:g}", "--warmup", "1",
+                       "--nodes", ",".join(map(str, nodes))]
+                out, cpu, _, wall, busy = run_measured(cmd, proxy, [], self.d + 60)
+                r = json.loads(out)
+                per_node = r["node_handshakes"]
+                spread = max(per_node) / max(1e-9, statistics.mean(per_node)) if per_node else float("nan")
+                return {"rate": r["handshakes_per_s"], "cpu_us_per_handshake": 1e6 * cpu / max(1, r["completed_total"]),
+                        "p50_ms": float(r["p50_ms"]), "p99_ms": float(r["p99_ms"]), "errors": r["errors"],
+                        "session_unknown": r["session_unknown_errors"], "max_over_mean": spread,
+                        "nodes": "/".join(map(str, per_node)), "machine_busy_pct": busy}
+
+            self.rounds_of(scenario, workers, fn, template="socketio", servers=nodes, probe="/__stats")
+        finally:
+            cluster.stop()
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def med(samples, key):
+    vals = [s[key] for s in samples if isinstance(s.get(key), (int, float)) and s[key] == s[key]]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=3):
+    if v is None:
+        return "—"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+# (scenario, metric key, label, better: "high"|"low", target kind)
+ROWS = [
+    ("http_small", "rps", "HTTP 13 B, wrk keep-alive: requests/s", "high", "rps"),
+    ("http_small", "cpu_us_per_req", "HTTP 13 B: proxy CPU µs/request", "low", "cpu"),
+    ("http_small", "p50_ms", "HTTP 13 B: p50 latency ms (wrk, closed loop)", "low", None),
+    ("http_small", "p99_ms", "HTTP 13 B: p99 latency ms (wrk, closed loop)", "low", None),
+    ("http_16k", "rps", "HTTP 16 KB, wrk keep-alive: requests/s", "high", "rps"),
+    ("http_16k", "cpu_us_per_req", "HTTP 16 KB: proxy CPU µs/request", "low", "cpu"),
+    ("http_16k", "p99_ms", "HTTP 16 KB: p99 latency ms (wrk)", "low", None),
+    ("http_open", "p50_us", "HTTP open loop RATE req/s: p50 µs", "low", None),
+    ("http_open", "p99_us", "HTTP open loop RATE req/s: p99 µs", "low", None),
+    ("http_open", "p999_us", "HTTP open loop RATE req/s: p99.9 µs", "low", None),
+    ("http_open", "cpu_us_per_req", "HTTP open loop RATE req/s: proxy CPU µs/request", "low", "cpu"),
+    ("mallocs", "allocs_per_req", "heap allocations per HTTP request", "low", "zero"),
+    ("mallocs", "allocs_per_ws_msg", "heap allocations per WebSocket message", "low", "zero"),
+    ("ws_idle", "bytes_per_tunnel", "WS (a) idle tunnels: proxy RSS bytes/tunnel", "low", "idle"),
+    ("ws_echo", "p50_us", "WS (b) 1,000 conns × 10 msg/s: p50 µs", "low", None),
+    ("ws_echo", "p99_us", "WS (b) 1,000 conns × 10 msg/s: p99 µs", "low", "p99"),
+    ("ws_echo", "p999_us", "WS (b) 1,000 conns × 10 msg/s: p99.9 µs", "low", None),
+    ("ws_throughput", "rate", "WS (c) 100 conns: echoed messages/s", "high", "thr"),
+    ("ws_throughput", "cpu_us_per_msg", "WS (c): proxy CPU µs/message (per direction)", "low", None),
+    ("ws_churn", "rate", "WS (d) churn: new connections/s", "high", None),
+    ("ws_churn", "cpu_us_per_conn", "WS (d) churn: proxy CPU µs/connection", "low", None),
+    ("socketio", "rate", "Socket.IO: handshakes/s (polling → connect → upgrade)", "high", None),
+    ("socketio", "cpu_us_per_handshake", "Socket.IO: proxy CPU µs/handshake", "low", None),
+    ("socketio", "errors", "Socket.IO: failed connections", "low", None),
+]
+
+
+def target_check(kind, lim, ngx, hap):
+    """Issue 6's target for a row: (text, met?) or None."""
+    if lim is None:
+        return None
+    peers = [v for v in (ngx, hap) if v is not None]
+    if kind == "cpu" and peers:
+        met = all(lim <= 0.75 * p for p in peers)
+        return "≤ 0.75 × each peer", met
+    if kind == "rps" and peers:
+        return "≥ 1.15 × best peer", lim >= 1.15 * max(peers)
+    if kind == "thr" and peers:
+        return "≥ 1.15 × best peer", lim >= 1.15 * max(peers)
+    if kind == "p99" and peers:
+        return "≤ best peer", lim <= min(peers)
+    if kind == "idle":
+        return "≤ 2,048 B", lim <= 2048
+    if kind == "zero":
+        return "0 (steady state)", lim < 0.01
+    return None
+
+
+def render_table(bench):
+    lines = ["| load | workers | limpet | nginx | HAProxy | limpet/nginx | limpet/HAProxy | issue 6 target |",
+             "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    workers_seen = sorted({w for (_, w, _) in bench.samples})
+    for scen, key, label, _better, tkind in ROWS:
+        for w in workers_seen:
+            vals = {f: med(bench.samples.get((scen, w, f), []), key) for f in FRONTS}
+            if all(v is None for v in vals.values()):
+                continue
+            lim, ngx, hap = vals["limpet"], vals["nginx"], vals["haproxy"]
+            r1 = f"{lim / ngx:.2f}" if lim is not None and ngx else "—"
+            r2 = f"{lim / hap:.2f}" if lim is not None and hap else "—"
+            t = target_check(tkind, lim, ngx, hap)
+            tcell = f"{t[0]}: {'met' if t[1] else '**missed**'}" if t else ""
+            if t:
+                verdicts.append((label.replace("RATE", str(bench.args.http_rate)), w, t[0], t[1]))
+            lab = label.replace("RATE", str(bench.args.http_rate))
+            lines.append(f"| {lab} | {w} | {fmt(lim)} | {fmt(ngx)} | {fmt(hap)} | {r1} | {r2} | {tcell} |")
+    return "\n".join(lines), verdicts
+
+
+def versions(args):
+    def first_line(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unavailable"
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "limpet": first_line([args.limpet, "-v"]) + f"  ({args.limpet_note})",
+        "nginx": first_line(["nginx", "-v"]),
+        "haproxy": first_line(["haproxy", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "node": first_line(["node", "--version"]),
+        "libuv": first_line(["pkg-config", "--modversion", "libuv"]),
+        "loadavg_at_start": open("/proc/loadavg").read().strip(),
+    }
+
+
+def write_report(bench, info, started, finished):
+    table, verdicts = render_table(bench)
+    args = bench.args
+    date = started.strftime("%Y-%m-%d")
+    mode = "quick" if args.quick else "full"
+    out = []
+    out.append(f"# limpet vs nginx vs HAProxy — {date} ({mode} run)\n")
+    out.append(f"Command: `{args.command_line}`  ")
+    out.append(f"Started {started:%Y-%m-%d %H:%M:%S}, finished {finished:%H:%M:%S} "
+               f"({(finished - started).total_seconds() / 60:.1f} min). {bench.rounds} interleaved round(s) per "
+               f"load (the front order rotates each round), each proxy freshly started for every "
+               f"measurement; figures are medians over the rounds.\n")
+    out.append("## Machine and versions\n")
+    for k, v in info.items():
+        out.append(f"- {k}: {v}")
+    out.append(f"- load average at the end: {open('/proc/loadavg').read().strip()}")
+    out.append("")
+    out.append("## Results\n")
+    out.append(table)
+    out.append("")
+    out.append("Ratios are limpet/peer: above 1 is better for limpet on requests/s and messages/s, "
+               "below 1 is better on CPU, latency and memory. CPU is the proxy's utime+stime "
+               "(all its processes and threads) over the load divided by the requests or messages "
+               "it carried.\n")
+    if verdicts:
+        out.append("## Issue 6 targets\n")
+        for label, w, t, met in verdicts:
+            out.append(f"- {'met' if met else 'MISSED'}: {label}, {w} worker(s): {t}")
+        out.append("")
+    out.append("## Setup\n")
+    out.append(f"- Backends: 2 × `bench/backends/backend.c` (libuv, {args.backend_threads} threads each, canned "
+               "200 responses of 13 B or 16 KB, WebSocket echo), the same two for every proxy.")
+    out.append("- limpet: `hash_keys = [\"ip\"]` (consistent hash of the client address, Maglev ring), "
+               "`balance = \"least_conn\"` for keys that are absent, `engineio_paths = []`; Socket.IO: "
+               "`engineio_paths = [\"/socket.io/\"]`, `balance = \"least_sessions\"` (sid affinity).")
+    out.append("- nginx: `hash $remote_addr consistent`, `keepalive 64` upstream, `proxy_http_version 1.1`, "
+               "`listen ... reuseport`, `keepalive_requests` lifted; the same config for Socket.IO.")
+    out.append("- HAProxy: `balance source` + `hash-type consistent`, `http-reuse always`, `nbthread` = "
+               "workers; the same config for Socket.IO.")
+    out.append("- All from 127.0.0.1, so the address hash sends every client to one backend on all three.")
+    out.append(f"- Configs: bench/peers/*.in, rendered into {bench.work}.\n")
+    out.append("## Commands\n")
+    for scen, cmd in bench.commands.items():
+        out.append(f"- {scen}: `{cmd}`")
+    out.append(f"- PORT: limpet {bench.fronts.port['limpet']}, nginx {bench.fronts.port['nginx']}, "
+               f"HAProxy {bench.fronts.port['haproxy']}\n")
+    if bench.notes:
+        out.append("## Notes\n")
+        out.extend(f"- {n}" for n in bench.notes)
+        out.append("")
+    out.append("## Every sample\n")
+    out.append("```")
+    for (scen, w, f), ss in sorted(bench.samples.items()):
+        for i, s in enumerate(ss):
+            vals = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items())
+            out.append(f"{scen} w{w} {f} #{i + 1}: {vals}")
+    out.append("```")
+    text = "\n".join(out) + "\n"
+
+    results_dir = os.path.join(BENCH, "results")
+    os.makedirs(results_dir, exist_ok=True)
+    name = date + ("-quick" if args.quick else "")
+    path = os.path.join(results_dir, name + ".md")
+    with open(path, "w") as f:
+        f.write(text)
+    with open(os.path.join(results_dir, name + ".json"), "w") as f:
+        json.dump({"info": info, "command": args.command_line, "commands": bench.commands,
+                   "samples": [{"scenario": s, "workers": w, "front": fr, "rounds": ss}
+                               for (s, w, fr), ss in sorted(bench.samples.items())]}, f, indent=1)
+    log(f"results: {path}")
+    if not args.quick and args.update_readme:
+        readme = os.path.join(BENCH, "README.md")
+        with open(readme) as f:
+            old = f.read()
+        begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+        if begin in old and end in old:
+            block = (f"{begin}\nLatest full run: **{date}**, `{args.command_line}` "
+                     f"(details, every sample and every command: [results/{name}.md](results/{name}.md)). "
+                     f"limpet: {info['limpet']}.\n\n{table}\n{end}")
+            new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
+            with open(readme, "w") as f:
+                f.write(new)
+            log("bench/README.md updated")
+    print(table)
+    return path
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--limpet", required=True)
+    ap.add_argument("--limpet-note", default="")
+    ap.add_argument("--wsload", required=True)
+    ap.add_argument("--backend-bin", required=True)
+    ap.add_argument("--malloc-count", default="")
+    ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--duration", type=int, default=0)
+    ap.add_argument("--workers", default="1,2", help="worker counts for the HTTP loads")
+    ap.add_argument("--ws-workers", default="2", help="worker counts for WebSocket and Socket.IO loads")
+    ap.add_argument("--only", default="http,open,mallocs,ws,socketio")
+    ap.add_argument("--fronts", default=",".join(FRONTS))
+    ap.add_argument("--port-base", type=int, default=18600)
+    ap.add_argument("--backend-threads", type=int, default=2)
+    ap.add_argument("--wrk-conns", type=int, default=64)
+    ap.add_argument("--http-rate", type=int, default=10000)
+    ap.add_argument("--connect-rate", type=int, default=3000)
+    ap.add_argument("--idle-tunnels", type=int, default=0)
+    ap.add_argument("--sio-concurrency", type=int, default=32)
+    ap.add_argument("--work-dir", default="/tmp")
+    ap.add_argument("--no-readme", dest="update_readme", action="store_false")
+    ap.add_argument("--command-line", default="bench/run.sh")
+    args = ap.parse_args()
+    args.fronts = args.fronts.split(",")
+    only = set(args.only.split(","))
+    http_workers = [int(w) for w in args.workers.split(",")]
+    ws_workers = [int(w) for w in args.ws_workers.split(",")]
+    if args.idle_tunnels > 9000:
+        ap.error("--idle-tunnels above 9000 would exceed the 20,000 fd limit of one proxy process")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: (stop_all(), sys.exit(130)))
+
+    started = datetime.datetime.now()
+    bench = Bench(args)
+    info = versions(args)
+    log(f"work dir {bench.work}; {bench.rounds} round(s), {bench.d:g} s per load")
+    try:
+        bench.start_backends()
+        if "http" in only:
+            for w in http_workers:
+                bench.wrk("http_small", "/", w)
+                bench.wrk("http_16k", "/16k", w)
+        if "open" in only:
+            for w in http_workers:
+                bench.http_open("http_open", w)
+        if "mallocs" in only:
+            bench.mallocs(http_workers[0])
+        if "ws" in only:
+            for w in ws_workers:
+                bench.ws_idle(w)
+                bench.ws_load("ws_echo", w, ["echo", "--port", "{port}", "--conns", "1000", "--msg-rate", "10",
+                                             "--size", "32", "--duration", f"{bench.d:g}", "--warmup", "1",
+                                             "--connect-rate", str(args.connect_rate)])
+                bench.ws_load("ws_throughput", w, ["throughput", "--port", "{port}", "--conns", "100", "--window",
+                                                   "16", "--size", "64", "--duration", f"{bench.d:g}",
+                                                   "--warmup", f"{bench.warm:g}"])
+                bench.ws_load("ws_churn", w, ["churn", "--port", "{port}", "--conns", "50", "--duration",
+                                              f"{bench.d:g}", "--warmup", f"{bench.warm:g}"])
+        bench.stop_backends()
+        if "socketio" in only:
+            for w in ws_workers:
+                try:
+                    bench.socketio(w)
+                except (RuntimeError, subprocess.SubprocessError, ValueError, KeyError) as e:
+                    bench.notes.append(f"Socket.IO scenario failed: {e}")
+                    log(f"Socket.IO scenario failed: {e}")
+    finally:
+        stop_all()
+    write_report(bench, info, started, datetime.datetime.now())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
