@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -260,19 +261,55 @@ def parse_wrk_time(s):
     return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]  # milliseconds
 
 
-def run_measured(cmd, proxy, backends, timeout):
-    """Runs a load command, returns (stdout, proxy CPU s, backends CPU s, wall s, machine busy %)."""
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Measured:
+    """One load run: its stdout, the CPU seconds of the proxy, the backends and the client, and
+    how much of the machine went to processes outside the benchmark (a busy machine skews every
+    figure but CPU per request)."""
+
+    def __init__(self, out, proxy_cpu, backend_cpu, client_cpu, wall, machine_cpu):
+        self.out = out
+        self.proxy_cpu = proxy_cpu
+        self.backend_cpu = backend_cpu
+        self.wall = wall
+        ncpu = os.cpu_count() or 1
+        self.busy_pct = 100.0 * machine_cpu / (wall * ncpu)
+        self.other_pct = max(0.0, 100.0 * (machine_cpu - proxy_cpu - backend_cpu - client_cpu) / (wall * ncpu))
+
+    def diag(self):
+        return {"backend_cpu_pct": 100.0 * self.backend_cpu / self.wall, "machine_busy_pct": self.busy_pct,
+                "other_cpu_pct": self.other_pct}
+
+
+def run_measured(cmd, proxy, backends, timeout, extra_pids=()):
     pids = proxy.pids()
-    bpids = [p for b in backends for p in b.pids()]
-    c0, b0, m0 = cpu_seconds(pids), cpu_seconds(bpids), machine_ticks()
+    bpids = [p for b in backends for p in b.pids()] + list(extra_pids)
+    c0, b0, k0, m0 = cpu_seconds(pids), cpu_seconds(bpids), children_cpu(), machine_ticks()
     t0 = time.monotonic()
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
-    c1, b1, m1 = cpu_seconds(pids), cpu_seconds(bpids), machine_ticks()
+    c1, b1, k1, m1 = cpu_seconds(pids), cpu_seconds(bpids), children_cpu(), machine_ticks()
     if res.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
-    busy = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
-    return res.stdout, c1 - c0, b1 - b0, wall, busy
+    return Measured(res.stdout, c1 - c0, b1 - b0, k1 - k0, wall, (m1[0] - m0[0]) / CLK_TCK)
+
+
+def wait_for_quiet(limit_s, threshold_pct=15.0):
+    """Waits (up to limit_s) until processes outside the benchmark use under threshold_pct of the
+    machine over a 2-second sample; returns the last sample."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        m0 = machine_ticks()
+        time.sleep(2)
+        m1 = machine_ticks()
+        busy = 100.0 * (m1[0] - m0[0]) / max(1, m1[1] - m0[1])
+        if busy < threshold_pct or time.monotonic() >= deadline:
+            return busy
+        log(f"machine {busy:.0f}% busy with other work; waiting for it to settle")
 
 
 class Bench:
@@ -349,9 +386,9 @@ class Bench:
             url = f"http://127.0.0.1:{proxy.port}{path}"
             subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{self.warm:g}s", url], capture_output=True,
                            timeout=self.warm + 30, check=True)
-            out, cpu, bcpu, wall, busy = run_measured(
-                ["wrk", "-t1", f"-c{conns}", f"-d{self.d:g}s", "--latency", url], proxy, self.backends,
-                self.d + 60)
+            ms = run_measured(["wrk", "-t1", f"-c{conns}", f"-d{self.d:g}s", "--latency", url], proxy,
+                              self.backends, self.d + 60)
+            out, cpu = ms.out, ms.proxy_cpu
             reqs = int(re.search(r"(\d+) requests in", out).group(1))
             lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
             errors = 0
@@ -367,8 +404,7 @@ class Bench:
                 "p99_ms": parse_wrk_time(lat.get("99", "")),
                 "cpu_us_per_req": 1e6 * cpu / max(1, reqs),
                 "errors": errors,
-                "backend_cpu_pct": 100.0 * bcpu / wall,
-                "machine_busy_pct": busy,
+                **ms.diag(),
             }
 
         self.rounds_of(scenario, workers, fn)
@@ -382,13 +418,13 @@ class Bench:
         def fn(kind, proxy):
             cmd = [self.args.wsload, "http", "--port", str(proxy.port), "--path", "/", "--conns", str(conns),
                    "--rate", str(rate), "--duration", f"{self.d:g}", "--warmup", f"{warm:g}"]
-            out, cpu, bcpu, wall, busy = run_measured(cmd, proxy, self.backends, self.d + 90)
-            r = json.loads(out)
+            ms = run_measured(cmd, proxy, self.backends, self.d + 90)
+            r = json.loads(ms.out)
             return {
                 "rate": r["rate"], "p50_us": r["p50_us"], "p99_us": r["p99_us"], "p999_us": r["p999_us"],
-                "cpu_us_per_req": 1e6 * cpu / max(1, r["received"]),
+                "cpu_us_per_req": 1e6 * ms.proxy_cpu / max(1, r["received"]),
                 "errors": r["connect_errors"] + r["dropped"] + r["lost"] + r["non_200"],
-                "client_lag_p99_us": r["lag_p99_us"], "machine_busy_pct": busy,
+                "client_lag_p99_us": r["lag_p99_us"], **ms.diag(),
             }
 
         self.rounds_of(scenario, workers, fn)
@@ -484,12 +520,15 @@ class Bench:
         self.rounds_of(scenario, workers, fn)
 
     def ws_load(self, scenario, workers, wsargs):
-        self.commands[scenario] = "wsload " + " ".join(wsargs).replace("{port}", "PORT")
+        cmd = " ".join(wsargs).replace("{port}", "PORT").replace(BENCH + "/", "bench/")
+        self.commands[scenario] = cmd if wsargs[0] == "node" else "wsload " + cmd
 
         def fn(kind, proxy):
-            cmd = [self.args.wsload] + [a.replace("{port}", str(proxy.port)) for a in wsargs]
-            out, cpu, bcpu, wall, busy = run_measured(cmd, proxy, self.backends, self.d + 120)
-            r = json.loads(out)
+            cmd = [a.replace("{port}", str(proxy.port)) for a in wsargs]
+            cmd = cmd if cmd[0] == "node" else [self.args.wsload] + cmd
+            ms = run_measured(cmd, proxy, self.backends, self.d + 120)
+            r = json.loads(ms.out)
+            cpu = ms.proxy_cpu
             m = {"rate": r["rate"]}
             if r["mode"] == "echo":
                 m.update(p50_us=r["p50_us"], p99_us=r["p99_us"], p999_us=r["p999_us"],
@@ -499,8 +538,10 @@ class Bench:
             if r["mode"] == "churn":
                 m.update(cpu_us_per_conn=1e6 * cpu / max(1, r["churn_total"]),
                          handshake_p50_us=r["handshake_p50_us"], handshake_p99_us=r["handshake_p99_us"])
-            m.update(errors=r["connect_errors"] + r["dropped"] + r["lost"], backend_cpu_pct=100.0 * bcpu / wall,
-                     machine_busy_pct=busy)
+            if r["mode"] == "ws-echo-node":
+                m.update(p50_us=r["p50_us"], p99_us=r["p99_us"], p999_us=r["p999_us"],
+                         client_lag_p99_us=r["lag_p99_us"])
+            m.update(errors=r["connect_errors"] + r["dropped"] + r["lost"], **ms.diag())
             return m
 
         self.rounds_of(scenario, workers, fn)
@@ -531,14 +572,15 @@ class Bench:
                 cmd = ["node", os.path.join(BENCH, "lib", "sio_load.js"), "--url", f"http://127.0.0.1:{proxy.port}",
                        "--concurrency", str(conc), "--duration", f"{self.d:g}", "--warmup", "1",
                        "--nodes", ",".join(map(str, nodes))]
-                out, cpu, _, wall, busy = run_measured(cmd, proxy, [], self.d + 60)
-                r = json.loads(out)
+                ms = run_measured(cmd, proxy, [], self.d + 60, extra_pids=cluster.pids())
+                r = json.loads(ms.out)
+                cpu = ms.proxy_cpu
                 per_node = r["node_handshakes"]
                 spread = max(per_node) / max(1e-9, statistics.mean(per_node)) if per_node else float("nan")
                 return {"rate": r["handshakes_per_s"], "cpu_us_per_handshake": 1e6 * cpu / max(1, r["completed_total"]),
                         "p50_ms": float(r["p50_ms"]), "p99_ms": float(r["p99_ms"]), "errors": r["errors"],
                         "session_unknown": r["session_unknown_errors"], "max_over_mean": spread,
-                        "nodes": "/".join(map(str, per_node)), "machine_busy_pct": busy}
+                        "nodes": "/".join(map(str, per_node)), **ms.diag()}
 
             self.rounds_of(scenario, workers, fn, template="socketio", servers=nodes, probe="/__stats")
         finally:
@@ -579,6 +621,8 @@ ROWS = [
     ("ws_echo", "p50_us", "WS (b) 1,000 conns × 10 msg/s: p50 µs", "low", None),
     ("ws_echo", "p99_us", "WS (b) 1,000 conns × 10 msg/s: p99 µs", "low", "p99"),
     ("ws_echo", "p999_us", "WS (b) 1,000 conns × 10 msg/s: p99.9 µs", "low", None),
+    ("ws_echo_node", "p50_us", "WS (b) second opinion, npm ws client: p50 µs", "low", None),
+    ("ws_echo_node", "p99_us", "WS (b) second opinion, npm ws client: p99 µs", "low", None),
     ("ws_throughput", "rate", "WS (c) 100 conns: echoed messages/s", "high", "thr"),
     ("ws_throughput", "cpu_us_per_msg", "WS (c): proxy CPU µs/message (per direction)", "low", None),
     ("ws_churn", "rate", "WS (d) churn: new connections/s", "high", None),
@@ -706,6 +750,13 @@ def write_report(bench, info, started, finished):
         out.append(f"- {scen}: `{cmd}`")
     out.append(f"- PORT: limpet {bench.fronts.port['limpet']}, nginx {bench.fronts.port['nginx']}, "
                f"HAProxy {bench.fronts.port['haproxy']}\n")
+    others = [x["other_cpu_pct"] for ss in bench.samples.values() for x in ss if "other_cpu_pct" in x]
+    if others:
+        noisy = sorted({f"{sc} w{w}" for (sc, w, _), ss in bench.samples.items()
+                        for x in ss if x.get("other_cpu_pct", 0) > 10})
+        bench.notes.append(f"CPU used by processes outside the benchmark during the loads: median "
+                           f"{statistics.median(others):.0f}%, max {max(others):.0f}% of the machine"
+                           + (f"; above 10% in: {', '.join(noisy)}" if noisy else "") + ".")
     if bench.notes:
         out.append("## Notes\n")
         out.extend(f"- {n}" for n in bench.notes)
@@ -761,7 +812,9 @@ def main():
     ap.add_argument("--duration", type=int, default=0)
     ap.add_argument("--workers", default="1,2", help="worker counts for the HTTP loads")
     ap.add_argument("--ws-workers", default="2", help="worker counts for WebSocket and Socket.IO loads")
-    ap.add_argument("--only", default="http,open,mallocs,ws,socketio")
+    ap.add_argument("--only", default="http,open,mallocs,ws,wsnode,socketio")
+    ap.add_argument("--wait-quiet", type=int, default=120,
+                    help="seconds to wait for other work on the machine to settle before starting")
     ap.add_argument("--fronts", default=",".join(FRONTS))
     ap.add_argument("--port-base", type=int, default=18600)
     ap.add_argument("--backend-threads", type=int, default=2)
@@ -788,6 +841,11 @@ def main():
     bench = Bench(args)
     info = versions(args)
     log(f"work dir {bench.work}; {bench.rounds} round(s), {bench.d:g} s per load")
+    busy = wait_for_quiet(args.wait_quiet)
+    info["machine_busy_before_start"] = f"{busy:.0f}% (other work; waited up to {args.wait_quiet} s for < 15%)"
+    if busy >= 15:
+        bench.notes.append(f"The machine was {busy:.0f}% busy with other work when the run started: "
+                           "throughput and latency are noisy; CPU per request is the robust figure.")
     try:
         bench.start_backends()
         if "http" in only:
@@ -810,6 +868,11 @@ def main():
                                                    "--warmup", f"{bench.warm:g}"])
                 bench.ws_load("ws_churn", w, ["churn", "--port", "{port}", "--conns", "50", "--duration",
                                               f"{bench.d:g}", "--warmup", f"{bench.warm:g}"])
+        if "wsnode" in only:
+            for w in ws_workers:
+                bench.ws_load("ws_echo_node", w, ["node", os.path.join(BENCH, "lib", "ws_echo.js"), "--url",
+                                                  "ws://127.0.0.1:{port}/", "--conns", "1000", "--msg-rate", "10",
+                                                  "--size", "32", "--duration", f"{bench.d:g}", "--warmup", "1"])
         bench.stop_backends()
         if "socketio" in only:
             for w in ws_workers:
