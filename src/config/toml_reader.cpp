@@ -11,6 +11,8 @@ namespace limpet::config::detail {
 
 namespace {
 
+thread_local KeyRecorder* t_recorder = nullptr;
+
 std::string_view type_name(const toml::value& v) {
   switch (v.type()) {
     case toml::value_t::boolean:
@@ -142,6 +144,10 @@ std::string format_syntax_error(const toml::syntax_error& e, const std::string& 
   return position(file, line, column) + ": " + message;
 }
 
+KeyRecorder::KeyRecorder() : outer_(t_recorder) { t_recorder = this; }
+
+KeyRecorder::~KeyRecorder() { t_recorder = outer_; }
+
 TableReader::TableReader(const toml::value& table, std::string context)
     : table_(table), context_(std::move(context)) {}
 
@@ -149,6 +155,7 @@ const toml::value* TableReader::find(std::string_view key) {
   known_.emplace_back(key);
   const auto& t = table_.as_table();
   const auto it = t.find(std::string(key));
+  if (t_recorder != nullptr) t_recorder->keys_.push_back({context_, std::string(key), it != t.end()});
   return it == t.end() ? nullptr : &it->second;
 }
 

@@ -33,6 +33,29 @@ std::string format_syntax_error(const toml::syntax_error& e, const std::string& 
 template <typename E>
 using Choices = std::initializer_list<std::pair<std::string_view, E>>;
 
+// While one is alive (on this thread), every key a TableReader asks for is recorded, found or not.
+// The reads are the schema: loading a file that sets every key lists it (config/schema).
+class KeyRecorder {
+ public:
+  struct Key {
+    std::string context;  // the reader's context: "[server]", "[[listener]]", "the top level"
+    std::string key;
+    bool present = false;  // whether the table read had it
+  };
+
+  KeyRecorder();
+  ~KeyRecorder();
+  KeyRecorder(const KeyRecorder&) = delete;
+  KeyRecorder& operator=(const KeyRecorder&) = delete;
+
+  const std::vector<Key>& keys() const { return keys_; }
+
+ private:
+  friend class TableReader;
+  KeyRecorder* outer_;
+  std::vector<Key> keys_;
+};
+
 // One TOML table. Each read marks its key as known; finish() then rejects any other key, so the
 // reads themselves are the schema. Typed reads leave `out` alone when the key is absent and
 // return whether it was present.
