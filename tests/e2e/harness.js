@@ -281,7 +281,8 @@ async function startFront(group, { kind, name, dir, listenPort, backends, balanc
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
     fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends }));
-    rec = group.spawn(name, limpetBin, ['-c', conf]);
+    // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
+    rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {
     const ndir = path.join(dir, name);
     fs.mkdirSync(ndir, { recursive: true });
