@@ -80,6 +80,22 @@ def test_many_messages_in_flight_keep_order(lp):
     run(go())
 
 
+def test_small_messages_round_trip_without_stalls(lp):
+    """Both legs need TCP_NODELAY: a ping-pong of small frames must not wait on delayed ACKs
+    (~40 ms each). 100 round trips in under 2 s leaves a 20x margin."""
+    async def go():
+        async with connect(ws_url(lp, "/echo")) as ws:
+            await ws.send("warm-up")
+            await ws.recv()
+            t0 = time.monotonic()
+            for i in range(100):
+                await ws.send(f"ping {i}")
+                assert await ws.recv() == f"ping {i}"
+            return time.monotonic() - t0
+    elapsed = run(go())
+    assert elapsed < 2.0, f"{elapsed * 10:.1f} ms per round trip"
+
+
 def test_concurrent_tunnels(lp):
     async def one(k):
         async with connect(ws_url(lp, "/echo")) as ws:
