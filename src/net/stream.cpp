@@ -1,6 +1,17 @@
 #include "limpet/net/stream.hpp"
 
 namespace limpet::net {
+namespace {
+
+// A filter's scratch strings keep what one call needed; past this they are given back after use,
+// so an idle TLS connection or tunnel holds no large buffer (design §6).
+constexpr size_t kScratchKeep = 4 * 1024;
+
+void trim_scratch(std::string& scratch) {
+  if (scratch.capacity() > kScratchKeep) std::string().swap(scratch);
+}
+
+}  // namespace
 
 Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers) {
   uv_tcp_init(loop, &tcp_);
@@ -19,18 +30,22 @@ Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers) {
 Stream::~Stream() = default;
 
 void Stream::write(std::string_view data) {
-  if (!filter_) {
+  // Until the filter starts (connect in flight) plaintext waits in the queue like unfiltered bytes:
+  // backpressure counts it, and a failed connect hands it back through take_queued().
+  if (!filter_ || !filter_started_) {
     out_.write(data);
     return;
   }
   filter_wire_.clear();
   bool ok = filter_->on_plain(data, &filter_wire_);
   out_.write(filter_wire_);
+  trim_scratch(filter_wire_);
   if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
 }
 
 void Stream::start_filter() {
   if (!filter_) return;
+  filter_started_ = true;
   filter_wire_.clear();
   bool ok = filter_->start(&filter_wire_);
   out_.write(filter_wire_);
@@ -48,6 +63,8 @@ void Stream::deliver(std::string_view wire) {
   bool ok = filter_->on_wire(wire, &filter_plain_, &filter_wire_);
   out_.write(filter_wire_);
   if (!filter_plain_.empty()) delegate_->on_data(this, filter_plain_);
+  trim_scratch(filter_plain_);
+  trim_scratch(filter_wire_);
   if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
 }
 
@@ -61,8 +78,12 @@ void Stream::on_connect_cb(uv_connect_t* req, int status) {
   auto* self = static_cast<Stream*>(req->data);
   if (status == UV_ECANCELED || self->closing_) return;
   if (status == 0) {
+    // Plaintext queued during the connect follows the filter's first flight, encrypted.
+    std::deque<std::string> early;
+    if (self->filter_) early = self->out_.take_queued();
     self->out_.attach(self->uv());
     self->start_filter();
+    for (const auto& chunk : early) self->write(chunk);
   }
   auto done = std::move(self->on_connect_);
   if (done) done(status);

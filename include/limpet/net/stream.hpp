@@ -95,8 +95,9 @@ class Stream {
   OutQueue out_;
   std::function<void(int)> on_connect_;
   std::unique_ptr<StreamFilter> filter_;
-  std::string filter_plain_;  // scratch buffers reused across reads (no per-read allocation)
+  std::string filter_plain_;  // scratch buffers reused across reads while small (stream.cpp)
   std::string filter_wire_;
+  bool filter_started_ = false;  // writes go through the filter from here on
   uint64_t bytes_read_ = 0;
   int open_handles_ = 2;
   bool reading_ = false;
