@@ -375,7 +375,7 @@ void ClientConnection::start_exchange() {
     respond_error(503);
     return;
   }
-  http::build_request_head(*request_, {client_ip_, false, lconf().add_forwarded},
+  http::build_request_head(*request_, {client_ip_, listener_->tls != nullptr, lconf().add_forwarded},
                            &request_head_out_);
   connect_upstream(route_.backend, {});
 }
@@ -391,6 +391,7 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
             request_->target.data(), b.config->name.c_str(), balancer::to_string(route_.reason));
 
   upstream_key_ = std::to_string(b.state->id) + "|" + b.config->address.text;
+  if (listener_->upstream_tls != nullptr) upstream_key_ += "|tls";  // never reuse across a TLS switch
   response_parser_ = std::make_unique<http::Parser>(
       http::Parser::Kind::kResponse, http::ParserLimits{64 * 1024, 8 * 1024}, &response_side_);
   response_parser_->expect_no_body_response(request_->method == "HEAD");
@@ -407,6 +408,9 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
     return;
   }
   upstream_ = new net::Stream(worker_->loop, &worker_->buffers);
+  if (const tls::ClientContext* tls = listener_->upstream_tls) {
+    upstream_->set_filter(tls->new_filter(*b.config, &worker_->counters.tls_backends));
+  }
   upstream_->set_delegate(this);
   upstream_reused_ = false;
   upstream_connected_ = false;

@@ -15,6 +15,25 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
     }
     snapshot->upstreams.emplace(upstream_config.name, std::move(*built));
   }
+  // Certificates and keys are read here: a bad one fails the reload and the old snapshot serves on.
+  for (const auto& listener : config->listeners) {
+    if (!listener.tls.enabled) continue;
+    auto built = tls::ServerContext::build(listener.tls);
+    if (!built) {
+      return Result<std::shared_ptr<const Snapshot>>::fail(listener.tls.where + ": listener \"" + listener.name +
+                                                           "\": " + built.message());
+    }
+    snapshot->listener_tls.emplace(listener.name, std::move(*built));
+  }
+  for (const auto& upstream_config : config->upstreams) {
+    if (!upstream_config.tls.enabled) continue;
+    auto built = tls::ClientContext::build(upstream_config.tls, upstream_config.name);
+    if (!built) {
+      return Result<std::shared_ptr<const Snapshot>>::fail(upstream_config.tls.where + ": upstream \"" +
+                                                           upstream_config.name + "\": " + built.message());
+    }
+    snapshot->upstream_tls.emplace(upstream_config.name, std::move(*built));
+  }
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "limpet/net/socket.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/client_connection.hpp"
 #include "limpet/util/log.hpp"
@@ -113,6 +114,8 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
     ctx->owner = snapshot_;
     ctx->config = want->second;
     ctx->upstream = snapshot_->upstream(want->second->upstream);
+    ctx->tls = snapshot_->server_tls(want->second->name);
+    ctx->upstream_tls = snapshot_->client_tls(want->second->upstream);
     ctx->open_connections = it->second->open_connections;
     it->second->context = std::move(ctx);
     ++it;
@@ -170,6 +173,9 @@ void Worker::on_connection(Listener* listener, int status) {
     return;
   }
   context_.counters.accepted.fetch_add(1, std::memory_order_relaxed);
+  if (ctx->tls != nullptr) {
+    client->set_filter(ctx->tls->new_filter(&context_.counters.tls_clients, net::peer_ip(client->tcp())));
+  }
   proxy::ClientConnection::start(&context_, ctx, client);
 }
 

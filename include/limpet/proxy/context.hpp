@@ -13,6 +13,7 @@
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/proxy/upstream_pool.hpp"
+#include "limpet/tls/context.hpp"
 #include "limpet/util/buffer_pool.hpp"
 #include "limpet/util/histogram.hpp"
 
@@ -37,6 +38,8 @@ struct WorkerCounters {
   std::atomic<uint64_t> bytes_to_clients{0};
   Histogram request_latency;  // request head parsed → response complete
   Histogram connect_latency;  // upstream connect started → connected
+  tls::Counters tls_clients;   // handshakes on TLS listeners
+  tls::Counters tls_backends;  // handshakes with TLS upstreams
 };
 
 struct WorkerContext {
@@ -55,6 +58,8 @@ struct ListenerContext {
   std::shared_ptr<const void> owner;  // the snapshot: keeps config and upstream alive
   const config::ListenerConfig* config = nullptr;
   const balancer::Upstream* upstream = nullptr;
+  const tls::ServerContext* tls = nullptr;           // a TLS listener's certificates and settings
+  const tls::ClientContext* upstream_tls = nullptr;  // the upstream speaks TLS
   // This worker's open connections on the listener (max_connections); shared with the worker's
   // listener so that a connection may outlive a listener removed by a reload.
   std::shared_ptr<uint32_t> open_connections;

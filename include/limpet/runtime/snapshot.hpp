@@ -12,6 +12,7 @@
 #include "limpet/balancer/backend.hpp"
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
+#include "limpet/tls/context.hpp"
 #include "limpet/util/result.hpp"
 
 namespace limpet::runtime {
@@ -20,10 +21,22 @@ struct Snapshot {
   std::shared_ptr<const config::Config> config;
   std::map<std::string, std::shared_ptr<const balancer::Upstream>> upstreams;
   uint64_t generation = 0;
+  // TLS contexts by listener name and by upstream name; absent = plaintext.
+  std::map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
+  std::map<std::string, std::shared_ptr<const tls::ClientContext>> upstream_tls;
 
   const balancer::Upstream* upstream(const std::string& name) const {
     auto it = upstreams.find(name);
     return it == upstreams.end() ? nullptr : it->second.get();
+  }
+  const tls::ServerContext* server_tls(const std::string& listener) const { return find(listener_tls, listener); }
+  const tls::ClientContext* client_tls(const std::string& upstream) const { return find(upstream_tls, upstream); }
+
+ private:
+  template <typename T>
+  static const T* find(const std::map<std::string, std::shared_ptr<const T>>& by_name, const std::string& name) {
+    auto it = by_name.find(name);
+    return it == by_name.end() ? nullptr : it->second.get();
   }
 };
 
