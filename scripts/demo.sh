@@ -93,6 +93,9 @@ for p in "$redis_port" "${node_ports[@]}" 8080; do
 done
 
 logs="$(mktemp -d "${TMPDIR:-/tmp}/limpet-demo.XXXXXX")"
+# Children run in their own sessions (setsid): Ctrl-C reaches only this script, which then
+# stops each of them with one SIGTERM. Were they in the terminal's process group, they would get
+# the SIGINT too and take our SIGTERM as a second signal (limpet: "exit now", not graceful).
 pids=()
 stopping=0
 
@@ -142,7 +145,7 @@ wait_http() {
 }
 
 say "starting redis-server on 127.0.0.1:$redis_port"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
+setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
   >"$logs/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do
@@ -153,7 +156,7 @@ done
 for i in 0 1 2; do
   name="node$((i + 1))"
   say "starting Socket.IO $name on 127.0.0.1:${node_ports[i]}"
-  node tests/e2e/node_server.js --port "${node_ports[i]}" --name "$name" \
+  setsid node tests/e2e/node_server.js --port "${node_ports[i]}" --name "$name" \
     --redis-url "redis://127.0.0.1:$redis_port" --static-dir "$root/demo" >"$logs/$name.log" 2>&1 &
   pids+=($!)
 done
@@ -162,7 +165,7 @@ for p in "${node_ports[@]}"; do
 done
 
 say "starting build/limpet -c $config"
-build/limpet -c "$config" >"$logs/limpet.log" 2>&1 &
+setsid build/limpet -c "$config" >"$logs/limpet.log" 2>&1 &
 pids+=($!)
 wait_http "$listen_url" 15 || die "limpet did not answer on $listen_url (see $logs/limpet.log)"
 
