@@ -35,16 +35,33 @@ struct BackendState {
 };
 
 // Process-wide; any thread. get_or_create is called while building a snapshot (main thread);
-// by_id is used when an affinity entry names a backend.
+// by_id / find are used when an affinity entry names a backend. States are never freed while the
+// registry lives and ids are never reused, so a BackendState* from find() stays valid.
 class BackendRegistry {
  public:
+  BackendRegistry();
+  ~BackendRegistry();
+  BackendRegistry(const BackendRegistry&) = delete;
+  BackendRegistry& operator=(const BackendRegistry&) = delete;
+
   std::shared_ptr<BackendState> get_or_create(const std::string& name);
   std::shared_ptr<BackendState> by_id(uint32_t id) const;
+  // Lock-free (two acquire loads): the affinity table calls it for every session it counts,
+  // from every worker, and a mutex here would serialise them. nullptr for an unknown id.
+  BackendState* find(uint32_t id) const;
 
  private:
+  // ids index a two-level table of pointers published with release stores: chunks are
+  // allocated on demand and never moved, so readers need no lock. 1024 x 1024 ids is more
+  // backends than a process will ever name; beyond it find() answers nullptr (counted nowhere).
+  static constexpr uint32_t kChunkBits = 10;
+  static constexpr uint32_t kChunkSize = 1u << kChunkBits;
+  static constexpr uint32_t kChunks = 1024;
+  using Chunk = std::atomic<BackendState*>[kChunkSize];
+
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<BackendState>> by_name_;
-  std::unordered_map<uint32_t, std::shared_ptr<BackendState>> by_id_;
+  std::atomic<Chunk*> chunks_[kChunks] = {};
   uint32_t next_id_ = 1;
 };
 

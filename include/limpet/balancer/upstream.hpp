@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "limpet/balancer/backend.hpp"
+#include "limpet/balancer/sticky_key.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/http/message.hpp"
 #include "limpet/util/result.hpp"
@@ -22,6 +23,7 @@
 namespace limpet::balancer {
 
 class AffinityTable;
+class Placement;
 class Ring;
 
 // Why a backend was chosen; written to the access log ("why did this client land there").
@@ -77,13 +79,23 @@ class Upstream {
   // "Set-Cookie: <name>=<token>; Path=...; ..." value for backend i (no header name, no CRLF).
   std::string sticky_cookie_value(int backend) const;
 
+  // Helpers for the admin API, logs and tests.
+  int index_of_state(uint32_t state_id) const;          // backend index with this BackendState id, or -1
+  int index_of_token(std::string_view token) const;     // backend index with this cookie token, or -1
+  const Ring& ring() const { return *ring_; }
+  const std::shared_ptr<AffinityTable>& affinity() const { return affinity_; }
+
  private:
   Upstream() = default;
+  bool accepts_new(int i, std::span<const int> exclude) const;
+
   const config::UpstreamConfig* config_ = nullptr;
   std::vector<RuntimeBackend> backends_;
   std::unique_ptr<Ring> ring_;
-  std::shared_ptr<AffinityTable> affinity_;
-  mutable std::atomic<uint64_t> rr_next_{0};
+  std::unique_ptr<Placement> placement_;
+  std::shared_ptr<AffinityTable> affinity_;  // may be null: no sid affinity
+  CidrSet trusted_proxies_;
+  std::vector<std::pair<uint32_t, int>> by_state_id_;  // sorted (BackendState::id, index)
 };
 
 }  // namespace limpet::balancer
