@@ -6,8 +6,8 @@
 #   bash scripts/test.sh --suite integration    arguments go to `meson test`
 #   SANITIZE=1 bash scripts/test.sh             ASan + UBSan build in build-asan/
 #
-# Environment: BUILD_DIR (default build, or build-asan with SANITIZE=1), LIMPET_SKIP_DEPS=1 to
-# skip the package step. Exits non-zero if the build or any test fails; the full log is in
+# Environment: BUILD_DIR (default build, or build-asan with SANITIZE=1), JOBS (ninja -j),
+# LIMPET_SKIP_DEPS=1 to skip the package step. Exits non-zero if the build or any test fails; the full log is in
 # BUILD_DIR/meson-logs/testlog.txt.
 set -euo pipefail
 
@@ -31,7 +31,7 @@ if [[ -f "$builddir/build.ninja" ]]; then
 else
   meson setup "$builddir" "${options[@]}"
 fi
-ninja -C "$builddir"
+ninja -C "$builddir" ${JOBS:+-j "$JOBS"}
 
 echo "test.sh: meson test -C $builddir $*" >&2
 meson test -C "$builddir" --print-errorlogs "$@"
