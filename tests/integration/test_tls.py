@@ -257,8 +257,16 @@ def test_wss_tunnel_keeps_backpressure(cluster, certs):
             pass
         grown = rss(lp) - base
         assert sent < 200 * MB, f"sent {sent // MB} MB without reading an echo: nothing pushed back"
-        assert grown < GROWTH_LIMIT, f"limpet grew by {grown // MB} MB"
+        # Under ASan freed blocks wait in its quarantine (256 MB), and TLS frees its scratch
+        # buffers after every large read: RSS says nothing there.
+        if not sanitized(lp):
+            assert grown < GROWTH_LIMIT, f"limpet grew by {grown // MB} MB"
     lp.assert_alive()
+
+
+def sanitized(lp):
+    with open(f"/proc/{lp.proc.pid}/maps") as f:
+        return "libasan" in f.read()
 
 
 # ---------------------------------------------------------------------------------------------
