@@ -42,8 +42,11 @@ void OutQueue::submit(std::string_view data) {
   uv_buf_t buf = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
   int rc = uv_write(&req->req, stream_, &buf, 1, on_write_cb);
   if (rc != 0) {
+    // Refused at once (the stream was shut down or is closing: states its owner caused), so
+    // the bytes are dropped without a callback: reporting it from inside write() would tear the
+    // owner down in the middle of its own call chain. Peer failures arrive asynchronously
+    // through on_write_cb.
     delete req;
-    if (on_error) on_error(rc);
     return;
   }
   in_flight_ += data.size();

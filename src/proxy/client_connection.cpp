@@ -818,8 +818,8 @@ void ClientConnection::tunnel_timer() {
   }
   t.close_started = true;
   if (t.to_backend.at_boundary()) inject_close(true);
-  if (t.to_client.at_boundary()) inject_close(false);
-  upstream_->set_timeout(kCloseReplyMs);
+  if (state_ == State::kTunnel && t.to_client.at_boundary()) inject_close(false);
+  if (state_ == State::kTunnel) upstream_->set_timeout(kCloseReplyMs);
 }
 
 void ClientConnection::inject_close(bool toward_backend) {
@@ -827,6 +827,13 @@ void ClientConnection::inject_close(bool toward_backend) {
   bool& sent = toward_backend ? t.close_sent_to_backend : t.close_sent_to_client;
   if (sent) return;
   sent = true;
+  net::Stream* to = toward_backend ? upstream_ : client_;
+  if (to->write_side_shut()) {
+    // That direction is already half-closed (its source ended): no frame can follow, and the
+    // peer's answer is the EOF we propagate.
+    finish_clean_close_if_answered();
+    return;
+  }
   const char* reason = t.close_code == kCloseGoingAway ? "going away" : "service restart";
   if (toward_backend) {
     t.backend_closes_mark = t.to_client.closes();

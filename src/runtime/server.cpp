@@ -401,6 +401,9 @@ void Server::on_worker_exit_cb(uv_async_t* handle) { static_cast<Server*>(handle
 
 void Server::on_worker_exit() {
   if (workers_running_.load() > 0) return;
+  // A worker's last act is uv_async_send(&worker_exit_): join them all before closing it, or a
+  // late sender would touch a closed handle.
+  for (auto& w : workers_) w->join();
   finish();
 }
 

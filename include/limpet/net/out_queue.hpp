@@ -26,7 +26,7 @@ class OutQueue {
   // Called when pending bytes fall under kLowWater after having been above kHighWater, and when
   // everything has been written (drained()).
   std::function<void()> on_writable;
-  // Called on a write error (the peer is gone).
+  // Called, never from inside write(), on a write error (the peer is gone).
   std::function<void(int status)> on_error;
 
   OutQueue() = default;

@@ -64,6 +64,7 @@ class Stream {
   OutQueue& out() { return out_; }
   // Half-close our sending side once everything queued has been written.
   void shutdown_after_writes();
+  bool write_side_shut() const { return shutdown_wanted_; }
 
   void set_timeout(uint64_t ms);
   void clear_timeout();
