@@ -702,6 +702,7 @@ def versions(args):
         "node": first_line(["node", "--version"]),
         "libuv": first_line(["pkg-config", "--modversion", "libuv"]),
         "loadavg_at_start": open("/proc/loadavg").read().strip(),
+        "priority": os.environ.get("BENCH_NICE_APPLIED", "none") + f" (nice value {os.nice(0)})",
     }
 
 

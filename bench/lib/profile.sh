@@ -72,4 +72,5 @@ perf report -i "$OUT/perf.data" --children --sort symbol --stdio --percent-limit
   >"$OUT/children.txt" 2>/dev/null
 echo "wrk: $(grep -E 'Requests/sec' "$OUT/wrk.txt")"
 echo "reports: $OUT/flat.txt (self time by function), $OUT/by-dso.txt, $OUT/children.txt (inclusive)"
-head -60 "$OUT/flat.txt" | grep -v '^#' | grep -v '^$'
+# perf pads the symbol column to the terminal width: squeeze it for reading.
+grep -v '^#' "$OUT/flat.txt" | grep -v '^$' | sed 's/ \{3,\}/  /g; s/  -  -  $//' | head -40
