@@ -39,7 +39,7 @@ Result<std::unique_ptr<Ring>> Ring::build(config::RingKind kind, std::vector<Rin
   ring->kind_ = kind;
   for (auto& m : members) {
     m.weight = std::max<uint32_t>(m.weight, 1);
-    ring->name_hash_.push_back(backend_name_hash(m.name));
+    ring->name_part_.push_back(hash_pair_right(backend_name_hash(m.name)));
     ring->inv_weight_.push_back(1.0 / m.weight);
     ring->equal_weights_ = ring->equal_weights_ && m.weight == members.front().weight;
   }
@@ -88,7 +88,7 @@ void Ring::fill_maglev(const std::vector<RingMember>& members, uint32_t m) {
 }
 
 std::vector<uint32_t> Ring::slot_counts() const {
-  std::vector<uint32_t> counts(kind_ == config::RingKind::kMaglev ? name_hash_.size() : 0, 0);
+  std::vector<uint32_t> counts(kind_ == config::RingKind::kMaglev ? name_part_.size() : 0, 0);
   for (uint16_t i : table_) ++counts[i];
   return counts;
 }

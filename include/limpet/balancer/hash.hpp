@@ -99,8 +99,13 @@ inline uint64_t hash64(std::string_view s, uint64_t seed = 0) {
 
 // Combine two hashes into one that behaves as independent of either (rendezvous scores, probe
 // sequences): asymmetric, so (a, b) and (b, a) differ.
+// Split in two halves so a loop over many b (rendezvous over every backend) mixes a once:
+// hash_pair(a, b) == hash_pair_join(hash_pair_left(a), hash_pair_right(b)).
+constexpr uint64_t hash_pair_left(uint64_t a) { return mix64(a ^ detail::kH1); }
+constexpr uint64_t hash_pair_right(uint64_t b) { return b * detail::kH3; }
+constexpr uint64_t hash_pair_join(uint64_t left, uint64_t right) { return mix64(left + right); }
 constexpr uint64_t hash_pair(uint64_t a, uint64_t b) {
-  return mix64(mix64(a ^ detail::kH1) + b * detail::kH3);
+  return hash_pair_join(hash_pair_left(a), hash_pair_right(b));
 }
 
 }  // namespace limpet::balancer

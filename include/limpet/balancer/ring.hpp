@@ -48,12 +48,13 @@ class Ring {
                                              uint32_t table_size);
 
   config::RingKind kind() const { return kind_; }
-  size_t size() const { return name_hash_.size(); }
+  size_t size() const { return name_part_.size(); }
   uint32_t table_size() const { return static_cast<uint32_t>(table_.size()); }
 
   // The key's first choice regardless of eligibility.
   int lookup(uint64_t key_hash) const {
     if (kind_ == config::RingKind::kMaglev) return table_[fast_range(key_hash, table_.size())];
+    if (equal_weights_) return rendezvous_equal(key_hash);
     return rendezvous(key_hash, [](int) { return true; });
   }
 
@@ -86,10 +87,11 @@ class Ring {
   template <typename Eligible>
   int rendezvous(uint64_t key_hash, const Eligible& eligible) const {
     int best = -1;
+    const uint64_t left = hash_pair_left(key_hash);
     if (equal_weights_) {
       uint64_t best_score = 0;
-      for (size_t i = 0; i < name_hash_.size(); ++i) {
-        const uint64_t s = hash_pair(key_hash, name_hash_[i]);
+      for (size_t i = 0; i < name_part_.size(); ++i) {
+        const uint64_t s = hash_pair_join(left, name_part_[i]);
         if ((best < 0 || s > best_score) && eligible(static_cast<int>(i))) {
           best = static_cast<int>(i);
           best_score = s;
@@ -98,8 +100,8 @@ class Ring {
       return best;
     }
     double best_score = 0;
-    for (size_t i = 0; i < name_hash_.size(); ++i) {
-      const uint64_t x = hash_pair(key_hash, name_hash_[i]);
+    for (size_t i = 0; i < name_part_.size(); ++i) {
+      const uint64_t x = hash_pair_join(left, name_part_[i]);
       const double u = (static_cast<double>(x >> 11) + 0.5) * 0x1.0p-53;  // (0, 1), never 0
       const double s = -std::log(u) * inv_weight_[i];
       if ((best < 0 || s < best_score) && eligible(static_cast<int>(i))) {
@@ -110,9 +112,24 @@ class Ring {
     return best;
   }
 
+  // Everyone eligible, equal weights: the highest score wins. Written without branches on the
+  // scores, which are random and would mispredict about once per lookup.
+  int rendezvous_equal(uint64_t key_hash) const {
+    const uint64_t left = hash_pair_left(key_hash);
+    uint64_t best_score = hash_pair_join(left, name_part_[0]);
+    size_t best = 0;
+    for (size_t i = 1; i < name_part_.size(); ++i) {
+      const uint64_t s = hash_pair_join(left, name_part_[i]);
+      const bool better = s > best_score;
+      best_score = better ? s : best_score;
+      best = better ? i : best;
+    }
+    return static_cast<int>(best);
+  }
+
   config::RingKind kind_ = config::RingKind::kMaglev;
   std::vector<uint16_t> table_;      // Maglev: slot -> member index
-  std::vector<uint64_t> name_hash_;  // per member, for rendezvous (and the Maglev fallback)
+  std::vector<uint64_t> name_part_;  // hash_pair_right(name hash) per member: rendezvous scores
   std::vector<double> inv_weight_;
   bool equal_weights_ = true;
 };
