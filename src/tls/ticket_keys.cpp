@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -22,9 +23,17 @@ uint64_t get_be64(const unsigned char* in) {
   return v;
 }
 
+// AES-256-CBC fetched once: an implicit fetch on every ticket takes OpenSSL 3's provider locks.
+const EVP_CIPHER* ticket_cipher() {
+  static EVP_CIPHER* const cipher = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+  return cipher;
+}
+
+std::atomic<uint64_t> next_id{1};
+
 }  // namespace
 
-TicketKeys::TicketKeys(std::function<uint64_t()> now) : now_(std::move(now)) {
+TicketKeys::TicketKeys(std::function<uint64_t()> now) : now_(std::move(now)), id_(next_id.fetch_add(1)) {
   if (!now_) now_ = [] { return static_cast<uint64_t>(std::time(nullptr)); };
   // Without randomness every ticket key would be guessable: better to stop at startup.
   if (RAND_bytes(secret_, sizeof secret_) != 1) std::abort();
@@ -57,30 +66,50 @@ bool TicketKeys::derive(uint64_t period, PeriodKeys* out) const {
   return mac('n', out->name + 8, 8) && mac('a', out->aes, sizeof out->aes) && mac('h', out->hmac, sizeof out->hmac);
 }
 
+const TicketKeys::PeriodKeys* TicketKeys::keys_for(uint64_t period) const {
+  struct Cached {
+    uint64_t owner = 0;
+    uint64_t period = 0;
+    bool ok = false;
+    PeriodKeys keys{};
+  };
+  thread_local Cached cache[2];  // this period and the previous one, while they overlap
+  Cached& slot = cache[period & 1];
+  if (slot.owner != id_ || slot.period != period) {
+    slot.owner = id_;
+    slot.period = period;
+    slot.ok = derive(period, &slot.keys);
+  }
+  return slot.ok ? &slot.keys : nullptr;
+}
+
 int TicketKeys::handle(unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
                        int encrypt) const {
   const uint64_t now = period_now();
-  PeriodKeys keys{};
+  const EVP_CIPHER* aes = ticket_cipher();
+  const PeriodKeys* keys = nullptr;
   int result = 1;
   if (encrypt != 0) {
-    if (!derive(now, &keys) || RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
-    std::memcpy(key_name, keys.name, sizeof keys.name);
+    keys = keys_for(now);
+    if (keys == nullptr || aes == nullptr || RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) != 1) return -1;
+    std::memcpy(key_name, keys->name, sizeof keys->name);
   } else {
     const uint64_t period = get_be64(key_name);
     if (period != now && period + 1 != now) return 0;  // expired (or from the future): full handshake
-    if (!derive(period, &keys) || CRYPTO_memcmp(key_name, keys.name, sizeof keys.name) != 0) return 0;
+    keys = keys_for(period);
+    if (keys == nullptr || aes == nullptr || CRYPTO_memcmp(key_name, keys->name, sizeof keys->name) != 0) return 0;
     result = period == now ? 1 : 2;
   }
   char digest_name[] = "SHA256";
   OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, keys.hmac, sizeof keys.hmac),
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(keys->hmac),
+                                        sizeof keys->hmac),
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
       OSSL_PARAM_construct_end(),
   };
-  const bool ok = (encrypt != 0 ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, keys.aes, iv)
-                                 : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, keys.aes, iv)) == 1 &&
+  const bool ok = (encrypt != 0 ? EVP_EncryptInit_ex2(cipher, aes, keys->aes, iv, nullptr)
+                                 : EVP_DecryptInit_ex2(cipher, aes, keys->aes, iv, nullptr)) == 1 &&
                   EVP_MAC_CTX_set_params(mac, params) == 1;
-  OPENSSL_cleanse(&keys, sizeof keys);
   return ok ? result : -1;
 }
 

@@ -36,9 +36,13 @@ class TicketKeys {
     unsigned char hmac[32];
   };
   bool derive(uint64_t period, PeriodKeys* out) const;
+  // The keys of `period`, derived once per thread and period (a handshake would otherwise pay
+  // three HMACs per ticket); null if deriving failed.
+  const PeriodKeys* keys_for(uint64_t period) const;
   uint64_t period_now() const;
 
   std::function<uint64_t()> now_;
+  uint64_t id_;  // tells apart instances in the per-thread cache (addresses get reused)
   unsigned char secret_[32];
 };
 
