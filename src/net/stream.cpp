@@ -65,7 +65,14 @@ void Stream::deliver(std::string_view wire) {
   if (!filter_plain_.empty()) delegate_->on_data(this, filter_plain_);
   trim_scratch(filter_plain_);
   trim_scratch(filter_wire_);
-  if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
+  if (!delegate_ || closing_) return;
+  if (!ok) {
+    delegate_->on_end(this, UV_EPROTO);
+  } else if (filter_->peer_closed() && !filter_eof_) {
+    filter_eof_ = true;
+    stop_reading();
+    delegate_->on_end(this, UV_EOF);
+  }
 }
 
 int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done) {

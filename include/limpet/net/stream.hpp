@@ -99,6 +99,7 @@ class Stream {
   std::string filter_plain_;  // scratch buffers reused across reads while small (stream.cpp)
   std::string filter_wire_;
   bool filter_started_ = false;  // writes go through the filter from here on
+  bool filter_eof_ = false;      // the filter's end of stream was reported
   uint64_t bytes_read_ = 0;
   int open_handles_ = 2;
   bool reading_ = false;

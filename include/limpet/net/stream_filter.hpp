@@ -22,6 +22,9 @@ class StreamFilter {
   // Before a half-close or close: close_notify, if any.
   virtual void on_shutdown(std::string* wire_out) = 0;
   virtual bool handshake_complete() const = 0;
+  // The peer said it sends nothing more (TLS close_notify): the stream's end, as a FIN would be.
+  // Some peers send no FIN until they get ours, so the stream must not wait for one.
+  virtual bool peer_closed() const = 0;
 };
 
 }  // namespace limpet::net

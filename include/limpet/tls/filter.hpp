@@ -38,7 +38,7 @@ class Filter final : public net::StreamFilter {
   std::string_view server_name() const;  // the SNI name the client sent
   std::string_view version() const;
   bool resumed() const;
-  bool peer_closed() const { return peer_closed_; }  // close_notify received
+  bool peer_closed() const override { return peer_closed_; }  // close_notify received
   // Plaintext written before the handshake completed, waiting for it.
   size_t held_bytes() const { return held_.size(); }
 

@@ -1,7 +1,10 @@
 // TLS filters on real net::Streams over loopback: what the proxy sees is plaintext, backpressure
 // counts ciphertext, a failed connect gives back the plaintext queued for a retry, a failed
 // handshake ends the stream, and every handle and pooled buffer comes back.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -139,6 +142,46 @@ TEST_F(StreamTls, PlaintextBothWaysAndHalfClose) {
   EXPECT_EQ(accepted_rec_.last_status, UV_EOF);
   EXPECT_EQ(server_counters_.handshakes, 1u);
   EXPECT_EQ(client_counters_.handshakes, 1u);
+}
+
+// A peer that sends close_notify and then waits for ours before it sends its FIN (Python's
+// asyncio does): the stream ends at the close_notify.
+TEST_F(StreamTls, CloseNotifyWithoutFinEndsTheStream) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  auto target = net::resolve_numeric("127.0.0.1", net::local_port(&listener_));
+  ASSERT_EQ(::connect(fd, target->get(), target->length), 0);
+  ASSERT_EQ(::fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+  auto peer = client_->new_filter(backend_, &client_counters_);
+  std::string wire;
+  std::string plain;
+  const auto flush = [&] {
+    if (!wire.empty()) {
+      ASSERT_EQ(::send(fd, wire.data(), wire.size(), 0), static_cast<ssize_t>(wire.size()));
+    }
+    wire.clear();
+  };
+  const auto receive = [&] {
+    char buf[16384];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      EXPECT_TRUE(peer->on_wire(std::string_view(buf, static_cast<size_t>(n)), &plain, &wire));
+    }
+    flush();
+    return peer->handshake_complete();
+  };
+  ASSERT_TRUE(peer->start(&wire));
+  ASSERT_TRUE(peer->on_plain("hello", &wire));
+  flush();
+  run_until([&] { return receive() && accepted_rec_.received == "hello"; });
+  peer->on_shutdown(&wire);  // close_notify, and the socket stays open
+  flush();
+  run_until([&] { return accepted_rec_.ends == 1; });
+  EXPECT_EQ(accepted_rec_.last_status, UV_EOF);
+  accepted_->write("still heard");  // half-closed: our direction goes on
+  run_until([&] {
+    receive();
+    return plain == "still heard";
+  });
+  ::close(fd);
 }
 
 TEST_F(StreamTls, FailedConnectGivesBackThePlaintext) {
