@@ -3,8 +3,9 @@
   Pki(dir)                      a test CA (python3-cryptography) and leaves it signs: names, IP
                                 addresses, a validity window; PEM files written under `dir`
   client_context(pki)           a Python ssl client context trusting the test CA
-  HttpsBackend(pki, cert)       an HTTPS backend (http.server + ssl) in a thread: /echo answers the
+  HttpsBackend(cert, key)       an HTTPS backend (http.server + ssl) in a thread: /echo answers the
                                 request line, headers and the SNI name it was reached with
+  WssBackend(cert, key)         a WebSocket echo server over TLS (websockets) in a thread
   run_cmd(args)                 a subprocess (curl, openssl) with a deadline: (returncode, stdout, stderr)
 
 conftest renders scalars and arrays only; limpet's TLS settings are TOML tables, so importing this
@@ -198,6 +199,48 @@ class HttpsBackend:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class WssBackend:
+    """A WebSocket echo server over TLS (python3-websockets) on an asyncio loop in a thread."""
+
+    def __init__(self, cert, key):
+        import asyncio
+
+        import websockets
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def echo(ws):
+            async for message in ws:
+                await ws.send(message)
+
+        async def serve():
+            self.server = await websockets.serve(echo, "127.0.0.1", 0, ssl=ctx, max_size=16 << 20,
+                                                 compression=None, ping_interval=None)
+            self.port = self.server.sockets[0].getsockname()[1]
+            started.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        if not started.wait(10):
+            raise AssertionError("the WSS backend did not start")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def close(self):
+        import asyncio
+
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 # ---------------------------------------------------------------------------------------------
