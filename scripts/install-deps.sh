@@ -29,6 +29,8 @@ packages=(
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
   redis-server curl
+  # tests: the status page is checked in headless Chromium
+  chromium
   # benchmarks: the peers limpet is compared with, and the load generator
   wrk nginx haproxy
 )

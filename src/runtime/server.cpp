@@ -91,14 +91,14 @@ Status Server::backend_action(const std::string& name, const std::string& action
       if (action == "drain") {
         b.state->draining.store(true);
         uint32_t id = b.state->id;
+        admin_drained_.insert(id);  // unlike a reload removal, a reload does not undo it
         pending_drains_.push_back(
             {uv_now(&loop_) + static_cast<uint64_t>(snapshot_->config->server.drain_timeout.count()),
              {id}});
-        removed_backends_.insert(id);  // reuse the drain path: tunnels close after drain_timeout
       } else if (action == "enable") {
         b.state->draining.store(false);
         b.state->disabled.store(false);
-        removed_backends_.erase(b.state->id);
+        admin_drained_.erase(b.state->id);
       } else if (action == "disable") {
         b.state->disabled.store(true);
       }
@@ -364,7 +364,7 @@ void Server::run_due_drains() {
     }
     std::vector<uint32_t> still_removed;
     for (uint32_t id : it->backend_ids) {
-      if (removed_backends_.count(id)) still_removed.push_back(id);
+      if (removed_backends_.count(id) || admin_drained_.count(id)) still_removed.push_back(id);
     }
     if (!still_removed.empty()) {
       for (auto& w : workers_) w->drain_backends(still_removed);

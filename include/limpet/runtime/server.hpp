@@ -69,6 +69,7 @@ class Server {
     std::vector<uint32_t> backend_ids;
   };
   std::set<uint32_t> removed_backends_;
+  std::set<uint32_t> admin_drained_;  // drained through the admin API until enabled again
   std::vector<PendingDrain> pending_drains_;
   int exit_code_ = 0;
 };
