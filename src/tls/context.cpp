@@ -49,7 +49,10 @@ int alpn_select_cb(SSL*, const unsigned char** out, unsigned char* out_size, con
 int ticket_key_cb(SSL* ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH], EVP_CIPHER_CTX* cipher,
                   EVP_MAC_CTX* mac, int encrypt) {
   const auto* keys = static_cast<const TicketKeys*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
-  return keys->handle(name, iv, cipher, mac, encrypt);
+  const int result = keys->handle(name, iv, cipher, mac, encrypt);
+  // TLS 1.3 clients use a ticket once (RFC 8446 C.4): without a new ticket on every resumption,
+  // every other connection of a client would be a full handshake.
+  return result == 1 && encrypt == 0 && SSL_version(ssl) == TLS1_3_VERSION ? 2 : result;
 }
 
 // Everything but the certificate: the same on every context of a listener, since SNI switches

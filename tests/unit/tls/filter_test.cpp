@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -339,6 +340,38 @@ class ResumptionTest : public FilterTest {
 
   CtxPtr client_ctx_ = outsider_ctx();
 };
+
+// Tickets go out with the server's last handshake flight, not later with the response: a client
+// that reads one response and closes (wrk with "Connection: close") must have them by then.
+TEST_F(ResumptionTest, TicketsArriveBeforeAnyApplicationData) {
+  Link link;
+  SSL* ssl = nullptr;
+  link.client.filter = raw_filter(client_ctx_.get(), Filter::Role::kClient, &link.client.counters, &ssl);
+  auto server = server_context();
+  link.server.filter = server->new_filter(&link.server.counters, "127.0.0.1");
+  link.start();
+  link.pump();
+  ASSERT_TRUE(link.handshaken());
+  EXPECT_EQ(SSL_SESSION_has_ticket(SSL_get0_session(ssl)), 1);
+}
+
+TEST_F(ResumptionTest, Tls13ResumptionBringsANewTicket) {
+  auto server = server_context();
+  bool resumed = false;
+  SessionPtr first = handshake(*server, nullptr, &resumed);
+  SessionPtr second = handshake(*server, first.get(), &resumed);
+  ASSERT_TRUE(resumed);
+  const unsigned char* a = nullptr;
+  const unsigned char* b = nullptr;
+  size_t a_size = 0;
+  size_t b_size = 0;
+  SSL_SESSION_get0_ticket(first.get(), &a, &a_size);
+  SSL_SESSION_get0_ticket(second.get(), &b, &b_size);
+  ASSERT_GT(b_size, 0u);
+  EXPECT_FALSE(a_size == b_size && std::memcmp(a, b, a_size) == 0) << "the resumed session kept the used ticket";
+  handshake(*server, second.get(), &resumed);
+  EXPECT_TRUE(resumed);
+}
 
 TEST_F(ResumptionTest, TicketsResumeAcrossContextsOfAReload) {
   for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
