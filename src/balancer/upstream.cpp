@@ -9,6 +9,8 @@
 #include "limpet/balancer/hash.hpp"
 #include "limpet/balancer/placement.hpp"
 #include "limpet/balancer/ring.hpp"
+#include "limpet/util/clock.hpp"
+#include "limpet/util/log.hpp"
 
 namespace limpet::balancer {
 namespace {
@@ -204,6 +206,18 @@ void Upstream::note_unparsable_handshake() const {
 
 void Upstream::forget_session(std::string_view session_id) const {
   if (affinity_ && !session_id.empty()) affinity_->forget(session_id);
+}
+
+void Upstream::report_failure(int backend, const char* what) const {
+  if (backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
+  const RuntimeBackend& b = backends_[static_cast<size_t>(backend)];
+  const config::HealthCheck& h = config_->health;
+  if (b.state->passive_failure(monotonic_ms(), h.max_fails, h.fail_timeout.count())) {
+    LOG_WARN("backend %s (%s) of upstream %s is down: %u failures within %lld ms (last: %s)%s",
+             b.config->name.c_str(), b.config->address.text.c_str(), config_->name.c_str(), h.max_fails,
+             static_cast<long long>(h.fail_timeout.count()), what,
+             h.kind == config::HealthCheck::Kind::kNone ? "; retried after fail_timeout" : "; health checks bring it back");
+  }
 }
 
 std::string Upstream::sticky_cookie_value(int backend) const {

@@ -223,6 +223,9 @@ HealthCheck read_health(TableReader r, const std::vector<std::string>& engineio_
   r.read_duration("timeout", h.timeout, Millis(1));
   r.read_int("rise", h.rise, 1, 100);
   r.read_int("fall", h.fall, 1, 100);
+  r.read_int("max_fails", h.max_fails, 0, 1000);
+  r.read_duration("fail_timeout", h.fail_timeout, Millis(1));
+  r.read_duration("slow_start", h.slow_start);
   if (const toml::value* v = r.find("status"); v != nullptr && v->is_integer()) {
     r.read_int("status", h.status_min, 100, 599);
     h.status_max = h.status_min;

@@ -89,6 +89,9 @@ timeout = "1s"
 rise = 2
 fall = 3
 status = "200-399"
+max_fails = 3
+fail_timeout = "10s"
+slow_start = "30s"
 
 [upstream.tls]
 verify = true

@@ -189,6 +189,7 @@ void ClientConnection::on_timeout(net::Stream* s) {
     } else if (!response_started_) {
       LOG_WARN("backend %s: no response within read_timeout",
                upstream().backends()[backend_].config->name.c_str());
+      upstream().report_failure(backend_, "no response within read_timeout");
       upstream_failed(504, "read timeout");
     } else {
       close_all();
@@ -434,9 +435,9 @@ void ClientConnection::on_connected(int status) {
     return;
   }
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
-  b.state->failures.fetch_add(1, std::memory_order_relaxed);
   LOG_WARN("connect to backend %s (%s) failed: %s", b.config->name.c_str(),
            b.config->address.text.c_str(), uv_strerror(status));
+  upstream().report_failure(backend_, status == UV_ETIMEDOUT ? "connect timed out" : "connect failed");
   // Nothing reached the backend: the queued head (and body so far) can go elsewhere.
   retry_elsewhere(502);
 }

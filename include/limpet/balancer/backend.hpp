@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace limpet::balancer {
@@ -26,12 +27,44 @@ struct BackendState {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> failures{0};   // connect errors / timeouts (passive health)
 
+  std::atomic<uint64_t> checks_ok{0};      // active health checks passed
+  std::atomic<uint64_t> checks_failed{0};  // active health checks failed
+
+  // Health transitions. Each returns true when the call changed `up`; the caller logs it (with
+  // the reason it knows). Times are steady-clock milliseconds (health::now_ms()).
+  //
+  // Passive (design §6): connect failures and read timeouts seen by the proxy. `max_fails`
+  // within `window_ms` mark the backend down; 0 disables passive marking.
+  bool passive_failure(int64_t now_ms, uint32_t max_fails, int64_t window_ms);
+  // Without active checks a passively downed backend is tried again once `window_ms` passed
+  // (as nginx's fail_timeout does); with active checks only `rise` good checks bring it back.
+  bool passive_retry_due(int64_t now_ms, int64_t window_ms);
+  // Active: one check result; `rise` consecutive successes mark a down backend up, `fall`
+  // consecutive failures an up one down. `detail` is kept for the status page.
+  bool check_result(bool ok, std::string_view detail, int rise, int fall, int64_t now_ms);
+
+  // When the backend last came up (0: up since it was first seen): slow start ramps from here.
+  int64_t up_since_ms() const { return up_since_ms_.load(std::memory_order_relaxed); }
+  std::string last_check() const;  // "" before the first active check
+
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
   bool accepts_new() const { return usable() && !draining.load(std::memory_order_relaxed); }
   // Live sessions as placement sees them (design §5): affinity entries + open tunnels.
   int64_t live_sessions() const {
     return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed);
   }
+
+ private:
+  bool set_up(bool value, int64_t now_ms);  // health_mu_ held
+
+  std::atomic<int64_t> up_since_ms_{0};
+  mutable std::mutex health_mu_;  // failures and checks are rare: a mutex is cheap enough
+  uint32_t window_failures_ = 0;
+  int64_t window_start_ms_ = 0;
+  int64_t passive_down_ms_ = 0;  // when passive marking took the backend down; 0 = it did not
+  int consecutive_ok_ = 0;
+  int consecutive_failed_ = 0;
+  std::string last_check_;
 };
 
 // Process-wide; any thread. get_or_create is called while building a snapshot (main thread);

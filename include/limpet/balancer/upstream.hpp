@@ -75,6 +75,10 @@ class Upstream {
   // The session's WebSocket tunnel ended: the session is over.
   void forget_session(std::string_view session_id) const;
 
+  // Passive health: the proxy could not connect to backend i, or it did not answer in time.
+  // Counted; enough of them within the window mark the backend down (logged here).
+  void report_failure(int backend, const char* what) const;
+
   // "Set-Cookie: <name>=<token>; Path=...; ..." value for backend i (no header name, no CRLF).
   std::string sticky_cookie_value(int backend) const;
 

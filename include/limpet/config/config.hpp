@@ -60,6 +60,10 @@ struct HealthCheck {
   int fall = 3;
   int status_min = 200;
   int status_max = 399;
+  // Passive: connect failures and read timeouts seen by the proxy.
+  uint32_t max_fails = 3;       // within fail_timeout mark the backend down; 0 = never
+  Millis fail_timeout{10000};   // the window, and without active checks the time before a retry
+  Millis slow_start{0};         // a backend back up ramps its share of new sessions over this
 };
 
 // TLS (tls/). Certificates and keys are PEM files; a certificate file may carry the chain after
