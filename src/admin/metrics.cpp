@@ -160,6 +160,13 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   per_backend(w, m, "limpet_backend_failures_total", "counter",
               "Connect failures and timeouts against the backend.",
               [](const BackendMetrics& b) { return b.failures; });
+  w.family("limpet_health_checks_total", "counter", "Active health checks by result.");
+  for (const auto& b : m.backends) {
+    if (b.health_check.empty()) continue;
+    const std::string labels = backend_labels(b);
+    w.sample("limpet_health_checks_total", labels + ",result=\"ok\"", static_cast<double>(b.checks_ok));
+    w.sample("limpet_health_checks_total", labels + ",result=\"failed\"", static_cast<double>(b.checks_failed));
+  }
   per_backend(w, m, "limpet_backend_in_flight", "gauge", "Requests in flight plus open tunnels.",
               [](const BackendMetrics& b) { return b.in_flight; });
   per_backend(w, m, "limpet_backend_tunnels", "gauge", "Open WebSocket tunnels.",
@@ -259,6 +266,14 @@ std::string render_json(const MetricsSnapshot& m) {
     num("weight", b.weight);
     num("requests", static_cast<double>(b.requests));
     num("failures", static_cast<double>(b.failures));
+    if (!b.health_check.empty()) {
+      o += "\"health\":{";
+      str("type", b.health_check);
+      num("ok", static_cast<double>(b.checks_ok));
+      num("failed", static_cast<double>(b.checks_failed));
+      str("last", b.last_check, false);
+      o += "},";
+    }
     num("in_flight", static_cast<double>(b.in_flight));
     num("tunnels", static_cast<double>(b.tunnels));
     num("sessions", static_cast<double>(b.sessions + b.tunnels), false);
@@ -266,6 +281,12 @@ std::string render_json(const MetricsSnapshot& m) {
   }
   o += "]}";
   return o;
+}
+
+// The status page's "last check" cell; the script below writes the same text.
+std::string check_text(const BackendMetrics& b) {
+  if (b.health_check.empty()) return "passive only";
+  return b.health_check + ": " + (b.last_check.empty() ? "-" : b.last_check);
 }
 
 // The page renders the same rows on the server (works without JavaScript) and refreshes itself
@@ -280,7 +301,8 @@ std::string render_html(const MetricsSnapshot& m) {
             std::to_string(b.sessions + b.tunnels) + "</td><td class=\"tunnels\">" +
             std::to_string(b.tunnels) + "</td><td class=\"requests\">" +
             std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"failures\">" +
-            std::to_string(b.failures) + "</td></tr>\n";
+            std::to_string(b.failures) + "</td><td class=\"check\">" + html_escape(check_text(b)) +
+            "</td></tr>\n";
   }
   char summary[256];
   std::snprintf(summary, sizeof summary,
@@ -305,7 +327,7 @@ tr.state-disabled td.state{background:#ddd}
 <h1>limpet )" + html_escape(m.version) + R"(</h1>
 <div id="summary">)" + summary + R"(</div>
 <table id="backends"><thead><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th>
-<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>errors</th></tr>
+<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>errors</th><th>last check</th></tr>
 </thead><tbody>
 )" + rows + R"(</tbody></table>
 <script>
@@ -322,7 +344,8 @@ async function refresh() {
       tr.dataset.backend = b.name;
       for (const [cls, v] of [['', b.upstream], ['', b.name], ['', b.address], ['state', b.state],
           ['', b.weight], ['sessions', b.sessions], ['tunnels', b.tunnels],
-          ['requests', b.requests], ['rate', '-'], ['failures', b.failures]]) {
+          ['requests', b.requests], ['rate', '-'], ['failures', b.failures],
+          ['check', b.health ? `${b.health.type}: ${b.health.last || '-'}` : 'passive only']]) {
         const td = document.createElement('td');
         if (cls) td.className = cls;
         td.textContent = v;

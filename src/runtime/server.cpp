@@ -33,6 +33,15 @@ admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table) {
   return m;
 }
 
+std::vector<health::Target> health_targets(const Snapshot& snapshot) {
+  std::vector<health::Target> targets;
+  for (const auto& [name, upstream] : snapshot.upstreams) {
+    auto tls = snapshot.upstream_tls.find(name);
+    targets.push_back({upstream, tls == snapshot.upstream_tls.end() ? nullptr : tls->second});
+  }
+  return targets;
+}
+
 size_t worker_count(const config::ServerConfig& server) {
   if (server.workers > 0) return server.workers;
   unsigned cores = std::thread::hardware_concurrency();
@@ -133,6 +142,13 @@ admin::MetricsSnapshot Server::collect_metrics() const {
       bm.sessions = st.sessions.load();
       bm.requests = st.requests.load();
       bm.failures = st.failures.load();
+      const config::HealthCheck& check = upstream->config().health;
+      if (check.kind != config::HealthCheck::Kind::kNone) {
+        bm.health_check = check.kind == config::HealthCheck::Kind::kHttp ? "http" : "engineio";
+        bm.checks_ok = st.checks_ok.load();
+        bm.checks_failed = st.checks_failed.load();
+        bm.last_check = st.last_check();
+      }
       m.backends.push_back(std::move(bm));
     }
   }
@@ -229,6 +245,8 @@ int Server::run() {
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
   started_ms_ = uv_now(&loop_);
   apply_admin(config->admin);
+  checker_ = std::make_unique<health::Checker>(&loop_);
+  checker_->update(health_targets(*snapshot_));
 
   workers_running_ = static_cast<int>(n);
   for (size_t i = 0; i < n; ++i) {
@@ -321,6 +339,7 @@ void Server::reload() {
   snapshot_ = *snapshot;
   apply_logging(config->server);
   apply_admin(config->admin);
+  checker_->update(health_targets(*snapshot_));
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);
   LOG_INFO("reloaded: generation %llu", static_cast<unsigned long long>(generation_));
@@ -380,6 +399,7 @@ void Server::begin_shutdown() {
   uv_timer_stop(&housekeeping_timer_);
   if (admin_) admin_->close();
   admin_.reset();
+  checker_->stop();
   uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb,
                  static_cast<uint64_t>(snapshot_->config->server.shutdown_timeout.count()), 0);
   for (auto& w : workers_) w->stop();

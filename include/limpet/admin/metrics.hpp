@@ -22,6 +22,10 @@ struct BackendMetrics {
   int64_t sessions = 0;
   uint64_t requests = 0;
   uint64_t failures = 0;
+  std::string health_check;  // "" = no active check; else "http" or "engineio"
+  uint64_t checks_ok = 0;
+  uint64_t checks_failed = 0;
+  std::string last_check;  // the last check's result ("HTTP 200", "connect: connection refused")
 };
 
 struct WorkerMetrics {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "limpet/admin/admin_server.hpp"
+#include "limpet/health/checker.hpp"
 #include "limpet/runtime/snapshot.hpp"
 #include "limpet/runtime/worker.hpp"
 
@@ -56,6 +57,7 @@ class Server {
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<admin::AdminServer> admin_;
+  std::unique_ptr<health::Checker> checker_;  // from run() until shutdown begins
   std::string admin_address_;  // address the admin listener is bound to ("" = none)
   uint64_t started_ms_ = 0;
   std::atomic<int> workers_running_{0};
