@@ -51,6 +51,14 @@ bool BackendState::check_result(bool ok, std::string_view detail, int rise, int 
   return true;
 }
 
+bool BackendState::checks_stopped(int64_t now_ms) {
+  std::lock_guard lock(health_mu_);
+  consecutive_ok_ = 0;
+  consecutive_failed_ = 0;
+  last_check_.clear();
+  return passive_down_ms_ == 0 && set_up(true, now_ms);
+}
+
 std::string BackendState::last_check() const {
   std::lock_guard lock(health_mu_);
   return last_check_;

@@ -234,7 +234,10 @@ void Checker::update(const std::vector<Target>& targets) {
   std::map<std::string, std::unique_ptr<Probe>> kept;
   for (const Target& t : targets) {
     const config::UpstreamConfig& uc = t.upstream->config();
-    if (uc.health.kind == config::HealthCheck::Kind::kNone) continue;
+    if (uc.health.kind == config::HealthCheck::Kind::kNone) {
+      release_unchecked(t);
+      continue;
+    }
     for (size_t i = 0; i < t.upstream->backends().size(); ++i) {
       const balancer::RuntimeBackend& b = t.upstream->backends()[i];
       const std::string key = uc.name + "/" + b.config->name;
@@ -254,6 +257,16 @@ void Checker::update(const std::vector<Target>& targets) {
   }
   probes_ = std::move(kept);  // the probes left behind are destroyed: their runs are cut loose
   targets_ = targets;
+}
+
+void Checker::release_unchecked(const Target& target) {
+  const int64_t now = monotonic_ms();
+  for (const balancer::RuntimeBackend& b : target.upstream->backends()) {
+    if (b.state->checks_stopped(now)) {
+      LOG_INFO("backend %s (%s) of upstream %s is up: health checks are off", b.config->name.c_str(),
+               b.config->address.text.c_str(), target.upstream->config().name.c_str());
+    }
+  }
 }
 
 void Checker::stop() {

@@ -7,10 +7,6 @@
                                 request line, headers and the SNI name it was reached with
   WssBackend(cert, key)         a WebSocket echo server over TLS (websockets) in a thread
   run_cmd(args)                 a subprocess (curl, openssl) with a deadline: (returncode, stdout, stderr)
-
-conftest renders scalars and arrays only; limpet's TLS settings are TOML tables, so importing this
-module teaches conftest's renderer inline tables (a dict becomes `{ k = v, ... }`), which changes
-nothing for configs without dicts.
 """
 
 import datetime
@@ -28,21 +24,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-import conftest
-
-# ---------------------------------------------------------------------------------------------
-# config rendering: inline tables
-
-_scalar_or_array = conftest.toml_value
-
-
-def toml_value(v):
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    return _scalar_or_array(v)
-
-
-conftest.toml_value = toml_value
 
 # ---------------------------------------------------------------------------------------------
 # certificates

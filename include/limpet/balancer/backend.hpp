@@ -42,6 +42,9 @@ struct BackendState {
   // Active: one check result; `rise` consecutive successes mark a down backend up, `fall`
   // consecutive failures an up one down. `detail` is kept for the status page.
   bool check_result(bool ok, std::string_view detail, int rise, int fall, int64_t now_ms);
+  // The upstream's active checks were switched off: a backend they took down has nobody left to
+  // bring it back, so it returns to service (a passively downed one still waits for its retry).
+  bool checks_stopped(int64_t now_ms);
 
   // When the backend last came up (0: up since it was first seen): slow start ramps from here.
   int64_t up_since_ms() const { return up_since_ms_.load(std::memory_order_relaxed); }

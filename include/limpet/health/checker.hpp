@@ -52,6 +52,7 @@ class Checker {
  private:
   friend class Probe;
   static void on_passive_tick(uv_timer_t* timer);
+  void release_unchecked(const Target& target);
 
   uv_loop_t* loop_;
   BufferPool buffers_{4};

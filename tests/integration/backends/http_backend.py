@@ -22,6 +22,9 @@ Endpoints (query parameters in brackets):
   /big-header [size]     a response with an X-Big header of `size` bytes and many Set-Cookie lines
   /ws-raw-hello          WebSocket upgrade answered by hand: the 101 and a first text frame in one
                          write (bytes that arrive with the response head)
+  /healthz               answers the status last set with /_healthz (200 at start): what a health
+                         check asks
+  /_healthz [status]     sets the status /healthz answers; meant to be asked directly
   /_log [clear=1]        every request this backend received (method, path, headers, body length);
                          meant to be asked directly, not through the proxy; never logged itself
 
@@ -58,6 +61,7 @@ class State:
         self.lock = threading.Lock()
         self.log = []
         self.next_conn = 0
+        self.health_status = 200
         self.stopping = threading.Event()
 
     def new_conn_id(self):
@@ -337,6 +341,15 @@ class Handler(BaseHTTPRequestHandler):
             "client_port": self.client_address[1],
         })
 
+    def r_healthz(self, q, entry):
+        self.read_body()
+        self.respond(STATE.health_status, "health %d\n" % STATE.health_status)
+
+    def r_set_healthz(self, q, entry):
+        self.read_body()
+        STATE.health_status = qint(q, "status", 200)
+        self.respond(200, "ok\n")
+
     def r_status(self, q, entry):
         self.read_body()
         try:
@@ -400,6 +413,8 @@ ROUTES = {
     "/hop-response": Handler.r_hop_response,
     "/big-header": Handler.r_big_header,
     "/ws-raw-hello": Handler.r_ws_raw_hello,
+    "/healthz": Handler.r_healthz,
+    "/_healthz": Handler.r_set_healthz,
     "/_log": Handler.r_log,
 }
 
