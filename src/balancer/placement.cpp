@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "limpet/balancer/hash.hpp"
+#include "limpet/util/clock.hpp"
 
 namespace limpet::balancer {
 namespace {
@@ -18,8 +19,9 @@ int64_t conns_of(const Candidate& c) {
   return std::max<int64_t>(c.state->in_flight.load(std::memory_order_relaxed), 0);
 }
 
-// a/wa < b/wb without division (loads and weights are small enough not to overflow).
-bool less_loaded(int64_t a, uint32_t wa, int64_t b, uint32_t wb) {
+// a/wa < b/wb without division (loads and weights, even in permille, are small enough not to
+// overflow).
+bool less_loaded(int64_t a, uint64_t wa, int64_t b, uint64_t wb) {
   return a * static_cast<int64_t>(wb) < b * static_cast<int64_t>(wa);
 }
 
@@ -79,36 +81,48 @@ bool LoadBound::allows(const Candidate& c) const {
   return static_cast<double>(live_of(c)) < std::ceil(per_weight_ * c.weight);
 }
 
-Placement::Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor)
-    : policy_(policy), candidates_(std::move(candidates)), factor_(balance_factor) {
+Placement::Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor,
+                     int64_t slow_start_ms)
+    : policy_(policy), candidates_(std::move(candidates)), factor_(balance_factor), slow_start_ms_(slow_start_ms) {
   if (policy_ == config::Balance::kRoundRobin) schedule_ = smooth_schedule(candidates_);
 }
 
+uint64_t Placement::weight_permille(size_t i, int64_t now_ms) const {
+  const Candidate& c = candidates_[i];
+  const uint64_t full = uint64_t{c.weight} * 1000;
+  if (slow_start_ms_ <= 0) return full;
+  const int64_t up_for = now_ms - c.state->up_since_ms();
+  if (up_for >= slow_start_ms_) return full;
+  const int64_t permille = 100 + 900 * std::max<int64_t>(up_for, 0) / slow_start_ms_;
+  return uint64_t{c.weight} * static_cast<uint64_t>(permille);
+}
+
 int Placement::place(std::span<const int> exclude, uint64_t random) const {
+  const int64_t now = slow_start_ms_ > 0 ? monotonic_ms() : 0;
   auto base = [&](int i) {
     return candidates_[static_cast<size_t>(i)].state->accepts_new() && !excluded(exclude, i);
   };
   if (factor_ > 1.0) {
     const LoadBound bound(candidates_, exclude, factor_);
-    const int i = pick(random, [&](int j) {
+    const int i = pick(random, now, [&](int j) {
       return base(j) && bound.allows(candidates_[static_cast<size_t>(j)]);
     });
     if (i >= 0) return i;
   }
-  return pick(random, base);
+  return pick(random, now, base);
 }
 
 template <typename Ok>
-int Placement::pick(uint64_t random, const Ok& ok) const {
+int Placement::pick(uint64_t random, int64_t now_ms, const Ok& ok) const {
   switch (policy_) {
     case config::Balance::kRoundRobin:
       return pick_round_robin(ok);
     case config::Balance::kLeastConn:
-      return pick_least(random, ok, false);
+      return pick_least(random, now_ms, ok, false);
     case config::Balance::kLeastSessions:
-      return pick_least(random, ok, true);
+      return pick_least(random, now_ms, ok, true);
     case config::Balance::kTwoChoices:
-      return pick_two(random, ok);
+      return pick_two(random, now_ms, ok);
   }
   return -1;
 }
@@ -128,21 +142,24 @@ int Placement::pick_round_robin(const Ok& ok) const {
 // arrives before any of them is learned), so the scan starts at a rotating, randomised offset:
 // the first of several tied backends differs from call to call and from worker to worker.
 template <typename Ok>
-int Placement::pick_least(uint64_t random, const Ok& ok, bool by_sessions) const {
+int Placement::pick_least(uint64_t random, int64_t now_ms, const Ok& ok, bool by_sessions) const {
   const size_t n = candidates_.size();
   if (n == 0) return -1;
   const uint64_t rot = rotation_.fetch_add(1, std::memory_order_relaxed);
   const size_t start = fast_range(mix64(random + rot), n);
   int best = -1;
   int64_t best_load = 0;
+  uint64_t best_weight = 1;
   for (size_t k = 0; k < n; ++k) {
     const int i = static_cast<int>((start + k) % n);
     const Candidate& c = candidates_[static_cast<size_t>(i)];
     if (!ok(i)) continue;
     const int64_t load = by_sessions ? live_of(c) : conns_of(c);
-    if (best < 0 || less_loaded(load, c.weight, best_load, candidates_[static_cast<size_t>(best)].weight)) {
+    const uint64_t weight = weight_permille(static_cast<size_t>(i), now_ms);
+    if (best < 0 || less_loaded(load, weight, best_load, best_weight)) {
       best = i;
       best_load = load;
+      best_weight = weight;
     }
   }
   return best;
@@ -152,12 +169,12 @@ int Placement::pick_least(uint64_t random, const Ok& ok, bool by_sessions) const
 // to weight, the one with fewer live sessions per weight wins. Needs no coordination between
 // workers and cannot herd a burst onto one node the way a stale "least" can.
 template <typename Ok>
-int Placement::pick_two(uint64_t random, const Ok& ok) const {
+int Placement::pick_two(uint64_t random, int64_t now_ms, const Ok& ok) const {
   uint64_t total = 0;
   int only = -1;
   for (size_t i = 0; i < candidates_.size(); ++i) {
     if (!ok(static_cast<int>(i))) continue;
-    total += candidates_[i].weight;
+    total += weight_permille(i, now_ms);
     only = static_cast<int>(i);
   }
   if (total == 0) return -1;
@@ -165,19 +182,22 @@ int Placement::pick_two(uint64_t random, const Ok& ok) const {
     uint64_t x = fast_range(r, sum);
     for (size_t i = 0; i < candidates_.size(); ++i) {
       if (static_cast<int>(i) == skip || !ok(static_cast<int>(i))) continue;
-      if (x < candidates_[i].weight) return static_cast<int>(i);
-      x -= candidates_[i].weight;
+      const uint64_t w = weight_permille(i, now_ms);
+      if (x < w) return static_cast<int>(i);
+      x -= w;
     }
     return only;  // unreachable unless a backend changed state during the walk
   };
   const uint64_t r = mix64(random ^ rotation_.fetch_add(1, std::memory_order_relaxed));
   const int a = draw(r, -1, total);
-  const uint64_t rest = total - candidates_[static_cast<size_t>(a)].weight;
+  const uint64_t weight_a = weight_permille(static_cast<size_t>(a), now_ms);
+  const uint64_t rest = total - weight_a;
   if (rest == 0) return a;
   const int b = draw(mix64(r + 1), a, rest);
+  const uint64_t weight_b = weight_permille(static_cast<size_t>(b), now_ms);
   const Candidate& ca = candidates_[static_cast<size_t>(a)];
   const Candidate& cb = candidates_[static_cast<size_t>(b)];
-  return less_loaded(live_of(cb), cb.weight, live_of(ca), ca.weight) ? b : a;
+  return less_loaded(live_of(cb), weight_b, live_of(ca), weight_a) ? b : a;
 }
 
 }  // namespace limpet::balancer

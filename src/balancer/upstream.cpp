@@ -105,7 +105,8 @@ Result<std::shared_ptr<const Upstream>> Upstream::build(const config::UpstreamCo
   if (!trusted) return R::fail(where + trusted.message());
   u->trusted_proxies_ = std::move(*trusted);
 
-  u->placement_ = std::make_unique<Placement>(cfg.balance, std::move(candidates), cfg.balance_factor);
+  u->placement_ = std::make_unique<Placement>(cfg.balance, std::move(candidates), cfg.balance_factor,
+                                              cfg.health.slow_start.count());
 
   for (size_t i = 0; i < u->backends_.size(); ++i) {
     u->by_state_id_.emplace_back(u->backends_[i].state->id, static_cast<int>(i));

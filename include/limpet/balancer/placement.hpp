@@ -38,7 +38,10 @@ bool excluded(std::span<const int> exclude, int i);
 
 class Placement {
  public:
-  Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor);
+  // `slow_start_ms` > 0: a backend that came up less than that ago counts with a part of its
+  // weight, 10% rising linearly to 100% (least_conn, least_sessions, two_choices).
+  Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor,
+            int64_t slow_start_ms = 0);
 
   // A backend that accepts new sessions, is not excluded and is under its bound; -1 if none
   // accepts new sessions. If every candidate is over its bound (only possible when the loads
@@ -53,18 +56,21 @@ class Placement {
   const std::vector<uint16_t>& schedule() const { return schedule_; }
 
  private:
+  // Candidate i's weight in thousandths, ramped during slow start.
+  uint64_t weight_permille(size_t i, int64_t now_ms) const;
   template <typename Ok>
-  int pick(uint64_t random, const Ok& ok) const;
+  int pick(uint64_t random, int64_t now_ms, const Ok& ok) const;
   template <typename Ok>
-  int pick_least(uint64_t random, const Ok& ok, bool by_sessions) const;
+  int pick_least(uint64_t random, int64_t now_ms, const Ok& ok, bool by_sessions) const;
   template <typename Ok>
-  int pick_two(uint64_t random, const Ok& ok) const;
+  int pick_two(uint64_t random, int64_t now_ms, const Ok& ok) const;
   template <typename Ok>
   int pick_round_robin(const Ok& ok) const;
 
   config::Balance policy_;
   std::vector<Candidate> candidates_;
   double factor_;
+  int64_t slow_start_ms_;
   std::vector<uint16_t> schedule_;
   mutable std::atomic<uint64_t> rotation_{0};
 };

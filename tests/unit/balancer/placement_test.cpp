@@ -5,6 +5,8 @@
 
 #include <random>
 
+#include "limpet/util/clock.hpp"
+
 namespace limpet::balancer {
 namespace {
 
@@ -165,6 +167,38 @@ TEST_F(PlacementTest, LoadBoundMath) {
   EXPECT_FALSE(LoadBound(c, {}, 1.5).allows(c[0]));  // cap ceil(1.5 * (49 + 1) / 4) = 19
   EXPECT_FALSE(LoadBound(c, {}, 0).bounded());
   EXPECT_TRUE(LoadBound(c, {}, 0).allows(c[0]));
+}
+
+// Slow start: a backend that has just come back counts with 10% of its weight, so it takes a
+// tenth of its share instead of every new session until it catches up.
+TEST_F(PlacementTest, SlowStartRampsABackendThatCameBack) {
+  constexpr int64_t kSlowStartMs = 600000;  // the ramp cannot move during the test
+  auto cands = make({1, 1});
+  Placement ramped(Balance::kLeastSessions, cands, 0, kSlowStartMs);
+  Placement plain(Balance::kLeastSessions, cands, 0);
+  state(0).sessions = 100;
+  // b1 goes down and comes back up now.
+  const int64_t now = monotonic_ms();
+  for (int k = 0; k < 3; ++k) state(1).check_result(false, "refused", 1, 3, now);
+  ASSERT_TRUE(state(1).check_result(true, "HTTP 200", 1, 3, now));
+
+  std::vector<int> counts = place_sessions(ramped, 110);
+  // Live per weight evens out at b1 = 10% of b0: b0 ~ 100 + 10, b1 ~ 11.
+  EXPECT_GE(counts[0], 85);
+  EXPECT_LE(counts[1], 25);
+  EXPECT_GE(counts[1], 5);
+  // Without slow start the node that came back takes every session until it catches up.
+  state(0).sessions = 100;
+  state(1).sessions = 0;
+  counts = place_sessions(plain, 100);
+  EXPECT_EQ(counts[1], 100);
+}
+
+TEST_F(PlacementTest, SlowStartIgnoresBackendsUpSinceStart) {
+  auto cands = make({1, 1});
+  Placement ramped(Balance::kTwoChoices, cands, 0, 600000);
+  const std::vector<int> counts = place_sessions(ramped, 1000);
+  EXPECT_NEAR(counts[0], 500, 5);  // never went down: full weight, sessions even out
 }
 
 }  // namespace
