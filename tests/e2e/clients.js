@@ -8,7 +8,9 @@ const { io } = require('socket.io-client');
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 class TestClient {
-  constructor(id, group, url, transports) {
+  // extraOpts go to io() as they are: for https:// URLs, `ca` (the PEM to trust) or
+  // `rejectUnauthorized`, which Engine.IO hands on to its XHR (polling) and ws (WebSocket).
+  constructor(id, group, url, transports, extraOpts = {}) {
     this.id = id;
     this.group = group;            // "polling" | "default" | "websocket" | anything for reports
     this.transportsOpt = transports;
@@ -29,6 +31,7 @@ class TestClient {
       forceNew: true,            // one Engine.IO session per client, never multiplexed
       reconnection: true,        // the kill scenario relies on the client's own reconnect
       timeout: 10000,
+      ...extraOpts,
     };
     if (transports) opts.transports = transports;
     this.socket = io(url, opts);
@@ -46,7 +49,16 @@ class TestClient {
       this.welcomes.push({ node: msg.node, at: Date.now() });
     });
     s.on('connect_error', (err) => {
-      this.connectErrors.push({ at: Date.now(), message: String(err && err.message) });
+      // Engine.IO's TransportError says only "xhr poll error" / "websocket error". The cause is in
+      // its description: the HTTP status for polling (0 when the request failed, and then the
+      // XHR's responseText holds the Node error's stack), the ws ErrorEvent for WebSocket.
+      const d = err && err.description;
+      const xhr = err && err.context;
+      let why = '';
+      if (d && typeof d === 'object') why = d.message || (d.error && d.error.message) || '';
+      else if (d === 0 && xhr && typeof xhr.responseText === 'string') why = xhr.responseText.split('\n')[0];
+      else if (d !== undefined && d !== null) why = String(d);
+      this.connectErrors.push({ at: Date.now(), message: String(err && err.message) + (why ? ` (${why})` : '') });
     });
     s.on('disconnect', (reason) => {
       this.connected = false;
@@ -97,7 +109,7 @@ class TestClient {
 // Creates n clients, at most `concurrency` handshakes in flight at once: a bursty but bounded
 // arrival, like a page reload wave. Resolves when each client connected or failed once, or at
 // the deadline; the caller judges the clients.
-async function connectMany(url, n, { group, transports, concurrency = 50, idBase = 0, timeoutMs = 30000 } = {}) {
+async function connectMany(url, n, { group, transports, concurrency = 50, idBase = 0, timeoutMs = 30000, extraOpts } = {}) {
   const clients = [];
   const deadline = Date.now() + timeoutMs;
   const settled = (c) => c.connected || c.connectErrors.length > 0 || c.disconnects.length > 0;
@@ -105,7 +117,7 @@ async function connectMany(url, n, { group, transports, concurrency = 50, idBase
     while (clients.filter((c) => !settled(c)).length >= concurrency && Date.now() < deadline) {
       await sleep(5);
     }
-    clients.push(new TestClient(idBase + i, group, url, transports));
+    clients.push(new TestClient(idBase + i, group, url, transports, extraOpts));
   }
   while (!clients.every(settled) && Date.now() < deadline) {
     await sleep(20);

@@ -4,9 +4,11 @@
 // failed run never leaves a redis-server, a node or a limpet behind holding ports.
 'use strict';
 
-const { spawn } = require('child_process');
+const { spawn, execFileSync } = require('child_process');
+const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const net = require('net');
 const os = require('os');
 const path = require('path');
@@ -48,14 +50,17 @@ async function waitUntil(what, check, { timeoutMs = 10000, intervalMs = 100 } = 
 }
 
 // Minimal HTTP client for the nodes' control endpoints. Uses node's own http module with no
-// keep-alive so that each call is independent of the proxy under test.
-function httpJson(method, url, body, { timeoutMs = 3000 } = {}) {
+// keep-alive so that each call is independent of the proxy under test. An https:// URL is
+// verified against `ca` (PEM) when given, else against Node's default trust store.
+function httpJson(method, url, body, { timeoutMs = 3000, ca } = {}) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
-    const req = http.request(url, {
+    const secure = url.startsWith('https:');
+    const req = (secure ? https : http).request(url, {
       method,
       agent: false,
       timeout: timeoutMs,
+      ...(secure && ca ? { ca } : {}),
       headers: data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {},
     }, (res) => {
       let text = '';
@@ -215,8 +220,34 @@ async function startNode(group, { name, port, redisUrl, pingInterval, pingTimeou
   return rec;
 }
 
+// A throwaway PKI made with the `openssl` command: a CA (P-256, CA:TRUE) and a leaf it signs for
+// localhost / 127.0.0.1 (serverAuth), 30 days (limpet warns about certificates that expire within
+// 14). Files under `dir`: ca.pem, ca.key, leaf.pem, leaf.key. Returns their paths and the CA PEM.
+function makeTestPki(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  const f = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '30',
+    '-subj', '/CN=limpet e2e test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', '-new', ...ec, '-keyout', f('leaf.key'), '-out', f('leaf.csr'), '-subj', '/CN=localhost');
+  fs.writeFileSync(f('leaf.ext'), [
+    'basicConstraints = critical, CA:FALSE',
+    'keyUsage = critical, digitalSignature',
+    'extendedKeyUsage = serverAuth',
+    'subjectAltName = DNS:localhost, IP:127.0.0.1',
+  ].join('\n') + '\n');
+  openssl('x509', '-req', '-in', f('leaf.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'),
+    '-set_serial', '0x' + crypto.randomBytes(8).toString('hex'), '-days', '30', '-sha256',
+    '-extfile', f('leaf.ext'), '-out', f('leaf.pem'));
+  return { caFile: f('ca.pem'), cert: f('leaf.pem'), key: f('leaf.key'), ca: fs.readFileSync(f('ca.pem')) };
+}
+
 // limpet's config for the suite: 2 workers, no access log, one listener, one upstream.
-function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info' }) {
+// `tls` ({cert, key}) makes the listener TLS-only.
+function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
     '# written by tests/e2e/run_e2e.js',
@@ -228,6 +259,7 @@ function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = '
     '[[listener]]',
     `address = ${q(`127.0.0.1:${listenPort}`)}`,
     'upstream = "io"',
+    ...(tls ? [`tls = { cert = ${q(tls.cert)}, key = ${q(tls.key)} }`] : []),
     '',
     '[[upstream]]',
     'name = "io"',
@@ -276,11 +308,14 @@ http {
 
 // Starts the front under test on listenPort and waits until a request through it reaches a
 // node. kind: "limpet" (the real thing) or "nginx-rr" / "nginx-iphash" (harness development).
-async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin }) {
+// With `tls` ({cert, key, ca}) limpet's listener is TLS-only and the check goes over https,
+// trusting `ca`. Returns the child's record; its URL is `frontUrl(listenPort, tls)`.
+async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls }) {
   let rec;
+  if (tls && kind !== 'limpet') throw new Error(`TLS is implemented for limpet only, not ${kind}`);
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
-    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends }));
+    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls }));
     // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
     rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {
@@ -296,18 +331,24 @@ async function startFront(group, { kind, name, dir, listenPort, backends, balanc
   }
   await waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
     if (rec.exitInfo) throw new Error(`${name} exited: ${JSON.stringify(rec.exitInfo)}`);
-    const s = await httpJson('GET', `http://127.0.0.1:${listenPort}/__stats`);
+    const s = await httpJson('GET', `${frontUrl(listenPort, tls)}/__stats`, undefined, { ca: tls && tls.ca });
     return backends.some((b) => b.name === s.name);
   }, { timeoutMs: 15000 });
   return rec;
 }
 
+function frontUrl(listenPort, tls) {
+  return `${tls ? 'https' : 'http'}://127.0.0.1:${listenPort}`;
+}
+
 module.exports = {
   ProcessGroup,
   freePort,
+  frontUrl,
   httpJson,
   limpetToml,
   makeTempDir,
+  makeTestPki,
   sleep,
   startFront,
   startNode,

@@ -69,6 +69,7 @@ function makeStats(name, port) {
     total_connections: 0,   // Socket.IO connections ever accepted
     engine_clients: 0,      // Engine.IO sessions right now (includes handshakes not yet connected)
     handshakes: 0,          // Engine.IO sessions ever opened
+    handshakes_by_proto: {},  // the same by X-Forwarded-Proto of the opening request ("none": absent)
     session_unknown_errors: 0,
     connection_errors: {},  // by name, all codes (ERROR_NAMES)
     upgrade_count: 0,       // polling → websocket upgrades completed
@@ -149,6 +150,10 @@ function makeHttpHandler(opts, stats, io) {
 function attachSocketHandlers(opts, stats, io) {
   io.engine.on('connection', (engineSocket) => {
     stats.handshakes++;
+    // What the proxy says the client spoke: limpet always sends X-Forwarded-Proto, "https"
+    // behind a TLS listener. The TLS e2e run asserts on it.
+    const proto = String(engineSocket.request.headers['x-forwarded-proto'] || 'none');
+    stats.handshakes_by_proto[proto] = (stats.handshakes_by_proto[proto] || 0) + 1;
     engineSocket.on('upgrade', () => {
       stats.upgrade_count++;
     });

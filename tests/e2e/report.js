@@ -3,7 +3,8 @@
 'use strict';
 
 class Report {
-  constructor() {
+  constructor(name = 'e2e-socketio') {
+    this.name = name;
     this.checks = [];   // {name, ok, detail}
     this.phases = [];   // {name, ms}
     this.notes = [];
@@ -42,7 +43,7 @@ class Report {
     for (const p of this.phases) console.log(`  ${(p.ms / 1000).toFixed(1).padStart(6)} s  ${p.name}`);
     console.log(`  ${((Date.now() - this.t0) / 1000).toFixed(1).padStart(6)} s  total`);
     for (const c of this.failed) console.log(`  FAILED: ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
-    console.log(`e2e-socketio: ${passed} passed, ${this.failed.length} failed`);
+    console.log(`${this.name}: ${passed} passed, ${this.failed.length} failed`);
     return this.failed.length === 0 && this.checks.length > 0;
   }
 }

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the e2e suite: installs tests/e2e/node_modules from package-lock.json when it is missing
-# or was installed from another lock file, then `node run_e2e.js`. LIMPET_BIN names the binary.
+# or was installed from another lock file, then `node run_e2e.js`. LIMPET_BIN names the binary;
+# E2E_TLS=1 makes it the TLS run (see run_e2e.js), which needs the `openssl` command.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-for tool in node npm redis-server; do
+tools=(node npm redis-server)
+[[ "${E2E_TLS:-}" == 1 ]] && tools+=(openssl)
+for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "e2e: $tool not found: install Debian packages nodejs npm redis-server (scripts/install-deps.sh)" >&2
+    echo "e2e: $tool not found: install Debian packages nodejs npm redis-server openssl (scripts/install-deps.sh)" >&2
     exit 1
   fi
 done

@@ -7,7 +7,12 @@
 //   LIMPET_BIN         path of the limpet binary (required for the real suite)
 //   E2E_FRONT          limpet (default) | nginx-iphash | nginx-rr — nginx fronts exist only to
 //                      develop the harness itself; the spread check is skipped for them
-//   E2E_CLIENTS        clients per transport group (default 300)
+//   E2E_CLIENTS        clients per transport group (default 300; 100 with E2E_TLS=1)
+//   E2E_TLS=1          the TLS run: limpet's listener terminates TLS with a certificate made at
+//                      run time (`openssl`, a throwaway CA), every client connects to https:// /
+//                      wss:// trusting that CA; adds the TLS listener's own controls
+//   E2E_TLS_UNTRUSTED=1  with E2E_TLS=1: the clients are not given the CA. A manual negative
+//                      control: the run must then fail
 //   E2E_KEEP_LOGS=1    keep the temp dir with every child's log even on success
 'use strict';
 
@@ -20,10 +25,13 @@ const sc = require('./scenarios');
 
 function readConfig() {
   const front = process.env.E2E_FRONT || 'limpet';
+  const useTls = process.env.E2E_TLS === '1';
   const cfg = {
     front,
     limpetBin: process.env.LIMPET_BIN || '',
-    clientsPerGroup: Number(process.env.E2E_CLIENTS || 300),
+    tls: useTls,
+    tlsTrustCa: process.env.E2E_TLS_UNTRUSTED !== '1',
+    clientsPerGroup: Number(process.env.E2E_CLIENTS || (useTls ? 100 : 300)),
     // Short Engine.IO timers (server options) so that "two ping cycles" and the detection of
     // a dead node take seconds, not the 25 s + 20 s defaults.
     pingInterval: 2000,
@@ -32,6 +40,7 @@ function readConfig() {
     concurrency: 50,
     checkSpread: front === 'limpet',
   };
+  if (useTls && front !== 'limpet') throw new Error(`E2E_TLS=1 needs the limpet front, not ${front}`);
   if (front === 'limpet') {
     if (!cfg.limpetBin) throw new Error('LIMPET_BIN is not set (path of the limpet binary)');
     if (!fs.existsSync(cfg.limpetBin)) throw new Error(`LIMPET_BIN=${cfg.limpetBin} does not exist`);
@@ -42,16 +51,25 @@ function readConfig() {
 
 async function main() {
   const cfg = readConfig();
-  const report = new Report();
+  const report = new Report(cfg.tls ? 'e2e-socketio-tls' : 'e2e-socketio');
   const dir = harness.makeTempDir();
   const group = new harness.ProcessGroup(dir);
-  const ctx = { cfg, report, dir, group, nodes: [], url: '', redisUrl: '' };
+  const ctx = { cfg, report, dir, group, nodes: [], url: '', redisUrl: '', tls: null, clientOpts: {} };
   let groups = null;
   let fresh = [];
-  console.log(`e2e: front ${cfg.front}${cfg.limpetBin ? ` (${cfg.limpetBin})` : ''}, ` +
+  console.log(`e2e: front ${cfg.front}${cfg.limpetBin ? ` (${cfg.limpetBin})` : ''}` +
+    `${cfg.tls ? `, TLS listener${cfg.tlsTrustCa ? '' : ', clients NOT trusting the CA (must fail)'}` : ''}, ` +
     `${cfg.clientsPerGroup} clients per group, logs in ${dir}`);
 
   try {
+    if (cfg.tls) {
+      await report.phase('make a test CA and a certificate for 127.0.0.1 (openssl)', async () => {
+        const pki = harness.makeTestPki(path.join(dir, 'pki'));
+        ctx.tls = { cert: pki.cert, key: pki.key, ca: pki.ca };
+        if (cfg.tlsTrustCa) ctx.clientOpts = { ca: pki.ca };
+        report.note(`CA ${pki.caFile}, leaf ${pki.cert}`);
+      });
+    }
     await report.phase('start redis-server and three Socket.IO nodes', async () => {
       const redisPort = await harness.freePort();
       harness.startRedis(group, { port: redisPort });
@@ -68,14 +86,15 @@ async function main() {
     await report.phase('wait for the nodes to be idle', () => sc.waitNodesIdle(ctx));
     const baseline = await sc.nodeStats(ctx);
 
-    await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"])`, async () => {
+    await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"]${cfg.tls ? ', TLS' : ''})`, async () => {
       const port = await harness.freePort();
       await harness.startFront(group, {
         kind: cfg.front, name: 'limpet', dir, listenPort: port, backends: ctx.nodes,
-        limpetBin: cfg.limpetBin, balance: 'least_sessions', engineioPaths: ['/socket.io/'],
+        limpetBin: cfg.limpetBin, balance: 'least_sessions', engineioPaths: ['/socket.io/'], tls: ctx.tls,
       });
-      ctx.url = `http://127.0.0.1:${port}`;
+      ctx.url = harness.frontUrl(port, ctx.tls);
     });
+    if (cfg.tls) await report.phase('TLS listener: certificate, plain HTTP, clients without the CA', () => sc.scenarioTlsListener(ctx));
 
     groups = await report.phase(`connect ${3 * cfg.clientsPerGroup} clients`, () => sc.scenarioConnect(ctx));
     await report.phase('polling through two ping cycles with acknowledged events',

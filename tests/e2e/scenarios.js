@@ -1,11 +1,15 @@
 // The scenarios of issue 3, each a function of the suite context:
-//   ctx = { group, dir, cfg, report, redisUrl, nodes: [{name, port}], url (front under test) }
+//   ctx = { group, dir, cfg, report, redisUrl, nodes: [{name, port}], url (front under test),
+//           tls ({cert, key, ca} of the TLS run, else null), clientOpts (extra io() options:
+//           the CA to trust in the TLS run) }
 // Scenarios assert through ctx.report and return what later scenarios need. Node counters are
 // always read from the nodes' own ports, never through the proxy under test.
 'use strict';
 
+const net = require('net');
+const tls = require('tls');
 const { connectMany, closeAll, sleep } = require('./clients');
-const { httpJson, startFront, startNode, waitUntil, freePort } = require('./harness');
+const { frontUrl, httpJson, startFront, startNode, waitUntil, freePort } = require('./harness');
 
 // ---------------------------------------------------------------- node counters
 
@@ -78,7 +82,7 @@ function firstErrors(clients, n = 3) {
 function connectGroup(ctx, url, group, idBase) {
   const transports = { polling: ['polling'], websocket: ['websocket'], default: undefined }[group];
   return connectMany(url, ctx.cfg.clientsPerGroup, {
-    group, transports, idBase, concurrency: ctx.cfg.concurrency, timeoutMs: 30000,
+    group, transports, idBase, concurrency: ctx.cfg.concurrency, timeoutMs: 30000, extraOpts: ctx.clientOpts,
   });
 }
 
@@ -136,10 +140,10 @@ async function scenarioNegativeControl(ctx) {
   const name = 'limpet-roundrobin';
   await startFront(ctx.group, {
     kind, name, dir: ctx.dir, listenPort: port, backends: ctx.nodes, limpetBin: cfg.limpetBin,
-    balance: 'round_robin', engineioPaths: [],
+    balance: 'round_robin', engineioPaths: [], tls: ctx.tls,
   });
   const before = await nodeStats(ctx);
-  const url = `http://127.0.0.1:${port}`;
+  const url = frontUrl(port, ctx.tls);
   const clients = await connectGroup(ctx, url, 'polling', 100000);
   await keepAlive(ctx, clients);
   const after = await nodeStats(ctx);
@@ -152,7 +156,7 @@ async function scenarioNegativeControl(ctx) {
     `${clients.filter((c) => c.disconnects.length).length} with disconnect`);
   for (const f of failures) report.note(f);
   for (const m of firstErrors(clients)) report.note(m);
-  report.check('negative control: polling through plain round robin fails (the suite can fail)',
+  report.check(`negative control: polling through plain round robin${ctx.tls ? ' (TLS listener)' : ''} fails (the suite can fail)`,
     unknown > 0 || failures.length > 0,
     `${unknown} "Session ID unknown", ${failures.length} client failure kinds`);
 }
@@ -253,9 +257,94 @@ async function scenarioNodeCounters(ctx, groups, baseline) {
   } else {
     report.note(`spread not checked for front ${ctx.cfg.front}: ${fmtCounts(counts)}`);
   }
+  // Every session of the run reached its node through the listener under test: limpet says
+  // which protocol the client spoke in X-Forwarded-Proto ("https" behind the TLS listener).
+  if (ctx.cfg.front === 'limpet') {
+    const want = ctx.tls ? 'https' : 'http';
+    const byProto = {};
+    for (const [name, s] of Object.entries(stats)) {
+      for (const [k, v] of Object.entries(s.handshakes_by_proto || {})) {
+        const b = (baseline[name] && baseline[name].handshakes_by_proto && baseline[name].handshakes_by_proto[k]) || 0;
+        if (v - b) byProto[k] = (byProto[k] || 0) + v - b;
+      }
+    }
+    const total = Object.values(byProto).reduce((a, b) => a + b, 0);
+    report.check(`nodes: every new session arrived with X-Forwarded-Proto ${want}`,
+      total === groups.all.length && byProto[want] === total, `handshakes by X-Forwarded-Proto: ${fmtCounts(byProto) || 'none'}`);
+  }
   const upgrades = sumField(stats, 'upgrade_count') - sumField(baseline, 'upgrade_count');
   report.note(`node-side: ${upgrades} upgrades, transports ` +
     Object.values(stats).map((s) => `${s.name}{polling=${s.transports.polling} websocket=${s.transports.websocket}}`).join(' '));
+}
+
+// ---------------------------------------------------------------- TLS listener
+
+// One TLS handshake with 127.0.0.1:port (no SNI: an IP address). Resolves with what the client
+// saw: {ok, protocol, alpn, code} — code is Node's verification error when it refused the peer.
+function tlsProbe(port, { ca } = {}) {
+  return new Promise((resolve) => {
+    const sock = tls.connect({ host: '127.0.0.1', port, ca, ALPNProtocols: ['http/1.1'], timeout: 5000 });
+    const done = (r) => { sock.destroy(); resolve(r); };
+    sock.on('secureConnect', () => done({ ok: sock.authorized, protocol: sock.getProtocol(), alpn: sock.alpnProtocol }));
+    sock.on('error', (err) => done({ ok: false, code: err.code || err.message }));
+    sock.on('timeout', () => done({ ok: false, code: 'timeout' }));
+  });
+}
+
+// Plain HTTP to the TLS port: resolves with the bytes that came back ('' if none).
+function plainHttpProbe(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let got = Buffer.alloc(0);
+    const done = () => { sock.destroy(); resolve(got.toString('latin1')); };
+    sock.setTimeout(3000, done);
+    sock.on('connect', () => sock.write('GET /__stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+    sock.on('data', (d) => { got = Buffer.concat([got, d]); });
+    sock.on('end', done);
+    sock.on('error', done);
+    sock.on('close', done);
+  });
+}
+
+// The TLS run's own controls, on the listener the scenarios then use: its certificate verifies
+// against the test CA for 127.0.0.1 and not without it; plain HTTP is not served; and
+// socket.io clients that do not trust the CA never get a session (nothing reaches the nodes).
+async function scenarioTlsListener(ctx) {
+  const { report } = ctx;
+  const port = Number(new URL(ctx.url).port);
+  const trusted = await tlsProbe(port, { ca: ctx.tls.ca });
+  report.check('tls: the listener\'s certificate verifies against the test CA for 127.0.0.1',
+    trusted.ok, JSON.stringify(trusted));
+  const untrusted = await tlsProbe(port);
+  report.check('tls: without the test CA, verification fails', !untrusted.ok && !!untrusted.code,
+    JSON.stringify(untrusted));
+  const plain = await plainHttpProbe(port);
+  // limpet answers it 400 (like nginx's "plain HTTP request was sent to HTTPS port"); what
+  // matters is that it is not proxied.
+  report.check('tls: a plain-HTTP request to the TLS listener is not served', !/^HTTP\/1\.[01] [23]/.test(plain),
+    plain ? `answer: ${JSON.stringify(plain.split('\r\n')[0])}` : 'no bytes');
+
+  const before = await nodeStats(ctx);
+  const n = 20;
+  const opts = { reconnection: false };  // one attempt each: a refused client must not retry in a loop
+  const [poll, ws] = await Promise.all([
+    connectMany(ctx.url, n, { group: 'untrusted-polling', transports: ['polling'], idBase: 300000, extraOpts: opts, timeoutMs: 15000 }),
+    connectMany(ctx.url, n, { group: 'untrusted-websocket', transports: ['websocket'], idBase: 300000 + n, extraOpts: opts, timeoutMs: 15000 }),
+  ]);
+  const all = [...poll, ...ws];
+  const after = await nodeStats(ctx);
+  closeAll(all);
+  const connected = all.filter((c) => c.connected || c.node).length;
+  const refused = all.filter((c) => c.connectErrors.length > 0).length;
+  const handshakes = sumField(after, 'handshakes') - sumField(before, 'handshakes');
+  // Refused for the right reason: each client's error names the certificate check.
+  const errors = all.flatMap((c) => c.connectErrors.map((e) => `${c.group}: ${e.message}`));
+  const otherErrors = errors.filter((m) => !/certificate|UNABLE_TO_VERIFY/i.test(m));
+  const examples = [...new Set(errors)].slice(0, 2).map((m) => `"${m}"`).join(', ');
+  report.check(`tls: ${all.length} socket.io clients (polling, websocket) that do not trust the CA are refused`,
+    connected === 0 && refused === all.length && handshakes === 0 && otherErrors.length === 0,
+    `${connected} connected, ${refused} with connect_error (${otherErrors.length} not a certificate error), ` +
+    `${handshakes} handshakes on the nodes; e.g. ${examples || 'none'}`);
 }
 
 // SIGKILL one node: its clients must come back on the survivors within 10 s, nobody else may
@@ -322,7 +411,7 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
   while (Date.now() - t0 < 20000) {
     batches++;
     const batch = await connectMany(ctx.url, 30, {
-      group: 'fresh', idBase: 200000 + fresh.length, concurrency: 30, timeoutMs: 10000,
+      group: 'fresh', idBase: 200000 + fresh.length, concurrency: 30, timeoutMs: 10000, extraOpts: ctx.clientOpts,
     });
     fresh.push(...batch);
     await waitUntil('fresh clients to be welcomed', () => batch.every((c) => c.node || c.connectErrors.length),
@@ -357,6 +446,7 @@ module.exports = {
   scenarioNodeCounters,
   scenarioPollingKeepAlive,
   scenarioRestartNode,
+  scenarioTlsListener,
   scenarioTransports,
   waitNodesIdle,
 };
