@@ -73,7 +73,8 @@ Upstream::~Upstream() = default;
 
 Result<std::shared_ptr<const Upstream>> Upstream::build(const config::UpstreamConfig& cfg,
                                                         BackendRegistry& registry,
-                                                        std::shared_ptr<AffinityTable> affinity) {
+                                                        std::shared_ptr<AffinityTable> affinity,
+                                                        std::vector<config::BackendConfig> retired) {
   using R = Result<std::shared_ptr<const Upstream>>;
   const std::string where = "upstream \"" + cfg.name + "\": ";
   if (cfg.backends.empty()) return R::fail(where + "no backends");
@@ -81,21 +82,31 @@ Result<std::shared_ptr<const Upstream>> Upstream::build(const config::UpstreamCo
   u->config_ = &cfg;
   u->affinity_ = std::move(affinity);
 
+  auto add_backend = [&](const config::BackendConfig& bc, bool is_retired) {
+    RuntimeBackend b;
+    b.config = &bc;
+    b.retired = is_retired;
+    if (!resolve(bc.address, &b.addr, &b.addr_len)) return false;
+    b.state = registry.get_or_create(bc.name);
+    b.cookie_token = cookie_token_for(bc.name);
+    u->backends_.push_back(std::move(b));
+    return true;
+  };
   std::vector<RingMember> members;
   std::vector<Candidate> candidates;
   for (const auto& bc : cfg.backends) {
-    RuntimeBackend b;
-    b.config = &bc;
-    if (!resolve(bc.address, &b.addr, &b.addr_len)) {
+    if (!add_backend(bc, false)) {
       return R::fail(where + "backend \"" + bc.name + "\": address " + bc.address.text +
                      " is not a numeric IPv4/IPv6 address");
     }
-    b.state = registry.get_or_create(bc.name);
-    b.cookie_token = cookie_token_for(bc.name);
     members.push_back({bc.name, bc.weight});
-    u->backends_.push_back(std::move(b));
+    candidates.push_back({u->backends_.back().state.get(), std::max<uint32_t>(bc.weight, 1)});
   }
-  for (const auto& b : u->backends_) candidates.push_back({b.state.get(), std::max<uint32_t>(b.config->weight, 1)});
+  // After the ring members and placement candidates: indexes past them are never hashed to or placed on.
+  for (auto& bc : retired) {
+    u->retired_configs_.push_back(std::make_unique<const config::BackendConfig>(std::move(bc)));
+    add_backend(*u->retired_configs_.back(), true);  // resolved when it was configured
+  }
 
   auto ring = Ring::build(cfg.ring, std::move(members), cfg.ring_size);
   if (!ring) return R::fail(where + ring.message());

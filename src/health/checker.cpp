@@ -240,6 +240,7 @@ void Checker::update(const std::vector<Target>& targets) {
     }
     for (size_t i = 0; i < t.upstream->backends().size(); ++i) {
       const balancer::RuntimeBackend& b = t.upstream->backends()[i];
+      if (b.retired) continue;  // leaving: its sessions end or move when the drain does
       const std::string key = uc.name + "/" + b.config->name;
       auto old = probes_.find(key);
       if (old != probes_.end()) {

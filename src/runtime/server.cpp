@@ -1,8 +1,11 @@
 #include "limpet/runtime/server.hpp"
 
+#include <algorithm>
+
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +43,24 @@ std::vector<health::Target> health_targets(const Snapshot& snapshot) {
     targets.push_back({upstream, tls == snapshot.upstream_tls.end() ? nullptr : tls->second});
   }
   return targets;
+}
+
+// Backends of `before` (configured or already retired) that `after` no longer names anywhere:
+// their known sessions keep reaching them until their drain ends (Server::end_retirement).
+RetiredBackends still_draining(const Snapshot& before, const config::Config& after) {
+  std::set<std::string> named;
+  for (const auto& u : after.upstreams) {
+    for (const auto& b : u.backends) named.insert(b.name);
+  }
+  RetiredBackends retired;
+  for (const auto& u : after.upstreams) {
+    const balancer::Upstream* old = before.upstream(u.name);
+    if (old == nullptr) continue;
+    for (const auto& b : old->backends()) {
+      if (!named.count(b.config->name)) retired[u.name].push_back(*b.config);
+    }
+  }
+  return retired;
 }
 
 size_t worker_count(const config::ServerConfig& server) {
@@ -310,7 +331,7 @@ void Server::reload() {
   auto loaded = config::load_file(config_path_);
   if (!loaded) return fail(loaded.message());
   auto config = std::make_shared<const config::Config>(std::move(*loaded));
-  auto snapshot = build_snapshot(config, shared_, generation_ + 1);
+  auto snapshot = build_snapshot(config, shared_, generation_ + 1, still_draining(*snapshot_, *config));
   if (!snapshot) return fail(snapshot.message());
 
   // Listeners are identified by address: only new addresses get sockets (one per worker).
@@ -387,9 +408,39 @@ void Server::run_due_drains() {
     }
     if (!still_removed.empty()) {
       for (auto& w : workers_) w->drain_backends(still_removed);
+      end_retirement(still_removed);
     }
     it = pending_drains_.erase(it);
   }
+}
+
+// The drain of removed backends ended: publish the running snapshot without them, so their
+// sessions are placed anew. Only the upstreams that held them are rebuilt.
+void Server::end_retirement(const std::vector<uint32_t>& backend_ids) {
+  auto next = std::make_shared<Snapshot>(*snapshot_);
+  bool changed = false;
+  for (auto& [name, upstream] : next->upstreams) {
+    std::vector<config::BackendConfig> keep;
+    bool ends = false;
+    for (const auto& b : upstream->backends()) {
+      if (!b.retired) continue;
+      const bool due = std::find(backend_ids.begin(), backend_ids.end(), b.state->id) != backend_ids.end();
+      ends = ends || due;
+      if (!due) keep.push_back(*b.config);
+    }
+    if (!ends) continue;
+    auto rebuilt = balancer::Upstream::build(upstream->config(), shared_.registry, shared_.affinity, std::move(keep));
+    if (!rebuilt) {  // it was built from the same settings before; cannot fail, but never publish half
+      LOG_ERROR("upstream %s: dropping drained backends: %s", name.c_str(), rebuilt.message().c_str());
+      return;
+    }
+    upstream = std::move(*rebuilt);
+    changed = true;
+  }
+  if (!changed) return;
+  snapshot_ = std::move(next);
+  checker_->update(health_targets(*snapshot_));
+  for (auto& w : workers_) w->publish(snapshot_, {});
 }
 
 void Server::begin_shutdown() {

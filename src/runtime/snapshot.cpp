@@ -3,12 +3,15 @@
 namespace limpet::runtime {
 
 Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const config::Config> config,
-                                                      SharedState& shared, uint64_t generation) {
+                                                      SharedState& shared, uint64_t generation,
+                                                      const RetiredBackends& retired) {
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->config = config;
   snapshot->generation = generation;
   for (const auto& upstream_config : config->upstreams) {
-    auto built = balancer::Upstream::build(upstream_config, shared.registry, shared.affinity);
+    auto was = retired.find(upstream_config.name);
+    auto built = balancer::Upstream::build(upstream_config, shared.registry, shared.affinity,
+                                           was == retired.end() ? std::vector<config::BackendConfig>{} : was->second);
     if (!built) {
       return Result<std::shared_ptr<const Snapshot>>::fail(
           config->file + ": upstream \"" + upstream_config.name + "\": " + built.message());

@@ -159,7 +159,33 @@ def test_reload_adds_and_removes_backends(cluster):
         r = s.join(10)
         assert s.error is None and r.status == 200, (s.error, r)
     assert not [p for p in b1.paths() if "/echo" in p], "the removed backend received new requests"
-    assert [b["name"] for b in lp.status()["backends"]] == ["rb2", "rb3"]
+    # rb1 drains: listed until drain_timeout for the sessions it still has.
+    assert {b["name"]: b["state"] for b in lp.status()["backends"]} == \
+        {"rb1": "draining", "rb2": "up", "rb3": "up"}
+
+
+def test_removed_backend_keeps_its_known_sessions_until_drain_timeout(cluster):
+    b1, b2 = cluster.backend("sk1"), cluster.backend("sk2")
+    lp = start_ops_limpet(cluster, [b1, b2], server={"drain_timeout": "2s"})
+    sessions = {}
+    while len(sessions) < 2:  # one session on each backend
+        code, body, _ = get(lp.port, "/socket.io/?EIO=4&transport=polling")
+        assert code == 200, body
+        sid = json.loads(body[1:])["sid"]
+        sessions[sid.split("-")[0]] = sid
+    lp.write_config(upstreams=[{"name": "app", "backends": [b1]}])
+    lp.reload()
+    removed_at = time.monotonic()
+    # Known sessions of the removed backend still reach it; new sessions go elsewhere.
+    for _ in range(5):
+        assert backend_of(lp.port, f"/socket.io/?EIO=4&transport=polling&sid={sessions['sk2']}") == "sk2"
+        assert backend_of(lp.port, f"/socket.io/?EIO=4&transport=polling&sid={sessions['sk1']}") == "sk1"
+        code, body, _ = get(lp.port, "/socket.io/?EIO=4&transport=polling")
+        assert json.loads(body[1:])["sid"].startswith("sk1-")
+    assert time.monotonic() - removed_at < 2, "too slow to check within drain_timeout"
+    # Once the drain ends the backend is gone and its session is placed anew.
+    wait_until(lambda: [b["name"] for b in lp.status()["backends"]] == ["sk1"], 10, "sk2 to leave")
+    assert backend_of(lp.port, f"/socket.io/?EIO=4&transport=polling&sid={sessions['sk2']}") == "sk1"
 
 
 def key_map(lp, keys):

@@ -35,6 +35,9 @@ struct RuntimeBackend {
   sockaddr_storage addr{};  // resolved at build time
   socklen_t addr_len = 0;
   std::string cookie_token;  // stable opaque token for the sticky cookie (derived from the name)
+  // Left the configuration in a reload and still draining: reachable only by its known sessions
+  // (affinity, cookie), never hashed to or placed on, not health-checked.
+  bool retired = false;
 };
 
 struct RouteInput {
@@ -55,10 +58,13 @@ struct Route {
 
 class Upstream {
  public:
-  // Resolves addresses, builds the ring, binds BackendStates by name. Main thread.
+  // Resolves addresses, builds the ring, binds BackendStates by name. `retired`: backends a
+  // reload removed whose drain has not ended; they follow the configured ones in backends().
+  // Main thread.
   static Result<std::shared_ptr<const Upstream>> build(const config::UpstreamConfig& cfg,
                                                        BackendRegistry& registry,
-                                                       std::shared_ptr<AffinityTable> affinity);
+                                                       std::shared_ptr<AffinityTable> affinity,
+                                                       std::vector<config::BackendConfig> retired = {});
   ~Upstream();
 
   const config::UpstreamConfig& config() const { return *config_; }
@@ -94,6 +100,7 @@ class Upstream {
 
   const config::UpstreamConfig* config_ = nullptr;
   std::vector<RuntimeBackend> backends_;
+  std::vector<std::unique_ptr<const config::BackendConfig>> retired_configs_;  // RuntimeBackend::config of retired ones
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<Placement> placement_;
   std::shared_ptr<AffinityTable> affinity_;  // may be null: no sid affinity

@@ -39,6 +39,7 @@ class Server {
   void reload();
   void note_removed_backends(const Snapshot& before, const Snapshot& after);
   void run_due_drains();
+  void end_retirement(const std::vector<uint32_t>& backend_ids);
   void finish();
   Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count);
   void apply_logging(const config::ServerConfig& server);

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "limpet/balancer/affinity.hpp"
 #include "limpet/balancer/backend.hpp"
@@ -46,7 +47,11 @@ struct SharedState {
   std::shared_ptr<balancer::AffinityTable> affinity;
 };
 
+// Backends a reload removed that still drain, by upstream name (see balancer::Upstream::build).
+using RetiredBackends = std::map<std::string, std::vector<config::BackendConfig>>;
+
 Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const config::Config> config,
-                                                      SharedState& shared, uint64_t generation);
+                                                      SharedState& shared, uint64_t generation,
+                                                      const RetiredBackends& retired = {});
 
 }  // namespace limpet::runtime

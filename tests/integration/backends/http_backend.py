@@ -22,6 +22,9 @@ Endpoints (query parameters in brackets):
   /big-header [size]     a response with an X-Big header of `size` bytes and many Set-Cookie lines
   /ws-raw-hello          WebSocket upgrade answered by hand: the 101 and a first text frame in one
                          write (bytes that arrive with the response head)
+  /socket.io/            an Engine.IO v4 polling handshake when the query has no sid (the sid names
+                         this backend); with a sid, JSON {"backend", "sid"}. Only what the
+                         balancer reads: the real Socket.IO cluster is in tests/e2e
   /healthz               answers the status last set with /_healthz (200 at start): what a health
                          check asks
   /_healthz [status]     sets the status /healthz answers; meant to be asked directly
@@ -341,6 +344,15 @@ class Handler(BaseHTTPRequestHandler):
             "client_port": self.client_address[1],
         })
 
+    def r_engineio(self, q, entry):
+        self.read_body()
+        if "sid" in q:
+            self.respond_json(200, {"backend": STATE.name, "sid": q["sid"][0]})
+            return
+        sid = "%s-%d" % (STATE.name, STATE.new_conn_id())
+        self.respond(200, '0{"sid":"%s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
+                     '"maxPayload":1000000}' % sid, "text/plain; charset=UTF-8")
+
     def r_healthz(self, q, entry):
         self.read_body()
         self.respond(STATE.health_status, "health %d\n" % STATE.health_status)
@@ -413,6 +425,7 @@ ROUTES = {
     "/hop-response": Handler.r_hop_response,
     "/big-header": Handler.r_big_header,
     "/ws-raw-hello": Handler.r_ws_raw_hello,
+    "/socket.io/": Handler.r_engineio,
     "/healthz": Handler.r_healthz,
     "/_healthz": Handler.r_set_healthz,
     "/_log": Handler.r_log,
