@@ -372,6 +372,7 @@ void Server::note_removed_backends(const Snapshot& before, const Snapshot& after
   std::set<uint32_t> present;
   for (const auto& [name, upstream] : after.upstreams) {
     for (const auto& b : upstream->backends()) {
+      if (b.retired) continue;
       present.insert(b.state->id);
       if (removed_backends_.erase(b.state->id)) b.state->draining.store(false);
     }

@@ -113,12 +113,12 @@ def test_health_settings_reload_keeps_state_and_restarts_changed_probes(cluster)
     set_health(b2, 500)
     wait_state(lp, "r2", "down")
     # A reload that changes nothing about r2 keeps it down (state lives with the backend's name).
-    lp.upstreams[0]["health"] = {**HTTP_CHECK, "rise": 3}
+    lp.write_config(upstreams=[{"name": "app", "backends": [b1, b2], "health": {**HTTP_CHECK, "rise": 3}}])
     lp.reload()
     assert lp.backend_states()["r2"] == "down"
     # Checks switched off: nobody is left to bring r2 back, so it returns to service, and r1 is
     # no longer asked.
-    lp.upstreams[0]["health"] = {"type": "none"}
+    lp.write_config(upstreams=[{"name": "app", "backends": [b1, b2], "health": {"type": "none"}}])
     lp.reload()
     assert lp.backend_states()["r2"] == "up"
     assert "backend r2 (" in lp.stderr() and "is up: health checks are off" in lp.stderr()
