@@ -405,6 +405,8 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
   const disconnectsBefore = groups.all.reduce((a, c) => a + c.disconnects.length, 0);
   await startNode(ctx.group, { ...node, redisUrl: ctx.redisUrl, pingInterval: cfg.pingInterval, pingTimeout: cfg.pingTimeout });
   const t0 = Date.now();
+  const restartedAt = t0;
+  let landedAt = NaN;
   const fresh = [];
   let landed = 0;
   let batches = 0;
@@ -417,7 +419,10 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
     await waitUntil('fresh clients to be welcomed', () => batch.every((c) => c.node || c.connectErrors.length),
       { timeoutMs: 3000 }).catch(() => {});
     landed = fresh.filter((c) => c.node === victim).length;
-    if (landed > 0) break;
+    if (landed > 0) {
+      landedAt = Date.now();
+      break;
+    }
     await sleep(1000);
   }
   const byNode = {};
@@ -428,6 +433,24 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
   report.check('restart: fresh clients connect cleanly', f.length === 0, f.join('; '));
   // The returning node must not pull existing sessions back: affinity, not a hash, decides.
   const moved = groups.all.reduce((a, c) => a + c.disconnects.length, 0) - disconnectsBefore;
+  if (moved) {
+    // What a failure needs: when (relative to the node's restart), which group and node, why;
+    // and the nodes' own view.
+    const hit = groups.all.filter((c) => c.disconnects.length && c.disconnects[c.disconnects.length - 1].at >= restartedAt);
+    const byKey = {};
+    for (const c of hit) {
+      const d = c.disconnects[c.disconnects.length - 1];
+      const k = `${c.group}@${d.node}:${d.reason}${c.welcomes.length > 1 ? '(reconnected before)' : ''}`;
+      byKey[k] = (byKey[k] || 0) + 1;
+    }
+    const at = hit.map((c) => c.disconnects[c.disconnects.length - 1].at - restartedAt).sort((x, y) => x - y);
+    report.note(`disconnects after the restart: ${fmtCounts(byKey)}; at +${at[0]}..+${at[at.length - 1]} ms ` +
+      `after ${victim} was up (fresh batches: ${batches}, first one on ${victim} at +${landedAt - restartedAt} ms)`);
+    const st = await nodeStats(ctx);
+    for (const x of Object.values(st)) {
+      report.note(`${x.name}: connection_errors ${JSON.stringify(x.connection_errors)} disconnect_reasons ${JSON.stringify(x.disconnect_reasons)}`);
+    }
+  }
   report.check('restart: existing sessions undisturbed by the node coming back', moved === 0,
     `${moved} disconnects among ${groups.all.length}` +
     (moved ? `; ${firstErrors(groups.all.filter((c) => c.disconnects.length > 0 && c.disconnects[c.disconnects.length - 1].at >= t0)).join('; ')}` : ''));
