@@ -54,16 +54,33 @@ def test_http_check_takes_a_failing_backend_out_and_back(cluster):
     assert checks and all(dict(e["headers"]).get("User-Agent") == "limpet-health-check" for e in checks)
 
 
-def test_http_check_marks_a_dead_backend_down_and_a_restarted_one_up(cluster):
-    b1 = cluster.backend("k1")
-    port = free_port()
-    lp = start_ops_limpet(cluster, [b1, ("k2", f"127.0.0.1:{port}")], upstream={"health": HTTP_CHECK})
+def test_http_check_marks_a_killed_backend_down_and_a_restarted_one_up(cluster):
+    b1, b2 = cluster.backend("k1"), cluster.backend("k2")
+    lp = start_ops_limpet(cluster, [b1, b2], upstream={"health": HTTP_CHECK})
+    wait_until(lambda: (health_of(lp, "k2") or {}).get("ok", 0) >= 1, 10, "a check of k2 to pass")
+
+    b2.kill()
     wait_state(lp, "k2", "down")
     assert "connect: connection refused" in health_of(lp, "k2")["last"]
+    assert re.search(r"backend k2 \(\S+\) of upstream app is down: 2 checks failed "
+                     r"\(last: connect: connection refused\)", lp.stderr())
     for _ in range(10):
         assert get(lp.port)[0] == 200  # never sent to the dead one, so never a retry or a 502
     retries = re.search(r"limpet_upstream_retries_total (\d+)", lp.metrics_text())
     assert retries and int(retries.group(1)) == 0
+
+    restarted = cluster.backend("k2", args=("--port", str(b2.port)))  # same name, same port
+    wait_state(lp, "k2", "up")
+    assert re.search(r"backend k2 \(\S+\) of upstream app is up: 2 checks passed", lp.stderr())
+    wait_until(lambda: "k2" in {backend_of(lp.port) for _ in range(4)}, 5, "requests to reach k2 again")
+    assert [p for p in restarted.paths() if p.startswith("/echo")]
+
+
+def test_dead_from_the_start(cluster):
+    b1 = cluster.backend("d1")
+    lp = start_ops_limpet(cluster, [b1, ("d2", f"127.0.0.1:{free_port()}")], upstream={"health": HTTP_CHECK})
+    wait_state(lp, "d2", "down")
+    assert all(get(lp.port)[0] == 200 for _ in range(10))
 
 
 def test_status_range_and_single_status(cluster):
