@@ -42,7 +42,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 "$ROOT/bench/tls/tls_bench.py" --help
       ;;

@@ -14,6 +14,9 @@ namespace {
 
 // Plaintext is read one maximum-size TLS record at a time.
 constexpr size_t kReadStep = 16 * 1024;
+// Bytes a record adds to its plaintext, at most: header 5, then TLS 1.3 content type 1 + AEAD tag
+// 16, or TLS 1.2 GCM explicit nonce 8 + tag 16.
+constexpr size_t kRecordOverhead = 5 + 8 + 16;
 
 // What nginx does with plain HTTP on an HTTPS port: answer in plain HTTP, so that the person at
 // the browser or curl sees the mistake instead of a reset.
@@ -154,6 +157,10 @@ bool Filter::on_plain(std::string_view plain, std::string* wire_out) {
     held_.append(plain);
     return true;
   }
+  // Room for every record at once: appending record after record would reallocate and copy
+  // the ciphertext written so far (a 16 KB response is two records).
+  const size_t records = plain.size() / kReadStep + 1;
+  wire_out->reserve(wire_out->size() + plain.size() + records * kRecordOverhead);
   Io io(this, {}, wire_out);
   return write_plain(plain);
 }
@@ -193,13 +200,18 @@ void Filter::on_handshake_done() {
 }
 
 bool Filter::read_plain(std::string* plain) {
+  // Records are decrypted into a per-thread buffer and appended, not into *plain grown by a
+  // record's size: that zero-filled 16 KB on every read (the last SSL_read of each call only
+  // says WANT_READ) and made the stream's scratch string too big to keep, so a keep-alive
+  // request of 100 bytes paid a 16 KB allocation, memset and free (seen in perf, bench/tls).
+  thread_local char record[kReadStep];
   for (;;) {
-    const size_t before = plain->size();
-    plain->resize(before + kReadStep);
     ERR_clear_error();
-    const int n = SSL_read(ssl_, plain->data() + before, static_cast<int>(kReadStep));
-    plain->resize(before + static_cast<size_t>(std::max(n, 0)));
-    if (n > 0) continue;
+    const int n = SSL_read(ssl_, record, static_cast<int>(sizeof record));
+    if (n > 0) {
+      plain->append(record, static_cast<size_t>(n));
+      continue;
+    }
     const int error = SSL_get_error(ssl_, n);
     if (error == SSL_ERROR_WANT_READ) return true;
     if (error == SSL_ERROR_ZERO_RETURN) {
