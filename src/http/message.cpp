@@ -7,6 +7,10 @@ namespace {
 // functions would make the answer depend on the process locale.
 constexpr char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
+// A head that once held a huge message gives its buffer back rather than keep it for the
+// connection's lifetime.
+constexpr size_t kKeepStorage = 4 * 1024;
+
 constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 std::string_view trim_ows(std::string_view s) {
@@ -40,6 +44,33 @@ std::optional<std::string_view> HeadBase::header(std::string_view name) const {
     if (iequals(h.name, name)) return h.value;
   }
   return std::nullopt;
+}
+
+void HeadBase::clear() {
+  if (storage.capacity() > kKeepStorage) {
+    std::string().swap(storage);
+  } else {
+    storage.clear();
+  }
+  headers.clear();
+  http_major = 1;
+  http_minor = 1;
+  keep_alive = true;
+  chunked = false;
+  content_length.reset();
+}
+
+void RequestHead::clear() {
+  HeadBase::clear();
+  method = target = path = query = {};
+  upgrade = false;
+  websocket = false;
+}
+
+void ResponseHead::clear() {
+  HeadBase::clear();
+  status = 0;
+  reason = {};
 }
 
 }  // namespace limpet::http

@@ -53,6 +53,15 @@ Parser::Outcome Parser::finish() {
 
 void Parser::resume() { llhttp_resume(&parser_); }
 
+void Parser::reset() {
+  llhttp_reset(&parser_);
+  in_message_ = false;
+  head_done_ = false;
+  no_body_response_ = false;
+  error_status_ = 400;
+  error_reason_.clear();
+}
+
 void Parser::resume_after_upgrade() { llhttp_resume_after_upgrade(&parser_); }
 
 Parser::Outcome Parser::outcome(llhttp_errno_t err, const char* data, size_t len) {
@@ -116,11 +125,16 @@ int Parser::on_message_begin() {
   in_message_ = true;
   head_done_ = false;
   in_field_ = false;
-  head_storage_.clear();
   header_spans_.clear();
   method_ = target_ = reason_ = Span{};
   if (kind_ == Kind::kRequest) {
-    request_ = std::make_unique<RequestHead>();
+    if (request_) {
+      request_->clear();
+    } else {
+      request_ = std::make_unique<RequestHead>();
+    }
+  } else if (response_) {
+    response_->clear();
   } else {
     response_ = std::make_unique<ResponseHead>();
   }
@@ -128,15 +142,16 @@ int Parser::on_message_begin() {
 }
 
 // Appends one piece of the head to `span`. llhttp delivers the pieces of a head in order and
-// finishes each one before the next starts, so every span is contiguous in head_storage_.
+// finishes each one before the next starts, so every span is contiguous in the head's storage.
 int Parser::append_head(std::string_view data, Span* span, bool start_line) {
-  if (span->length == 0) span->offset = head_storage_.size();
-  head_storage_.append(data);
+  std::string& storage = head().storage;
+  if (span->length == 0) span->offset = storage.size();
+  storage.append(data);
   span->length += data.size();
   if (start_line && span->length > limits_.max_start_line) {
     return fail(kind_ == Kind::kRequest ? 414 : 502, "request line too long");
   }
-  size_t head_size = head_storage_.size() + header_spans_.size() * kHeaderLineOverhead;
+  size_t head_size = storage.size() + header_spans_.size() * kHeaderLineOverhead;
   if (head_size > limits_.max_head) return fail(431, "request header fields too large");
   return 0;
 }
@@ -154,7 +169,6 @@ int Parser::on_header_value(std::string_view data) {
 }
 
 void Parser::finalize_head(HeadBase& head) {
-  head.storage = std::move(head_storage_);
   auto view = [&head](Span s) { return std::string_view(head.storage).substr(s.offset, s.length); };
   head.headers.reserve(header_spans_.size());
   for (const auto& [name, value] : header_spans_) head.headers.push_back({view(name), view(value)});

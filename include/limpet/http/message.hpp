@@ -1,5 +1,6 @@
 // Parsed HTTP/1.1 message heads. The parser fills `storage` and points every string_view into it,
 // so a parsed head is held by pointer and never copied or moved (SSO would dangle the views).
+// A parser reuses one head object for every message it parses (clear() keeps the buffers).
 // Tests may point the views at string literals instead. Owning worker only.
 #pragma once
 
@@ -32,6 +33,8 @@ struct HeadBase {
 
   // First header with this name (case-insensitive), or nullopt.
   std::optional<std::string_view> header(std::string_view name) const;
+  // Empties the head for the next message, keeping its buffers (no allocation per message).
+  void clear();
 };
 
 struct RequestHead : HeadBase {
@@ -41,11 +44,13 @@ struct RequestHead : HeadBase {
   std::string_view query;   // after '?', without it; empty if none
   bool upgrade = false;     // Connection: upgrade + Upgrade header present
   bool websocket = false;   // a valid RFC 6455 upgrade (Upgrade: websocket, key, version 13)
+  void clear();
 };
 
 struct ResponseHead : HeadBase {
   int status = 0;
   std::string_view reason;
+  void clear();
 };
 
 }  // namespace limpet::http

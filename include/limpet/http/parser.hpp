@@ -1,6 +1,7 @@
 // Incremental HTTP/1.1 parser for requests and responses over llhttp in strict mode (no lenient
 // flags: conflicting Content-Length/Transfer-Encoding, bad chunking and bare LF are errors).
-// Builds an owned head, streams decoded body bytes to a delegate, and stops after each message
+// Builds an owned head (one head object reused for every message: no allocation per message once
+// its buffers have grown), streams decoded body bytes to a delegate, and stops after each message
 // so pipelined requests are handled one at a time. Owning worker only.
 #pragma once
 
@@ -57,6 +58,8 @@ class Parser {
   // cut short.
   Outcome finish();
   void resume();  // after kPaused
+  // Ready for a new connection (a parser kept for the next exchange), buffers kept.
+  void reset();
   // A request with Upgrade that we decline to tunnel: keep parsing it as plain HTTP.
   void resume_after_upgrade();
   // Responses to HEAD have no body although they may carry Content-Length.
@@ -68,8 +71,10 @@ class Parser {
   // Body framing of the current message as sent: until-close responses need EOF.
   bool needs_eof() const { return llhttp_message_needs_eof(&parser_) != 0; }
 
+  // The head of the current (or last) message; valid until the next message begins.
   const RequestHead& request() const { return *request_; }
   const ResponseHead& response() const { return *response_; }
+  // Tests: keep a head beyond the next message (the parser then allocates a new one).
   std::unique_ptr<RequestHead> take_request() { return std::move(request_); }
 
   // For kError: the status to answer a client with (400, 413, 414, 431) and a short reason.
@@ -77,7 +82,8 @@ class Parser {
   const std::string& error_reason() const { return error_reason_; }
 
  private:
-  // Head under construction: bytes accumulate in head_storage_, spans as offsets until complete.
+  // Head under construction: bytes accumulate in the head's storage, spans as offsets until
+  // complete (the storage may reallocate while it grows).
   struct Span {
     size_t offset = 0;
     size_t length = 0;
@@ -102,6 +108,7 @@ class Parser {
   int fail(int status, std::string reason);
   Outcome outcome(llhttp_errno_t err, const char* data, size_t len);
   void finalize_head(HeadBase& head);
+  HeadBase& head() { return kind_ == Kind::kRequest ? static_cast<HeadBase&>(*request_) : *response_; }
 
   Kind kind_;
   ParserLimits limits_;
@@ -109,7 +116,6 @@ class Parser {
   llhttp_settings_t settings_{};
   llhttp_t parser_{};
 
-  std::string head_storage_;
   Span method_, target_, reason_;
   std::vector<std::pair<Span, Span>> header_spans_;
   bool in_field_ = false;

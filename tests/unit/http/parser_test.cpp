@@ -212,5 +212,38 @@ TEST_F(ResponseFixture, HeadResponseHasNoBody) {
   EXPECT_EQ(rec.messages, 1);
 }
 
+// The proxy keeps one parser per connection: every message reuses the same head and its buffers,
+// and nothing of an earlier message leaks into the next.
+TEST_F(RequestFixture, PipelinedRequestsReuseOneHead) {
+  const std::string first =
+      "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-First: yes\r\n\r\nhi";
+  const std::string second = "GET /next?x=1 HTTP/1.0\r\nHost: b\r\n\r\n";
+  ASSERT_EQ(parser.execute(first).state, Parser::State::kPaused);
+  const RequestHead* head = &parser.request();
+  EXPECT_TRUE(head->content_length.has_value());
+  const size_t capacity = head->storage.capacity();
+  parser.resume();
+  ASSERT_EQ(parser.execute(second).state, Parser::State::kPaused);
+  EXPECT_EQ(&parser.request(), head);
+  EXPECT_EQ(head->storage.capacity(), capacity);
+  EXPECT_EQ(head->method, "GET");
+  EXPECT_EQ(head->target, "/next?x=1");
+  EXPECT_EQ(head->query, "x=1");
+  EXPECT_EQ(head->http_minor, 0);
+  ASSERT_EQ(head->headers.size(), 1u);
+  EXPECT_EQ(*head->header("host"), "b");
+  EXPECT_FALSE(head->content_length.has_value());
+  EXPECT_FALSE(head->header("x-first").has_value());
+}
+
+TEST_F(ResponseFixture, ResetStartsAFreshConnection) {
+  ASSERT_EQ(parser.execute("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").state,
+            Parser::State::kNeedMore);
+  parser.reset();  // the connection went away mid-body; the next one starts clean
+  ASSERT_EQ(parser.execute("HTTP/1.1 204 No Content\r\n\r\n").state, Parser::State::kPaused);
+  EXPECT_EQ(parser.response().status, 204);
+  EXPECT_EQ(rec.messages, 1);
+}
+
 }  // namespace
 }  // namespace limpet::http
