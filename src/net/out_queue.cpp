@@ -1,6 +1,29 @@
 #include "limpet/net/out_queue.hpp"
 
+#include <algorithm>
+
 namespace limpet::net {
+namespace {
+
+size_t total_size(std::span<const std::string_view> parts) {
+  size_t n = 0;
+  for (auto p : parts) n += p.size();
+  return n;
+}
+
+// The bytes of `parts` from offset `skip` on, in one string.
+std::string concat_from(std::span<const std::string_view> parts, size_t skip, size_t total) {
+  std::string out;
+  out.reserve(total - skip);
+  for (auto p : parts) {
+    size_t drop = std::min(skip, p.size());
+    out.append(p.substr(drop));
+    skip -= drop;
+  }
+  return out;
+}
+
+}  // namespace
 
 struct OutQueue::WriteReq {
   uv_write_t req;
@@ -10,34 +33,39 @@ struct OutQueue::WriteReq {
 
 void OutQueue::attach(uv_stream_t* stream) {
   stream_ = stream;
-  std::deque<std::string> waiting;
+  std::vector<std::string> waiting;
   waiting.swap(queue_);
   queued_ = 0;
-  for (const auto& chunk : waiting) submit(chunk);
+  for (const auto& chunk : waiting) write(chunk);
 }
 
-void OutQueue::write(std::string_view data) {
-  if (data.empty()) return;
+void OutQueue::write(std::span<const std::string_view> parts) {
+  const size_t total = total_size(parts);
+  if (total == 0) return;
   if (stream_ == nullptr) {
-    queue_.emplace_back(data);
-    queued_ += data.size();
+    queue_.push_back(concat_from(parts, 0, total));
+    queued_ += total;
     if (above_high_water()) was_high_ = true;
     return;
   }
-  submit(data);
+  submit(parts, total);
 }
 
-void OutQueue::submit(std::string_view data) {
-  if (in_flight_ == 0) {
-    uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
-    int n = uv_try_write(stream_, &buf, 1);
-    if (n > 0) {
-      sent_ += static_cast<size_t>(n);
-      data.remove_prefix(static_cast<size_t>(n));
+void OutQueue::submit(std::span<const std::string_view> parts, size_t total) {
+  size_t written = 0;
+  if (in_flight_ == 0 && parts.size() <= kMaxParts) {
+    uv_buf_t bufs[kMaxParts];
+    for (size_t i = 0; i < parts.size(); ++i) {
+      bufs[i] = uv_buf_init(const_cast<char*>(parts[i].data()), static_cast<unsigned>(parts[i].size()));
     }
-    if (data.empty()) return;
+    int n = uv_try_write(stream_, bufs, static_cast<unsigned>(parts.size()));
+    if (n > 0) {
+      written = static_cast<size_t>(n);
+      sent_ += written;
+    }
+    if (written == total) return;
   }
-  auto* req = new WriteReq{uv_write_t{}, this, std::string(data)};
+  auto* req = new WriteReq{uv_write_t{}, this, concat_from(parts, written, total)};
   req->req.data = req;
   uv_buf_t buf = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
   int rc = uv_write(&req->req, stream_, &buf, 1, on_write_cb);
@@ -49,8 +77,8 @@ void OutQueue::submit(std::string_view data) {
     delete req;
     return;
   }
-  in_flight_ += data.size();
-  sent_ += data.size();
+  in_flight_ += req->data.size();
+  sent_ += req->data.size();
   if (above_high_water()) was_high_ = true;
 }
 
@@ -63,7 +91,7 @@ void OutQueue::on_write(WriteReq* req, int status) {
   in_flight_ -= req->data.size();
   delete req;
   if (status != 0) {
-    if (status != UV_ECANCELED && on_error) on_error(status);
+    if (status != UV_ECANCELED && listener_) listener_->on_queue_error(status);
     return;
   }
   note_progress();
@@ -72,7 +100,7 @@ void OutQueue::on_write(WriteReq* req, int status) {
 void OutQueue::note_progress() {
   if ((was_high_ && pending() < kLowWater) || drained()) {
     was_high_ = false;
-    if (on_writable) on_writable();
+    if (listener_) listener_->on_queue_writable();
   }
 }
 

@@ -1,5 +1,7 @@
 #include "limpet/net/stream.hpp"
 
+#include <vector>
+
 namespace limpet::net {
 namespace {
 
@@ -13,42 +15,57 @@ void trim_scratch(std::string& scratch) {
 
 }  // namespace
 
-Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers) {
+// The filter and its scratch buffers (reused across reads while small), allocated only for
+// filtered streams so that a plain stream carries none of it.
+struct Stream::Filtering {
+  std::unique_ptr<StreamFilter> filter;
+  std::string plain;
+  std::string wire;
+};
+
+Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers), out_(this) {
   uv_tcp_init(loop, &tcp_);
-  uv_timer_init(loop, &timer_);
   tcp_.data = this;
-  timer_.data = this;
-  out_.on_writable = [this] {
-    maybe_shutdown();
-    if (delegate_ && !closing_) delegate_->on_writable(this);
-  };
-  out_.on_error = [this](int status) {
-    if (delegate_ && !closing_) delegate_->on_end(this, status);
-  };
 }
 
 Stream::~Stream() = default;
 
-void Stream::write(std::string_view data) {
+void Stream::set_filter(std::unique_ptr<StreamFilter> filter) {
+  filter_ = std::make_unique<Filtering>();
+  filter_->filter = std::move(filter);
+}
+
+void Stream::on_queue_writable() {
+  maybe_shutdown();
+  if (delegate_ && !closing_) delegate_->on_writable(this);
+}
+
+void Stream::on_queue_error(int status) {
+  if (delegate_ && !closing_) delegate_->on_end(this, status);
+}
+
+void Stream::write(std::span<const std::string_view> parts) {
   // Until the filter starts (connect in flight) plaintext waits in the queue like unfiltered bytes:
   // backpressure counts it, and a failed connect hands it back through take_queued().
   if (!filter_ || !filter_started_) {
-    out_.write(data);
+    out_.write(parts);
     return;
   }
-  filter_wire_.clear();
-  bool ok = filter_->on_plain(data, &filter_wire_);
-  out_.write(filter_wire_);
-  trim_scratch(filter_wire_);
+  std::string& wire = filter_->wire;
+  wire.clear();
+  bool ok = true;
+  for (auto part : parts) ok = ok && filter_->filter->on_plain(part, &wire);
+  out_.write(wire);
+  trim_scratch(wire);
   if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
 }
 
 void Stream::start_filter() {
   if (!filter_) return;
   filter_started_ = true;
-  filter_wire_.clear();
-  bool ok = filter_->start(&filter_wire_);
-  out_.write(filter_wire_);
+  filter_->wire.clear();
+  bool ok = filter_->filter->start(&filter_->wire);
+  out_.write(filter_->wire);
   if (!ok && delegate_ && !closing_) delegate_->on_end(this, UV_EPROTO);
 }
 
@@ -58,17 +75,18 @@ void Stream::deliver(std::string_view wire) {
     delegate_->on_data(this, wire);
     return;
   }
-  filter_plain_.clear();
-  filter_wire_.clear();
-  bool ok = filter_->on_wire(wire, &filter_plain_, &filter_wire_);
-  out_.write(filter_wire_);
-  if (!filter_plain_.empty()) delegate_->on_data(this, filter_plain_);
-  trim_scratch(filter_plain_);
-  trim_scratch(filter_wire_);
+  Filtering& f = *filter_;
+  f.plain.clear();
+  f.wire.clear();
+  bool ok = f.filter->on_wire(wire, &f.plain, &f.wire);
+  out_.write(f.wire);
+  if (!f.plain.empty()) delegate_->on_data(this, f.plain);
+  trim_scratch(f.plain);
+  trim_scratch(f.wire);
   if (!delegate_ || closing_) return;
   if (!ok) {
     delegate_->on_end(this, UV_EPROTO);
-  } else if (filter_->peer_closed() && !filter_eof_) {
+  } else if (f.filter->peer_closed() && !filter_eof_) {
     filter_eof_ = true;
     stop_reading();
     delegate_->on_end(this, UV_EOF);
@@ -86,7 +104,7 @@ void Stream::on_connect_cb(uv_connect_t* req, int status) {
   if (status == UV_ECANCELED || self->closing_) return;
   if (status == 0) {
     // Plaintext queued during the connect follows the filter's first flight, encrypted.
-    std::deque<std::string> early;
+    std::vector<std::string> early;
     if (self->filter_) early = self->out_.take_queued();
     self->out_.attach(self->uv());
     self->start_filter();
@@ -144,9 +162,9 @@ void Stream::maybe_shutdown() {
   if (!shutdown_wanted_ || shutdown_sent_ || closing_) return;
   if (filter_ && !shutdown_notified_) {
     shutdown_notified_ = true;
-    filter_wire_.clear();
-    filter_->on_shutdown(&filter_wire_);
-    out_.write(filter_wire_);
+    filter_->wire.clear();
+    filter_->filter->on_shutdown(&filter_->wire);
+    out_.write(filter_->wire);
   }
   if (!out_.drained()) return;
   shutdown_sent_ = true;
@@ -158,14 +176,33 @@ void Stream::on_shutdown_cb(uv_shutdown_t*, int) {}
 
 void Stream::set_timeout(uint64_t ms) {
   if (closing_) return;
-  uv_timer_start(&timer_, on_timer_cb, ms, 0);
+  if (timer_ == nullptr) {
+    timer_ = new uv_timer_t;
+    uv_timer_init(tcp_.loop, timer_);
+    timer_->data = this;
+    ++open_handles_;
+  }
+  const uint64_t now = uv_now(tcp_.loop);
+  deadline_ = now + ms;
+  if (timer_due_ == 0 || timer_due_ > deadline_) {
+    timer_due_ = deadline_;
+    uv_timer_start(timer_, on_timer_cb, ms, 0);
+  }
 }
-
-void Stream::clear_timeout() { uv_timer_stop(&timer_); }
 
 void Stream::on_timer_cb(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
-  if (self->delegate_ && !self->closing_) self->delegate_->on_timeout(self);
+  self->timer_due_ = 0;
+  if (self->deadline_ == 0 || self->closing_) return;
+  const uint64_t now = uv_now(t->loop);
+  if (now < self->deadline_) {
+    // The deadline moved later since the timer was armed.
+    self->timer_due_ = self->deadline_;
+    uv_timer_start(t, on_timer_cb, self->deadline_ - now, 0);
+    return;
+  }
+  self->deadline_ = 0;
+  if (self->delegate_) self->delegate_->on_timeout(self);
 }
 
 void Stream::close() {
@@ -174,11 +211,12 @@ void Stream::close() {
   reading_ = false;
   out_.detach();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close_cb);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close_cb);
+  if (timer_ != nullptr) uv_close(reinterpret_cast<uv_handle_t*>(timer_), on_close_cb);
 }
 
 void Stream::on_close_cb(uv_handle_t* h) {
   auto* self = static_cast<Stream*>(h->data);
+  if (h->type == UV_TIMER) delete reinterpret_cast<uv_timer_t*>(h);
   if (--self->open_handles_ > 0) return;
   if (self->delegate_) self->delegate_->on_closed(self);
   delete self;

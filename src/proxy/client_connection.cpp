@@ -89,9 +89,10 @@ ClientConnection::ClientConnection(WorkerContext* worker,
       listener_(std::move(listener)),
       client_(client),
       client_ip_(net::peer_ip(client->tcp())),
-      request_parser_(http::Parser::Kind::kRequest,
-                      {listener_->config->max_header_size, listener_->config->max_request_line},
-                      &request_side_) {
+      request_parser_(std::make_unique<http::Parser>(
+          http::Parser::Kind::kRequest,
+          http::ParserLimits{listener_->config->max_header_size, listener_->config->max_request_line},
+          &request_side_)) {
   request_side_.self = this;
   response_side_.self = this;
   ++*listener_->open_connections;
@@ -107,7 +108,7 @@ ClientConnection::~ClientConnection() {
 }
 
 void ClientConnection::begin_shutdown() {
-  if (state_ == State::kReadingHead && !request_parser_.in_head() && pending_in_.empty()) {
+  if (state_ == State::kReadingHead && !request_parser_->in_head() && pending_in_.empty()) {
     close_all();
   } else if (state_ == State::kTunnel) {
     uint64_t spread = worker_->close_spread_ms;
@@ -198,7 +199,7 @@ void ClientConnection::on_timeout(net::Stream* s) {
   }
   switch (state_) {
     case State::kReadingHead:
-      if (request_parser_.in_head() || !pending_in_.empty()) {
+      if (request_parser_->in_head() || !pending_in_.empty()) {
         respond_error(408);
       } else {
         close_all();  // idle keep-alive connection
@@ -225,7 +226,7 @@ void ClientConnection::on_client_data(std::string_view data) {
     update_client_reading();
     return;
   }
-  auto outcome = request_parser_.execute(data);
+  auto outcome = request_parser_->execute(data);
   if (state_ == State::kClosing) return;
   switch (outcome.state) {
     case http::Parser::State::kNeedMore:
@@ -253,23 +254,23 @@ void ClientConnection::on_request_paused(http::Parser::State state) {
   request_paused_ = true;
   // An Upgrade we do not tunnel (not a valid WebSocket handshake) continues as plain HTTP.
   if (state == http::Parser::State::kUpgrade && request_ && !request_->websocket) {
-    request_parser_.resume_after_upgrade();
+    request_parser_->resume_after_upgrade();
   }
 }
 
 void ClientConnection::on_request_error() {
-  LOG_INFO("bad request from %s: %s", client_ip_.c_str(), request_parser_.error_reason().c_str());
+  LOG_INFO("bad request from %s: %s", client_ip_.c_str(), request_parser_->error_reason().c_str());
   if (state_ == State::kExchange && response_started_) {
     close_all();
   } else {
-    respond_error(request_parser_.error_status());
+    respond_error(request_parser_->error_status());
   }
 }
 
 bool ClientConnection::on_request_head() {
   worker_->counters.requests.fetch_add(1, std::memory_order_relaxed);
   client_->clear_timeout();
-  request_ = request_parser_.take_request();
+  request_ = &request_parser_->request();
   request_started_ns_ = uv_hrtime();
   connect_started_ns_ = 0;
   response_bytes_before_ = client_->out().bytes_sent();
@@ -335,8 +336,7 @@ void ClientConnection::update_client_reading() {
 
 void ClientConnection::next_request() {
   state_ = State::kReadingHead;
-  request_.reset();
-  response_parser_.reset();
+  request_ = nullptr;
   route_ = {};
   backend_ = -1;
   if (client_ended_) {
@@ -347,7 +347,7 @@ void ClientConnection::next_request() {
                                            : ms(lconf().header_timeout));
   if (request_paused_) {
     request_paused_ = false;
-    request_parser_.resume();
+    request_parser_->resume();
   }
   if (!pending_in_.empty()) {
     client_->set_timeout(ms(lconf().header_timeout));
@@ -366,6 +366,7 @@ void ClientConnection::start_exchange() {
   response_started_ = false;
   response_head_seen_ = false;
   interim_response_ = false;
+  response_framing_ = http::BodyFraming::kNone;
   close_after_response_ = worker_->shutting_down;
   handshake_body_.clear();
   handshake_learning_ = false;
@@ -381,7 +382,7 @@ void ClientConnection::start_exchange() {
   connect_upstream(route_.backend, {});
 }
 
-void ClientConnection::connect_upstream(int backend, std::deque<std::string> payload) {
+void ClientConnection::connect_upstream(int backend, std::vector<std::string> payload) {
   const auto& b = upstream().backends()[static_cast<size_t>(backend)];
   backend_ = backend;
   tried_.push_back(backend);
@@ -391,10 +392,20 @@ void ClientConnection::connect_upstream(int backend, std::deque<std::string> pay
             request_->method.data(), static_cast<int>(request_->target.size()),
             request_->target.data(), b.config->name.c_str(), balancer::to_string(route_.reason));
 
-  upstream_key_ = std::to_string(b.state->id) + "|" + b.config->address.text;
+  // Built in place: the key keeps its buffer from one request to the next.
+  char id[16];
+  auto [id_end, ec] = std::to_chars(id, id + sizeof id, b.state->id);
+  (void)ec;
+  upstream_key_.assign(id, id_end);
+  upstream_key_ += '|';
+  upstream_key_ += b.config->address.text;
   if (listener_->upstream_tls != nullptr) upstream_key_ += "|tls";  // never reuse across a TLS switch
-  response_parser_ = std::make_unique<http::Parser>(
-      http::Parser::Kind::kResponse, http::ParserLimits{64 * 1024, 8 * 1024}, &response_side_);
+  if (response_parser_) {
+    response_parser_->reset();
+  } else {
+    response_parser_ = std::make_unique<http::Parser>(
+        http::Parser::Kind::kResponse, http::ParserLimits{64 * 1024, 8 * 1024}, &response_side_);
+  }
   response_parser_->expect_no_body_response(request_->method == "HEAD");
 
   if (net::Stream* pooled = worker_->pool.take(upstream_key_)) {
@@ -465,7 +476,7 @@ void ClientConnection::retry_elsewhere(int status_if_not) {
 }
 
 // The request head, or on a retry everything the failed attempt had queued (head included).
-void ClientConnection::write_payload(const std::deque<std::string>& payload) {
+void ClientConnection::write_payload(const std::vector<std::string>& payload) {
   if (payload.empty()) {
     upstream_->write(request_head_out_);
     return;
@@ -482,6 +493,7 @@ void ClientConnection::on_upstream_data(std::string_view data) {
     if (state_ != State::kExchange) return;  // an error answer was sent from a callback
     switch (outcome.state) {
       case http::Parser::State::kNeedMore:
+        flush_response_head();  // the body comes with a later read
         return;
       case http::Parser::State::kPaused:
         rest.remove_prefix(outcome.consumed);
@@ -549,6 +561,7 @@ void ClientConnection::upstream_failed(int status_to_client, const char* why) {
             backend_ >= 0 ? upstream().backends()[backend_].config->name.c_str() : "-", why,
             status_to_client);
   if (response_started_) {
+    flush_response_head();
     close_all();  // the client has part of a response: only closing tells it
   } else {
     respond_error(status_to_client);
@@ -557,11 +570,10 @@ void ClientConnection::upstream_failed(int status_to_client, const char* why) {
 
 bool ClientConnection::on_response_head() {
   const http::ResponseHead& resp = response_parser_->response();
-  std::string head;
   if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
     interim_response_ = true;
-    http::build_response_head(resp, {}, &head);
-    client_->write(head);
+    http::build_response_head(resp, {}, &response_head_out_);
+    client_->write(response_head_out_);
     return false;
   }
   response_head_seen_ = true;
@@ -598,8 +610,9 @@ bool ClientConnection::on_response_head() {
     handshake_learning_ = resp.status == 200;
     handshake_encoded_ = resp.header("content-encoding").has_value();
   }
-  http::build_response_head(resp, options, &head);
-  client_->write(head);
+  http::build_response_head(resp, options, &response_head_out_);
+  response_head_pending_ = true;
+  if (resp.status == 101) flush_response_head();  // tunnel bytes follow it at once
   response_started_ = true;
   worker_->counters.responses_by_class[std::min(resp.status / 100, 5)].fetch_add(
       1, std::memory_order_relaxed);
@@ -612,15 +625,23 @@ bool ClientConnection::on_response_body(std::string_view data) {
     handshake_body_.append(data.substr(0, room));
     learn_session_from_body(false);
   }
-  write_body(client_, response_framing_, data);
+  write_body(client_, response_framing_, data, pending_response_head());
+  response_head_pending_ = false;
   if (client_->out().above_high_water()) upstream_->stop_reading();
   return true;
 }
 
 void ClientConnection::on_response_end() {
   if (interim_response_) return;
-  if (response_framing_ == http::BodyFraming::kChunked) client_->write("0\r\n\r\n");
+  flush_response_head(response_framing_ == http::BodyFraming::kChunked ? "0\r\n\r\n" : "");
   if (handshake_learning_) learn_session_from_body(true);
+}
+
+// The response head if it still waits, then `tail`, in one write.
+void ClientConnection::flush_response_head(std::string_view tail) {
+  std::string_view parts[] = {pending_response_head(), tail};
+  response_head_pending_ = false;
+  client_->write(parts);
 }
 
 void ClientConnection::learn_session_from_body(bool final) {
@@ -654,8 +675,9 @@ void ClientConnection::complete_exchange(bool upstream_clean) {
   bool reusable = upstream_clean && !upstream_ended_ && request_done_ && !worker_->shutting_down &&
                   response_parser_->response().keep_alive;
   if (reusable) {
+    // It keeps reading: the pool watches it for a close, and stopping and restarting the read
+    // would cost two epoll_ctl calls per request.
     upstream_->clear_timeout();
-    upstream_->stop_reading();
     worker_->pool.give(upstream_key_, upstream_, upstream().config().keepalive_max_idle,
                        ms(upstream().config().keepalive_idle_timeout));
     upstream_ = nullptr;
@@ -718,9 +740,11 @@ void ClientConnection::log_access(int status) {
   log::access(line);
 }
 
-void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, std::string_view data) {
+void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, std::string_view data,
+                                  std::string_view head) {
   if (framing != http::BodyFraming::kChunked) {
-    to->write(data);
+    std::string_view parts[] = {head, data};
+    to->write(parts);
     return;
   }
   char size_line[24];
@@ -728,9 +752,9 @@ void ClientConnection::write_body(net::Stream* to, http::BodyFraming framing, st
   (void)ec;
   *end++ = '\r';
   *end++ = '\n';
-  to->write(std::string_view(size_line, static_cast<size_t>(end - size_line)));
-  to->write(data);
-  to->write("\r\n");
+  std::string_view parts[] = {head, std::string_view(size_line, static_cast<size_t>(end - size_line)),
+                              data, "\r\n"};
+  to->write(parts);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -743,7 +767,7 @@ void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
   const auto& b = upstream().backends()[static_cast<size_t>(backend_)];
   b.state->tunnels.fetch_add(1, std::memory_order_relaxed);
   worker_->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
-  response_parser_.reset();
+  release_http_state();
   tunnel_ = std::make_unique<TunnelState>();
   upstream_->clear_timeout();
   client_->set_timeout(ms(lconf().tunnel_idle_timeout));
@@ -756,6 +780,19 @@ void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
   client_->start_reading();
   upstream_->start_reading();
   if (worker_->shutting_down) begin_shutdown();
+}
+
+// A tunnel speaks no more HTTP: what only requests needed goes, so that an idle tunnel holds as
+// little as possible (design §6).
+void ClientConnection::release_http_state() {
+  request_ = nullptr;
+  request_parser_.reset();
+  response_parser_.reset();
+  std::string().swap(request_head_out_);
+  std::string().swap(response_head_out_);
+  std::string().swap(upstream_key_);
+  std::string().swap(handshake_body_);
+  std::vector<int>().swap(tried_);
 }
 
 void ClientConnection::tunnel_data(net::Stream* from, std::string_view data) {

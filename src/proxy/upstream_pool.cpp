@@ -17,8 +17,8 @@ net::Stream* UpstreamPool::take(const std::string& key) {
   it->second.pop_back();
   --idle_total_;
   ++reused_;
+  // Still reading: the caller, its new delegate, receives the response.
   s->clear_timeout();
-  s->stop_reading();
   s->set_delegate(nullptr);
   s->user_data = nullptr;
   return s;

@@ -8,13 +8,24 @@
 #include <uv.h>
 
 #include <cstddef>
-#include <deque>
-#include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace limpet::net {
+
+// What an OutQueue reports to its owner (a plain interface: no std::function per stream).
+class OutQueueListener {
+ public:
+  virtual ~OutQueueListener() = default;
+  // Pending bytes fell under kLowWater after having been above kHighWater, or everything has
+  // been written (drained()).
+  virtual void on_queue_writable() = 0;
+  // Never from inside write(): a write error (the peer is gone).
+  virtual void on_queue_error(int status) = 0;
+};
 
 class OutQueue {
  public:
@@ -22,14 +33,10 @@ class OutQueue {
   // it may resume (design §6).
   static constexpr size_t kHighWater = 256 * 1024;
   static constexpr size_t kLowWater = 64 * 1024;
+  // Most pieces one gathered write takes (a response head, a chunk size line, data, CRLF).
+  static constexpr size_t kMaxParts = 4;
 
-  // Called when pending bytes fall under kLowWater after having been above kHighWater, and when
-  // everything has been written (drained()).
-  std::function<void()> on_writable;
-  // Called, never from inside write(), on a write error (the peer is gone).
-  std::function<void(int status)> on_error;
-
-  OutQueue() = default;
+  explicit OutQueue(OutQueueListener* listener = nullptr) : listener_(listener) {}
   OutQueue(const OutQueue&) = delete;
   OutQueue& operator=(const OutQueue&) = delete;
 
@@ -38,9 +45,12 @@ class OutQueue {
   // Forget the stream (it is being closed); in-flight writes complete with an error status.
   void detach() { stream_ = nullptr; }
 
-  void write(std::string_view data);
+  void write(std::string_view data) { write(std::span<const std::string_view>(&data, 1)); }
+  // The pieces in order, with one system call when the socket takes them all (at most
+  // kMaxParts pieces).
+  void write(std::span<const std::string_view> parts);
   // Bytes written before attach(), handed over (a connect failed: they go to another stream).
-  std::deque<std::string> take_queued() {
+  std::vector<std::string> take_queued() {
     queued_ = 0;
     return std::exchange(queue_, {});
   }
@@ -54,11 +64,12 @@ class OutQueue {
   struct WriteReq;
   static void on_write_cb(uv_write_t* req, int status);
   void on_write(WriteReq* req, int status);
-  void submit(std::string_view data);
+  void submit(std::span<const std::string_view> parts, size_t total);
   void note_progress();
 
+  OutQueueListener* listener_;
   uv_stream_t* stream_ = nullptr;
-  std::deque<std::string> queue_;  // written before attach()
+  std::vector<std::string> queue_;  // written before attach()
   size_t queued_ = 0;
   size_t in_flight_ = 0;  // handed to uv_write, not completed
   size_t sent_ = 0;

@@ -1,17 +1,18 @@
-// A TCP connection on a worker loop: the uv_tcp_t, one timer, the outgoing queue, reads into
-// borrowed pool buffers (nothing held while idle). Heap-allocated and self-deleting: close()
-// closes both handles and the object frees itself in the last close callback, after telling its
-// delegate. Owning worker only.
+// A TCP connection on a worker loop: the uv_tcp_t, the outgoing queue, reads into borrowed pool
+// buffers (nothing held while idle), and a timer created on the first set_timeout (streams whose
+// owner keeps time elsewhere carry none). Heap-allocated and self-deleting: close() closes the
+// handles and the object frees itself in the last close callback, after telling its delegate.
+// Owning worker only.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
-#include <string_view>
-
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "limpet/net/out_queue.hpp"
 #include "limpet/net/stream_filter.hpp"
@@ -35,7 +36,7 @@ class StreamDelegate {
   virtual void on_timeout(Stream* s) = 0;
 };
 
-class Stream {
+class Stream : private OutQueueListener {
  public:
   Stream(uv_loop_t* loop, BufferPool* buffers);
   Stream(const Stream&) = delete;
@@ -57,17 +58,22 @@ class Stream {
   bool reading() const { return reading_; }
 
   // Install before accepted()/connect: every byte then goes through `filter` (TLS).
-  void set_filter(std::unique_ptr<StreamFilter> filter) { filter_ = std::move(filter); }
+  void set_filter(std::unique_ptr<StreamFilter> filter);
   bool filtered() const { return filter_ != nullptr; }
 
-  void write(std::string_view data);
+  void write(std::string_view data) { write(std::span<const std::string_view>(&data, 1)); }
+  // The pieces in order, gathered into one system call when the socket takes them all.
+  void write(std::span<const std::string_view> parts);
   OutQueue& out() { return out_; }
   // Half-close our sending side once everything queued has been written.
   void shutdown_after_writes();
   bool write_side_shut() const { return shutdown_wanted_; }
 
+  // One deadline per stream: on_timeout runs `ms` from now unless set again or cleared first.
+  // Moving the deadline later (every request, every tunnel message) touches no timer: the timer
+  // fires at the old deadline and sleeps again until the new one.
   void set_timeout(uint64_t ms);
-  void clear_timeout();
+  void clear_timeout() { deadline_ = 0; }
 
   void close();
   bool closing() const { return closing_; }
@@ -76,7 +82,10 @@ class Stream {
   void* user_data = nullptr;  // free for the owner (the pool keys idle streams with it)
 
  private:
-  ~Stream();  // only via close()
+  struct Filtering;
+  ~Stream() override;  // only via close()
+  void on_queue_writable() override;
+  void on_queue_error(int status) override;
   static void on_alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_connect_cb(uv_connect_t* req, int status);
@@ -88,20 +97,20 @@ class Stream {
   void deliver(std::string_view wire);
 
   uv_tcp_t tcp_{};
-  uv_timer_t timer_{};
+  uv_timer_t* timer_ = nullptr;  // created by the first set_timeout
+  uint64_t deadline_ = 0;        // loop time (ms) of the next on_timeout; 0: none
+  uint64_t timer_due_ = 0;       // loop time the timer is armed for; 0: not armed
   uv_connect_t connect_req_{};
   uv_shutdown_t shutdown_req_{};
   BufferPool* buffers_;
   StreamDelegate* delegate_ = nullptr;
   OutQueue out_;
   std::function<void(int)> on_connect_;
-  std::unique_ptr<StreamFilter> filter_;
-  std::string filter_plain_;  // scratch buffers reused across reads while small (stream.cpp)
-  std::string filter_wire_;
+  std::unique_ptr<Filtering> filter_;  // TLS streams only
   bool filter_started_ = false;  // writes go through the filter from here on
   bool filter_eof_ = false;      // the filter's end of stream was reported
   uint64_t bytes_read_ = 0;
-  int open_handles_ = 2;
+  int open_handles_ = 1;
   bool reading_ = false;
   bool closing_ = false;
   bool shutdown_wanted_ = false;

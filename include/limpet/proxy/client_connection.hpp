@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,7 +74,7 @@ class ClientConnection : public net::StreamDelegate {
 
   // Upstream side. `payload` is what an earlier attempt queued but never sent (retry).
   void start_exchange();
-  void connect_upstream(int backend, std::deque<std::string> payload);
+  void connect_upstream(int backend, std::vector<std::string> payload);
   void on_connected(int status);
   bool may_retry() const;
   void retry_elsewhere(int status_if_not);
@@ -83,16 +82,21 @@ class ClientConnection : public net::StreamDelegate {
   void on_upstream_end(int status);
   void upstream_failed(int status_to_client, const char* why);
   bool on_response_head();
+  void flush_response_head(std::string_view tail = {});
+  std::string_view pending_response_head() const {
+    return response_head_pending_ ? std::string_view(response_head_out_) : std::string_view();
+  }
   bool on_response_body(std::string_view data);
   void on_response_end();
   void learn_session_from_body(bool final);
   void complete_exchange(bool upstream_clean);
   void drop_upstream();
-  void write_payload(const std::deque<std::string>& payload);
+  void write_payload(const std::vector<std::string>& payload);
 
   // Tunnel.
   struct TunnelState;
   void start_tunnel(std::string_view upstream_leftover);
+  void release_http_state();
   void tunnel_data(net::Stream* from, std::string_view data);
   void tunnel_end(net::Stream* from, int status);
   void tunnel_timer();
@@ -106,7 +110,9 @@ class ClientConnection : public net::StreamDelegate {
   void close_after_flush();
   void close_all();
   void log_access(int status);
-  static void write_body(net::Stream* to, http::BodyFraming framing, std::string_view data);
+  // Body bytes in the message's framing, after `head` if that has not been written yet.
+  static void write_body(net::Stream* to, http::BodyFraming framing, std::string_view data,
+                         std::string_view head = {});
   const balancer::Upstream& upstream() const { return *listener_->upstream; }
   const config::ListenerConfig& lconf() const { return *listener_->config; }
 
@@ -119,18 +125,24 @@ class ClientConnection : public net::StreamDelegate {
 
   RequestSide request_side_;
   ResponseSide response_side_;
-  http::Parser request_parser_;
+  // Both parsers live as long as the connection speaks HTTP (reused for every request) and are
+  // freed when it becomes a tunnel.
+  std::unique_ptr<http::Parser> request_parser_;
   std::unique_ptr<http::Parser> response_parser_;
   std::string pending_in_;  // client bytes not yet parsed (after a pause or an upgrade head)
   bool request_paused_ = false;
 
   // The current exchange.
-  std::unique_ptr<http::RequestHead> request_;
+  const http::RequestHead* request_ = nullptr;  // request_parser_'s head, during an exchange
   balancer::Route route_;
   std::vector<int> tried_;
   int backend_ = -1;
   std::string upstream_key_;
   std::string request_head_out_;  // kept for a retry on a stale pooled connection
+  // The response head for the client waits here until the first body bytes (or the end of the
+  // bytes at hand) so that both leave in one write.
+  std::string response_head_out_;
+  bool response_head_pending_ = false;
   uint64_t request_started_ns_ = 0;  // uv_hrtime() at the request head, for the latency histogram
   uint64_t connect_started_ns_ = 0;
   uint64_t response_bytes_before_ = 0;  // client bytes_sent() when the request began

@@ -19,7 +19,8 @@ class UpstreamPool : public net::StreamDelegate {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  // A live idle connection for `key`, or nullptr. The caller becomes its delegate.
+  // A live idle connection for `key`, or nullptr. The caller becomes its delegate; the stream is
+  // still reading (no epoll change per request).
   net::Stream* take(const std::string& key);
   // Keep `stream` for reuse (at most max_idle per key), else close it.
   void give(const std::string& key, net::Stream* stream, size_t max_idle, uint64_t idle_timeout_ms);

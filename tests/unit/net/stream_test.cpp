@@ -109,6 +109,38 @@ TEST_F(Loopback, TimerFiresOnce) {
   run_until([&] { return connected_rec.timeouts == 1; });
 }
 
+// Moving the deadline later touches no timer: the old arming wakes up, finds the new deadline
+// ahead and sleeps again; it fires once, at the new deadline.
+TEST_F(Loopback, TimeoutMovedLaterFiresOnceAtTheNewDeadline) {
+  uv_update_time(&loop);
+  const uint64_t start = uv_now(&loop);
+  connected->set_timeout(5);
+  connected->set_timeout(40);
+  run_until([&] { return connected_rec.timeouts == 1; });
+  EXPECT_GE(uv_now(&loop) - start, 40u);
+  connected->set_timeout(5);
+  connected->set_timeout(1);  // earlier: re-armed
+  run_until([&] { return connected_rec.timeouts == 2; });
+}
+
+TEST_F(Loopback, ClearedTimeoutNeverFires) {
+  connected->set_timeout(2);
+  connected->clear_timeout();
+  accepted->set_timeout(20);
+  run_until([&] { return accepted_rec.timeouts == 1; });
+  EXPECT_EQ(connected_rec.timeouts, 0);
+}
+
+// Several pieces leave in order, the way a response head and its first body bytes do.
+TEST_F(Loopback, GatheredWriteKeepsOrder) {
+  std::string body(200 * 1024, 'b');
+  std::string_view parts[] = {"HTTP/1.1 200 OK\r\n\r\n", "", "5\r\n", body};
+  connected->write(parts);
+  const size_t total = 19 + 3 + body.size();
+  run_until([&] { return accepted_rec.received.size() == total; });
+  EXPECT_EQ(accepted_rec.received, "HTTP/1.1 200 OK\r\n\r\n5\r\n" + body);
+}
+
 TEST_F(Loopback, CloseTellsTheDelegate) {
   connected->close();
   run_until([&] { return connected_rec.closed == 1; });
