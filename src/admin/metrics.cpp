@@ -160,6 +160,14 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   per_backend(w, m, "limpet_backend_failures_total", "counter",
               "Connect failures and timeouts against the backend.",
               [](const BackendMetrics& b) { return b.failures; });
+  w.family("limpet_backend_responses_total", "counter",
+           "Responses to requests sent to the backend, by status class (limpet's 502/504 for it included).");
+  for (const auto& b : m.backends) {
+    for (int c = 1; c <= 5; ++c) {
+      w.sample("limpet_backend_responses_total", backend_labels(b) + ",code=\"" + std::to_string(c) + "xx\"",
+               static_cast<double>(b.responses_by_class[c]));
+    }
+  }
   w.family("limpet_health_checks_total", "counter", "Active health checks by result.");
   for (const auto& b : m.backends) {
     if (b.health_check.empty()) continue;
@@ -266,6 +274,9 @@ std::string render_json(const MetricsSnapshot& m) {
     num("weight", b.weight);
     num("requests", static_cast<double>(b.requests));
     num("failures", static_cast<double>(b.failures));
+    o += "\"responses\":{";
+    for (int c = 1; c <= 5; ++c) num((std::to_string(c) + "xx").c_str(), static_cast<double>(b.responses_by_class[c]), c < 5);
+    o += "},";
     if (!b.health_check.empty()) {
       o += "\"health\":{";
       str("type", b.health_check);
@@ -300,7 +311,8 @@ std::string render_html(const MetricsSnapshot& m) {
             "</td><td>" + std::to_string(b.weight) + "</td><td class=\"sessions\">" +
             std::to_string(b.sessions + b.tunnels) + "</td><td class=\"tunnels\">" +
             std::to_string(b.tunnels) + "</td><td class=\"requests\">" +
-            std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"failures\">" +
+            std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"errors\">" +
+            std::to_string(b.responses_by_class[5]) + "</td><td class=\"failures\">" +
             std::to_string(b.failures) + "</td><td class=\"check\">" + html_escape(check_text(b)) +
             "</td></tr>\n";
   }
@@ -327,7 +339,7 @@ tr.state-disabled td.state{background:#ddd}
 <h1>limpet )" + html_escape(m.version) + R"(</h1>
 <div id="summary">)" + summary + R"(</div>
 <table id="backends"><thead><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th>
-<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>errors</th><th>last check</th></tr>
+<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>5xx</th><th>failed connects</th><th>last check</th></tr>
 </thead><tbody>
 )" + rows + R"(</tbody></table>
 <script>
@@ -344,7 +356,7 @@ async function refresh() {
       tr.dataset.backend = b.name;
       for (const [cls, v] of [['', b.upstream], ['', b.name], ['', b.address], ['state', b.state],
           ['', b.weight], ['sessions', b.sessions], ['tunnels', b.tunnels],
-          ['requests', b.requests], ['rate', '-'], ['failures', b.failures],
+          ['requests', b.requests], ['rate', '-'], ['errors', b.responses['5xx']], ['failures', b.failures],
           ['check', b.health ? `${b.health.type}: ${b.health.last || '-'}` : 'passive only']]) {
         const td = document.createElement('td');
         if (cls) td.className = cls;

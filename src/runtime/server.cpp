@@ -163,6 +163,7 @@ admin::MetricsSnapshot Server::collect_metrics() const {
       bm.sessions = st.sessions.load();
       bm.requests = st.requests.load();
       bm.failures = st.failures.load();
+      for (int c = 1; c <= 5; ++c) bm.responses_by_class[c] = st.responses_by_class[c].load();
       const config::HealthCheck& check = upstream->config().health;
       if (check.kind != config::HealthCheck::Kind::kNone) {
         bm.health_check = check.kind == config::HealthCheck::Kind::kHttp ? "http" : "engineio";

@@ -22,6 +22,7 @@ struct BackendMetrics {
   int64_t sessions = 0;
   uint64_t requests = 0;
   uint64_t failures = 0;
+  uint64_t responses_by_class[6] = {};  // index status/100
   std::string health_check;  // "" = no active check; else "http" or "engineio"
   uint64_t checks_ok = 0;
   uint64_t checks_failed = 0;

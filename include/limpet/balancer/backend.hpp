@@ -26,6 +26,12 @@ struct BackendState {
   std::atomic<int64_t> sessions{0};    // affinity table entries pointing here
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> failures{0};   // connect errors / timeouts (passive health)
+  // Responses to requests routed here, by status class (index status/100, 1..5): the backend's
+  // own, and the 502/504 limpet answers when it fails.
+  std::atomic<uint64_t> responses_by_class[6]{};
+  void count_response(int status) {
+    responses_by_class[status >= 100 && status < 600 ? status / 100 : 0].fetch_add(1, std::memory_order_relaxed);
+  }
 
   std::atomic<uint64_t> checks_ok{0};      // active health checks passed
   std::atomic<uint64_t> checks_failed{0};  // active health checks failed
