@@ -75,7 +75,9 @@ fi
 
 # --- limpet: a release build unless one was given ---------------------------------------------
 if [[ -z "$limpet" && -n "$rev" ]]; then
-  short="$(git -C "$ROOT" rev-parse --short "$rev^{commit}")" || die "no such revision: $rev"
+  git -C "$ROOT" rev-parse --verify -q "$rev^{commit}" >/dev/null || die "no such revision: $rev"
+  # The last commit that changed limpet's sources: commits to bench/, tests/ or doc/ reuse its build.
+  short="$(git -C "$ROOT" log -1 --format=%h "$rev" -- src include meson.build meson_options.txt)"
   src="$BUILD/src-$short"
   out="$BUILD/limpet-$short"
   if [[ ! -f "$src/meson.build" ]]; then
@@ -87,7 +89,7 @@ if [[ -z "$limpet" && -n "$rev" ]]; then
   fi
   ninja -C "$out" limpet >&2 || die "ninja -C $out limpet failed"
   limpet="$out/limpet"
-  limpet_note="release build of commit $short (git archive) in build-bench-tls"
+  limpet_note="release build of $rev = $(git -C "$ROOT" rev-parse --short "$rev") (limpet sources as of $short, git archive) in build-bench-tls"
 elif [[ -z "$limpet" ]]; then
   if [[ ! -f "$BUILD/build.ninja" ]]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release -Dtests=false -Dbenchmarks=false >&2 ||
