@@ -23,6 +23,14 @@ struct Stream::Filtering {
   std::string wire;
 };
 
+// Connect and shutdown requests live on the heap while in flight only: a connection makes each
+// at most once, and an idle stream (a tunnel) then carries neither.
+struct Stream::ConnectRequest {
+  uv_connect_t req;
+  Stream* stream;
+  std::function<void(int)> on_done;
+};
+
 Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers), out_(this) {
   uv_tcp_init(loop, &tcp_);
   tcp_.data = this;
@@ -94,13 +102,16 @@ void Stream::deliver(std::string_view wire) {
 }
 
 int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done) {
-  on_connect_ = std::move(on_done);
-  connect_req_.data = this;
-  return uv_tcp_connect(&connect_req_, &tcp_, addr, on_connect_cb);
+  auto* request = new ConnectRequest{uv_connect_t{}, this, std::move(on_done)};
+  request->req.data = request;
+  int rc = uv_tcp_connect(&request->req, &tcp_, addr, on_connect_cb);
+  if (rc != 0) delete request;
+  return rc;
 }
 
 void Stream::on_connect_cb(uv_connect_t* req, int status) {
-  auto* self = static_cast<Stream*>(req->data);
+  std::unique_ptr<ConnectRequest> request(static_cast<ConnectRequest*>(req->data));
+  Stream* self = request->stream;
   if (status == UV_ECANCELED || self->closing_) return;
   if (status == 0) {
     // Plaintext queued during the connect follows the filter's first flight, encrypted.
@@ -110,8 +121,7 @@ void Stream::on_connect_cb(uv_connect_t* req, int status) {
     self->start_filter();
     for (const auto& chunk : early) self->write(chunk);
   }
-  auto done = std::move(self->on_connect_);
-  if (done) done(status);
+  if (request->on_done) request->on_done(status);
 }
 
 void Stream::accepted() {
@@ -167,12 +177,12 @@ void Stream::maybe_shutdown() {
     out_.write(filter_->wire);
   }
   if (!out_.drained()) return;
-  shutdown_sent_ = true;
-  shutdown_req_.data = this;
-  if (uv_shutdown(&shutdown_req_, uv(), on_shutdown_cb) != 0) shutdown_sent_ = false;
+  auto* req = new uv_shutdown_t;
+  shutdown_sent_ = uv_shutdown(req, uv(), on_shutdown_cb) == 0;
+  if (!shutdown_sent_) delete req;
 }
 
-void Stream::on_shutdown_cb(uv_shutdown_t*, int) {}
+void Stream::on_shutdown_cb(uv_shutdown_t* req, int) { delete req; }
 
 void Stream::set_timeout(uint64_t ms) {
   if (closing_) return;

@@ -69,6 +69,7 @@ struct ClientConnection::TunnelState {
   uint64_t backend_closes_mark = 0;  // to_client.closes() when we sent the backend its Close
   uint64_t client_closes_mark = 0;   // to_backend.closes() when we sent the client its Close
   bool finished = false;  // both directions done: close once the queues are written
+  uint64_t close_deadline = 0;  // loop time (ms) of the next clean-close step; 0: none
 };
 
 void ClientConnection::start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
@@ -177,13 +178,18 @@ void ClientConnection::on_closed(net::Stream* s) {
   if (s == client_) delete this;
 }
 
+// One timer per connection, the client stream's: the upstream stream carries none (an idle tunnel
+// holds one timer, not two). What it means depends on the state: header or keep-alive timeout,
+// the exchange's connect/send/read timeout, the tunnel's idle timeout or clean-close deadline.
 void ClientConnection::on_timeout(net::Stream* s) {
-  if (s == upstream_ && state_ == State::kTunnel) {
+  if (s != client_) return;
+  if (state_ == State::kTunnel && tunnel_->close_deadline != 0 &&
+      uv_now(worker_->loop) >= tunnel_->close_deadline) {
+    tunnel_->close_deadline = 0;
     tunnel_timer();
     return;
   }
-  if (s == upstream_) {
-    if (state_ != State::kExchange) return;
+  if (state_ == State::kExchange) {
     if (!upstream_connected_) {
       LOG_WARN("connect to backend %s timed out", upstream().backends()[backend_].config->name.c_str());
       on_connected(UV_ETIMEDOUT);
@@ -209,7 +215,7 @@ void ClientConnection::on_timeout(net::Stream* s) {
       LOG_DEBUG("tunnel idle timeout from %s", client_ip_.c_str());
       close_all();
       break;
-    case State::kExchange:  // the client stopped reading our response
+    case State::kExchange:  // handled above
     case State::kClosing:   // lingering after an error
       close_all();
       break;
@@ -298,7 +304,7 @@ bool ClientConnection::on_request_body(std::string_view data) {
   if (max_body > 0 && request_body_bytes_ > max_body) return false;  // parser reports 413
   write_body(upstream_, request_->chunked ? http::BodyFraming::kChunked : http::BodyFraming::kLength,
              data);
-  if (upstream_connected_) upstream_->set_timeout(ms(upstream().config().send_timeout));
+  if (upstream_connected_) client_->set_timeout(ms(upstream().config().send_timeout));
   return true;
 }
 
@@ -306,7 +312,7 @@ void ClientConnection::on_request_end() {
   if (state_ != State::kExchange) return;
   request_done_ = true;
   if (request_->chunked) upstream_->write("0\r\n\r\n");
-  if (upstream_connected_) upstream_->set_timeout(ms(upstream().config().read_timeout));
+  if (upstream_connected_) client_->set_timeout(ms(upstream().config().read_timeout));
 }
 
 void ClientConnection::update_client_reading() {
@@ -414,7 +420,7 @@ void ClientConnection::connect_upstream(int backend, std::vector<std::string> pa
     upstream_reused_ = true;
     upstream_connected_ = true;
     write_payload(payload);
-    upstream_->set_timeout(ms(upstream().config().read_timeout));
+    client_->set_timeout(ms(upstream().config().read_timeout));
     upstream_->start_reading();
     update_client_reading();  // a retry may have stopped the client; the kernel took it all
     return;
@@ -428,7 +434,7 @@ void ClientConnection::connect_upstream(int backend, std::vector<std::string> pa
   upstream_connected_ = false;
   connect_started_ns_ = uv_hrtime();
   write_payload(payload);
-  upstream_->set_timeout(ms(upstream().config().connect_timeout));
+  client_->set_timeout(ms(upstream().config().connect_timeout));
   int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
                               [this](int status) { on_connected(status); });
   if (rc != 0) on_connected(rc);
@@ -440,7 +446,7 @@ void ClientConnection::on_connected(int status) {
     upstream_connected_ = true;
     upstream_->set_nodelay();
     upstream_->start_reading();
-    upstream_->set_timeout(ms(request_done_ ? upstream().config().read_timeout
+    client_->set_timeout(ms(request_done_ ? upstream().config().read_timeout
                                             : upstream().config().send_timeout));
     update_client_reading();
     return;
@@ -486,7 +492,7 @@ void ClientConnection::write_payload(const std::vector<std::string>& payload) {
 
 void ClientConnection::on_upstream_data(std::string_view data) {
   if (state_ != State::kExchange || !response_parser_) return;
-  upstream_->set_timeout(ms(upstream().config().read_timeout));
+  client_->set_timeout(ms(upstream().config().read_timeout));
   std::string_view rest = data;
   for (;;) {
     auto outcome = response_parser_->execute(rest);
@@ -677,7 +683,6 @@ void ClientConnection::complete_exchange(bool upstream_clean) {
   if (reusable) {
     // It keeps reading: the pool watches it for a close, and stopping and restarting the read
     // would cost two epoll_ctl calls per request.
-    upstream_->clear_timeout();
     worker_->pool.give(upstream_key_, upstream_, upstream().config().keepalive_max_idle,
                        ms(upstream().config().keepalive_idle_timeout));
     upstream_ = nullptr;
@@ -769,8 +774,7 @@ void ClientConnection::start_tunnel(std::string_view upstream_leftover) {
   worker_->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
   release_http_state();
   tunnel_ = std::make_unique<TunnelState>();
-  upstream_->clear_timeout();
-  client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  arm_tunnel_timer();
   // Bytes that came with either head belong to the tunnel and go first.
   std::string early_client_bytes;
   early_client_bytes.swap(pending_in_);
@@ -798,7 +802,7 @@ void ClientConnection::release_http_state() {
 void ClientConnection::tunnel_data(net::Stream* from, std::string_view data) {
   const bool upward = from == client_;
   net::Stream* to = upward ? upstream_ : client_;
-  client_->set_timeout(ms(lconf().tunnel_idle_timeout));
+  arm_tunnel_timer();
   TunnelState& t = *tunnel_;
   if (t.tracking) {
     auto& tracker = upward ? t.to_backend : t.to_client;
@@ -836,7 +840,22 @@ void ClientConnection::close_tunnel_cleanly(uint16_t code, uint64_t delay_ms) {
     return;
   }
   tunnel_->close_code = code;
-  upstream_->set_timeout(delay_ms);
+  set_tunnel_close_deadline(delay_ms);
+}
+
+void ClientConnection::set_tunnel_close_deadline(uint64_t delay_ms) {
+  tunnel_->close_deadline = uv_now(worker_->loop) + delay_ms;
+  arm_tunnel_timer();
+}
+
+// The connection's timer in a tunnel: the idle timeout, or the clean-close deadline if earlier.
+void ClientConnection::arm_tunnel_timer() {
+  uint64_t wait = ms(lconf().tunnel_idle_timeout);
+  if (uint64_t deadline = tunnel_->close_deadline; deadline != 0) {
+    uint64_t now = uv_now(worker_->loop);
+    wait = std::min(wait, deadline > now ? deadline - now : 0);
+  }
+  client_->set_timeout(wait);
 }
 
 void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_ids) {
@@ -847,7 +866,7 @@ void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_i
   close_tunnel_cleanly(kCloseServiceRestart, spread > 0 ? worker_->rng() % spread : 0);
 }
 
-// The tunnel uses the upstream stream's timer: first the close delay, then the reply deadline.
+// The clean-close deadline passed: first the close delay, then the deadline for the replies.
 void ClientConnection::tunnel_timer() {
   TunnelState& t = *tunnel_;
   if (t.close_code == 0 || t.close_started) {
@@ -857,7 +876,7 @@ void ClientConnection::tunnel_timer() {
   t.close_started = true;
   if (t.to_backend.at_boundary()) inject_close(true);
   if (state_ == State::kTunnel && t.to_client.at_boundary()) inject_close(false);
-  if (state_ == State::kTunnel) upstream_->set_timeout(kCloseReplyMs);
+  if (state_ == State::kTunnel) set_tunnel_close_deadline(kCloseReplyMs);
 }
 
 void ClientConnection::inject_close(bool toward_backend) {

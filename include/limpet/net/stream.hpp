@@ -83,6 +83,7 @@ class Stream : private OutQueueListener {
 
  private:
   struct Filtering;
+  struct ConnectRequest;
   ~Stream() override;  // only via close()
   void on_queue_writable() override;
   void on_queue_error(int status) override;
@@ -100,12 +101,9 @@ class Stream : private OutQueueListener {
   uv_timer_t* timer_ = nullptr;  // created by the first set_timeout
   uint64_t deadline_ = 0;        // loop time (ms) of the next on_timeout; 0: none
   uint64_t timer_due_ = 0;       // loop time the timer is armed for; 0: not armed
-  uv_connect_t connect_req_{};
-  uv_shutdown_t shutdown_req_{};
   BufferPool* buffers_;
   StreamDelegate* delegate_ = nullptr;
   OutQueue out_;
-  std::function<void(int)> on_connect_;
   std::unique_ptr<Filtering> filter_;  // TLS streams only
   bool filter_started_ = false;  // writes go through the filter from here on
   bool filter_eof_ = false;      // the filter's end of stream was reported

@@ -100,6 +100,8 @@ class ClientConnection : public net::StreamDelegate {
   void tunnel_data(net::Stream* from, std::string_view data);
   void tunnel_end(net::Stream* from, int status);
   void tunnel_timer();
+  void set_tunnel_close_deadline(uint64_t delay_ms);
+  void arm_tunnel_timer();
   void inject_close(bool toward_backend);
   void finish_clean_close_if_answered();
   void close_after_tunnel_writes();
