@@ -247,7 +247,8 @@ function makeTestPki(dir) {
 
 // limpet's config for the suite: 2 workers, no access log, one listener, one upstream.
 // `tls` ({cert, key}) makes the listener TLS-only.
-function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls }) {
+// `health` ({key: value}) becomes an [upstream.health] table.
+function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
     '# written by tests/e2e/run_e2e.js',
@@ -266,6 +267,10 @@ function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = '
     `balance = ${q(balance)}`,
     `engineio_paths = [${engineioPaths.map(q).join(', ')}]`,
   ];
+  if (health) {
+    lines.push('', '[upstream.health]');
+    for (const [k, v] of Object.entries(health)) lines.push(`${k} = ${typeof v === 'string' ? q(v) : v}`);
+  }
   for (const b of backends) {
     lines.push('', '[[upstream.backend]]', `name = ${q(b.name)}`, `address = ${q(`127.0.0.1:${b.port}`)}`);
   }
@@ -310,12 +315,12 @@ http {
 // node. kind: "limpet" (the real thing) or "nginx-rr" / "nginx-iphash" (harness development).
 // With `tls` ({cert, key, ca}) limpet's listener is TLS-only and the check goes over https,
 // trusting `ca`. Returns the child's record; its URL is `frontUrl(listenPort, tls)`.
-async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls }) {
+async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health }) {
   let rec;
   if (tls && kind !== 'limpet') throw new Error(`TLS is implemented for limpet only, not ${kind}`);
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
-    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls }));
+    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health }));
     // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
     rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {

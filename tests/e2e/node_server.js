@@ -70,6 +70,8 @@ function makeStats(name, port) {
     engine_clients: 0,      // Engine.IO sessions right now (includes handshakes not yet connected)
     handshakes: 0,          // Engine.IO sessions ever opened
     handshakes_by_proto: {},  // the same by X-Forwarded-Proto of the opening request ("none": absent)
+    health_checks: 0,       // Engine.IO handshakes of limpet's health checker (not in `handshakes`)
+    health_check_closes: {},  // how those sessions ended, by reason ("transport close": its close packet)
     session_unknown_errors: 0,
     connection_errors: {},  // by name, all codes (ERROR_NAMES)
     upgrade_count: 0,       // polling → websocket upgrades completed
@@ -149,6 +151,15 @@ function makeHttpHandler(opts, stats, io) {
 
 function attachSocketHandlers(opts, stats, io) {
   io.engine.on('connection', (engineSocket) => {
+    // limpet's active Engine.IO check: a real handshake, then a close packet. Counted apart so
+    // that the session and proto counts stay about clients.
+    if (engineSocket.request.headers['user-agent'] === 'limpet-health-check') {
+      stats.health_checks++;
+      engineSocket.on('close', (reason) => {
+        stats.health_check_closes[reason] = (stats.health_check_closes[reason] || 0) + 1;
+      });
+      return;
+    }
     stats.handshakes++;
     // What the proxy says the client spoke: limpet always sends X-Forwarded-Proto, "https"
     // behind a TLS listener. The TLS e2e run asserts on it.

@@ -23,6 +23,10 @@ const { Report } = require('./report');
 const { closeAll } = require('./clients');
 const sc = require('./scenarios');
 
+// limpet's active checks in the real run, as a production config would have them (conf/limpet.toml):
+// a real Engine.IO handshake per node every second; two failures mark a node down, two successes up.
+const HEALTH_CHECK = { type: 'engineio', interval: '1s', timeout: '1s', rise: 2, fall: 2 };
+
 function readConfig() {
   const front = process.env.E2E_FRONT || 'limpet';
   const useTls = process.env.E2E_TLS === '1';
@@ -35,7 +39,11 @@ function readConfig() {
     // Short Engine.IO timers (server options) so that "two ping cycles" and the detection of
     // a dead node take seconds, not the 25 s + 20 s defaults.
     pingInterval: 2000,
-    pingTimeout: 2000,
+    // The time a node waits for a client's pong before it drops the session. 900 clients share
+    // two cores with three nodes, redis and limpet: with 2 s, a client process stalled by the
+    // reconnect burst of a kill lost sessions that limpet had routed correctly (the access log
+    // showed every request on its node; the node had expired the session).
+    pingTimeout: 5000,
     // At most this many handshakes in flight per transport group: a burst, but a bounded one.
     concurrency: 50,
     checkSpread: front === 'limpet',
@@ -86,11 +94,13 @@ async function main() {
     await report.phase('wait for the nodes to be idle', () => sc.waitNodesIdle(ctx));
     const baseline = await sc.nodeStats(ctx);
 
-    await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"]${cfg.tls ? ', TLS' : ''})`, async () => {
+    await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"], Engine.IO health checks` +
+      `${cfg.tls ? ', TLS' : ''})`, async () => {
       const port = await harness.freePort();
       await harness.startFront(group, {
         kind: cfg.front, name: 'limpet', dir, listenPort: port, backends: ctx.nodes,
         limpetBin: cfg.limpetBin, balance: 'least_sessions', engineioPaths: ['/socket.io/'], tls: ctx.tls,
+        health: HEALTH_CHECK,
       });
       ctx.url = harness.frontUrl(port, ctx.tls);
     });

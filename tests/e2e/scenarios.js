@@ -243,6 +243,7 @@ async function scenarioNodeCounters(ctx, groups, baseline) {
   }
   report.check('nodes: zero "Session ID unknown" errors', unknown === 0,
     `${unknown} new; all connection_error counters: ${fmtCounts(errs) || 'none'}`);
+  if (ctx.cfg.front === 'limpet') checkHealthSessions(report, stats);
   const counts = {};
   for (const s of Object.values(stats)) counts[s.name] = s.connected;
   const sp = spreadOf(counts);
@@ -347,6 +348,30 @@ async function scenarioTlsListener(ctx) {
     `${handshakes} handshakes on the nodes; e.g. ${examples || 'none'}`);
 }
 
+// limpet's Engine.IO health checks: every node answered some, and each check closed the session
+// its handshake opened (close packet: "transport close"), so checks leave no sessions behind. One
+// check per node may be between its handshake and its close packet right now.
+function checkHealthSessions(report, stats) {
+  const bad = [];
+  const seen = [];
+  for (const s of Object.values(stats)) {
+    const closes = s.health_check_closes || {};
+    const closed = closes['transport close'] || 0;
+    const other = Object.entries(closes).filter(([k]) => k !== 'transport close');
+    seen.push(`${s.name}: ${s.health_checks} checks, closes ${fmtCounts(closes) || 'none'}`);
+    if (!(s.health_checks >= 2) || closed < s.health_checks - 1 || other.length) bad.push(s.name);
+  }
+  report.check('health: Engine.IO checks reach every node and close the sessions they open', bad.length === 0,
+    seen.join('; '));
+}
+
+// What limpet logged about a node's health ("down: ..." / "up: ..."), for the kill and restart checks.
+function healthLog(ctx, node, state) {
+  const re = new RegExp(`backend ${node} \\(\\S+\\) of upstream io is ${state}: ([^\\n]*)`);
+  const m = re.exec(ctx.group.tail('limpet', 100000));
+  return m ? m[1] : null;
+}
+
 // SIGKILL one node: its clients must come back on the survivors within 10 s, nobody else may
 // notice, and a broadcast must reach everyone again.
 async function scenarioKillNode(ctx, groups, { victim, broadcastFrom }) {
@@ -394,6 +419,10 @@ async function scenarioKillNode(ctx, groups, { victim, broadcastFrom }) {
   } else {
     report.note(`survivors: ${fmtCounts(counts)}`);
   }
+  if (ctx.cfg.front === 'limpet') {
+    const why = healthLog(ctx, victim, 'down');
+    report.check(`kill: limpet marks ${victim} down and says why`, why !== null, why || 'no "is down" line in its log');
+  }
   await broadcastOnce(ctx, groups.all, { id: 'after-kill', fromNode: broadcastFrom, label: 'kill' });
 }
 
@@ -429,6 +458,11 @@ async function scenarioRestartNode(ctx, groups, { victim }) {
   for (const c of fresh) byNode[c.node] = (byNode[c.node] || 0) + 1;
   report.check(`restart: new sessions reach the restarted ${victim}`, landed > 0,
     `after ${Date.now() - t0} ms, ${batches} batch(es): ${fmtCounts(byNode)}`);
+  if (ctx.cfg.front === 'limpet') {
+    const why = healthLog(ctx, victim, 'up');
+    report.check(`restart: limpet's health checks mark ${victim} up again`, why !== null && /checks passed/.test(why),
+      why || 'no "is up" line in its log');
+  }
   const f = judgeClients(fresh, { label: 'fresh' });
   report.check('restart: fresh clients connect cleanly', f.length === 0, f.join('; '));
   // The returning node must not pull existing sessions back: affinity, not a hash, decides.
