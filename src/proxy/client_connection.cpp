@@ -570,6 +570,7 @@ void ClientConnection::upstream_failed(int status_to_client, const char* why) {
     flush_response_head();
     close_all();  // the client has part of a response: only closing tells it
   } else {
+    if (backend_ >= 0) upstream().backends()[static_cast<size_t>(backend_)].state->count_response(status_to_client);
     respond_error(status_to_client);
   }
 }
@@ -620,6 +621,7 @@ bool ClientConnection::on_response_head() {
   response_head_pending_ = true;
   if (resp.status == 101) flush_response_head();  // tunnel bytes follow it at once
   response_started_ = true;
+  upstream().backends()[static_cast<size_t>(backend_)].state->count_response(resp.status);
   worker_->counters.responses_by_class[std::min(resp.status / 100, 5)].fetch_add(
       1, std::memory_order_relaxed);
   return false;
