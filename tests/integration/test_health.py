@@ -142,3 +142,26 @@ def test_health_settings_reload_keeps_state_and_restarts_changed_probes(cluster)
     asked = sum(1 for e in b1.request_log() if e["path"] == "/healthz")
     time.sleep(0.5)  # five check intervals
     assert sum(1 for e in b1.request_log() if e["path"] == "/healthz") == asked
+
+
+def test_responses_counted_per_backend_by_status_class(cluster):
+    b1 = cluster.backend("c1")
+    dead = ("c2", f"127.0.0.1:{free_port()}")
+    lp = start_ops_limpet(cluster, [b1, dead], upstream={"max_tries": 1, "health": {"max_fails": 0}})
+    statuses = [get(lp.port, path)[0] for path in ["/echo", "/status/404", "/status/503"] for _ in range(4)]
+    assert statuses.count(502) > 0, statuses  # max_tries 1: a request placed on c2 fails
+    metrics = lp.metrics_text()
+
+    def count(backend, code):
+        m = re.search(r'limpet_backend_responses_total\{upstream="app",backend="%s",code="%s"\} (\d+)'
+                      % (backend, code), metrics)
+        assert m, metrics
+        return int(m.group(1))
+    ok_on_c1 = sum(1 for s in statuses if s != 502)
+    assert count("c1", "2xx") + count("c1", "4xx") + count("c1", "5xx") == ok_on_c1
+    assert count("c1", "4xx") == statuses.count(404)
+    assert count("c1", "5xx") == statuses.count(503)
+    assert count("c2", "5xx") == statuses.count(502)  # limpet's 502 for the backend it could not reach
+    assert count("c2", "2xx") == 0
+    backends = {b["name"]: b for b in lp.status()["backends"]}
+    assert backends["c2"]["responses"]["5xx"] == statuses.count(502)
