@@ -61,15 +61,15 @@ bool has_valid_host(const http::RequestHead& head) {
 struct ClientConnection::TunnelState {
   websocket::FrameTracker to_backend;
   websocket::FrameTracker to_client;
-  bool tracking = true;  // false once the bytes stopped looking like WebSocket frames
+  uint64_t backend_closes_mark = 0;  // to_client.closes() when we sent the backend its Close
+  uint64_t client_closes_mark = 0;   // to_backend.closes() when we sent the client its Close
+  uint64_t close_deadline = 0;  // loop time (ms) of the next clean-close step; 0: none
   uint16_t close_code = 0;  // a clean close was requested
+  bool tracking = true;  // false once the bytes stopped looking like WebSocket frames
   bool close_started = false;  // its delay has passed
   bool close_sent_to_backend = false;
   bool close_sent_to_client = false;
-  uint64_t backend_closes_mark = 0;  // to_client.closes() when we sent the backend its Close
-  uint64_t client_closes_mark = 0;   // to_backend.closes() when we sent the client its Close
   bool finished = false;  // both directions done: close once the queues are written
-  uint64_t close_deadline = 0;  // loop time (ms) of the next clean-close step; 0: none
 };
 
 void ClientConnection::start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,

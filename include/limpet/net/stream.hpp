@@ -105,10 +105,10 @@ class Stream : private OutQueueListener {
   StreamDelegate* delegate_ = nullptr;
   OutQueue out_;
   std::unique_ptr<Filtering> filter_;  // TLS streams only
-  bool filter_started_ = false;  // writes go through the filter from here on
-  bool filter_eof_ = false;      // the filter's end of stream was reported
   uint64_t bytes_read_ = 0;
   int open_handles_ = 1;
+  bool filter_started_ = false;  // writes go through the filter from here on
+  bool filter_eof_ = false;      // the filter's end of stream was reported
   bool reading_ = false;
   bool closing_ = false;
   bool shutdown_wanted_ = false;

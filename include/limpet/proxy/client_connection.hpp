@@ -118,12 +118,13 @@ class ClientConnection : public net::StreamDelegate {
   const balancer::Upstream& upstream() const { return *listener_->upstream; }
   const config::ListenerConfig& lconf() const { return *listener_->config; }
 
+  // Word-sized members first and the flags packed at the end: there is one of these per
+  // connection and per tunnel (issue 6 counts the bytes).
   WorkerContext* worker_;
   std::shared_ptr<const ListenerContext> listener_;
   net::Stream* client_;
   net::Stream* upstream_ = nullptr;
   std::string client_ip_;
-  State state_ = State::kReadingHead;
 
   RequestSide request_side_;
   ResponseSide response_side_;
@@ -132,35 +133,36 @@ class ClientConnection : public net::StreamDelegate {
   std::unique_ptr<http::Parser> request_parser_;
   std::unique_ptr<http::Parser> response_parser_;
   std::string pending_in_;  // client bytes not yet parsed (after a pause or an upgrade head)
-  bool request_paused_ = false;
 
   // The current exchange.
   const http::RequestHead* request_ = nullptr;  // request_parser_'s head, during an exchange
   balancer::Route route_;
   std::vector<int> tried_;
-  int backend_ = -1;
   std::string upstream_key_;
   std::string request_head_out_;  // kept for a retry on a stale pooled connection
   // The response head for the client waits here until the first body bytes (or the end of the
   // bytes at hand) so that both leave in one write.
   std::string response_head_out_;
-  bool response_head_pending_ = false;
+  std::string handshake_body_;  // first bytes of an Engine.IO handshake response
   uint64_t request_started_ns_ = 0;  // uv_hrtime() at the request head, for the latency histogram
   uint64_t connect_started_ns_ = 0;
   uint64_t response_bytes_before_ = 0;  // client bytes_sent() when the request began
+  uint64_t request_body_bytes_ = 0;
+  std::unique_ptr<TunnelState> tunnel_;
+  int backend_ = -1;
+  State state_ = State::kReadingHead;
+  http::BodyFraming response_framing_ = http::BodyFraming::kNone;
+  bool request_paused_ = false;
+  bool response_head_pending_ = false;
   bool upstream_reused_ = false;
   bool upstream_connected_ = false;
   bool request_done_ = false;
-  uint64_t request_body_bytes_ = 0;
   bool response_started_ = false;  // any response byte written to the client
   bool response_head_seen_ = false;
   bool interim_response_ = false;  // a 1xx before the real response
-  http::BodyFraming response_framing_ = http::BodyFraming::kNone;
   bool close_after_response_ = false;
-  std::string handshake_body_;  // first bytes of an Engine.IO handshake response
   bool handshake_learning_ = false;
   bool handshake_encoded_ = false;
-  std::unique_ptr<TunnelState> tunnel_;
   bool client_ended_ = false;
   bool upstream_ended_ = false;
 };

@@ -22,7 +22,7 @@ enum Opcode : uint8_t {
 
 class FrameTracker {
  public:
-  enum class Error { kNone, kProtocol, kTooBig };
+  enum class Error : uint8_t { kNone, kProtocol, kTooBig };
 
   explicit FrameTracker(uint64_t max_message = 0) : max_message_(max_message) {}
 
@@ -39,18 +39,19 @@ class FrameTracker {
  private:
   bool parse_header();  // false while the header is incomplete
 
+  // Counters first, bytes last: two of these live in every tunnel.
   uint64_t max_message_;
-  uint8_t header_[14]{};
-  size_t header_len_ = 0;
   uint64_t payload_left_ = 0;
   uint64_t message_size_ = 0;
-  bool in_message_ = false;   // a fragmented data message has started
-  bool frame_fin_ = false;
-  uint8_t frame_opcode_ = 0;
   uint64_t messages_ = 0;
   uint64_t frames_ = 0;
   uint64_t closes_ = 0;
   Error error_ = Error::kNone;
+  uint8_t header_[14]{};
+  uint8_t header_len_ = 0;   // at most 14
+  bool in_message_ = false;  // a fragmented data message has started
+  bool frame_fin_ = false;
+  uint8_t frame_opcode_ = 0;
 };
 
 // A Close frame with `code` and `reason` (<= 123 bytes). Frames toward a server must be masked
