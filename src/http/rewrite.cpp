@@ -23,28 +23,42 @@ bool starts_with_ci(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
 
-// Every value of the Connection header(s), joined, for is_hop_by_hop.
-std::string connection_tokens(const HeadBase& head) {
-  std::string tokens;
-  for (const auto& h : head.headers) {
-    if (iequals(h.name, "connection")) {
-      if (!tokens.empty()) tokens += ',';
-      tokens.append(h.value);
-    }
-  }
-  return tokens;
-}
-
-}  // namespace
-
-bool is_hop_by_hop(std::string_view name, std::string_view connection_header) {
+bool is_always_hop_by_hop(std::string_view name) {
   static constexpr std::string_view kAlways[] = {"connection", "keep-alive", "te", "trailer",
                                                  "transfer-encoding", "upgrade"};
   for (auto h : kAlways) {
     if (iequals(name, h)) return true;
   }
-  if (starts_with_ci(name, "proxy-")) return true;
-  return has_token(connection_header, name);
+  return starts_with_ci(name, "proxy-");
+}
+
+// The tokens of a head's Connection header(s), read in place: joining them into a string would
+// allocate for every head with a long Connection header.
+class ConnectionTokens {
+ public:
+  explicit ConnectionTokens(const HeadBase& head) : head_(head) {
+    for (const auto& h : head.headers) present_ = present_ || iequals(h.name, "connection");
+  }
+  bool names(std::string_view header_name) const {
+    if (!present_) return false;
+    for (const auto& h : head_.headers) {
+      if (iequals(h.name, "connection") && has_token(h.value, header_name)) return true;
+    }
+    return false;
+  }
+  bool hop_by_hop(std::string_view header_name) const {
+    return is_always_hop_by_hop(header_name) || names(header_name);
+  }
+
+ private:
+  const HeadBase& head_;
+  bool present_ = false;
+};
+
+}  // namespace
+
+bool is_hop_by_hop(std::string_view name, std::string_view connection_header) {
+  return is_always_hop_by_hop(name) || has_token(connection_header, name);
 }
 
 void build_request_head(const RequestHead& head, const ForwardInfo& info, std::string* out) {
@@ -55,11 +69,11 @@ void build_request_head(const RequestHead& head, const ForwardInfo& info, std::s
   out->append(head.target);
   out->append(" HTTP/1.1\r\n");
 
-  const std::string connection = connection_tokens(head);
+  const ConnectionTokens connection(head);
   std::string_view host;
   std::string_view prior_xff;
   for (const auto& h : head.headers) {
-    if (is_hop_by_hop(h.name, connection)) continue;
+    if (connection.hop_by_hop(h.name)) continue;
     if (iequals(h.name, "x-forwarded-for")) {
       prior_xff = h.value;  // extended below, never duplicated
       continue;
@@ -113,9 +127,9 @@ void build_response_head(const ResponseHead& head, const ResponseHeadOptions& op
   out->push_back(' ');
   out->append(head.reason);
   out->append("\r\n");
-  const std::string connection = connection_tokens(head);
+  const ConnectionTokens connection(head);
   for (const auto& h : head.headers) {
-    if (is_hop_by_hop(h.name, connection)) continue;
+    if (connection.hop_by_hop(h.name)) continue;
     // Content-Length is only meaningful with length framing (HEAD and 304 keep theirs).
     if (options.framing == BodyFraming::kChunked && iequals(h.name, "content-length")) continue;
     append_header(out, h.name, h.value);

@@ -41,6 +41,19 @@ TEST(Rewrite, RemovesHopByHopAndAddsForwardedHeaders) {
   EXPECT_TRUE(out.ends_with("\r\n\r\n"));
 }
 
+// Every Connection header counts, not only the first (RFC 9110 §7.6.1: a list may be split).
+TEST(Rewrite, HeadersNamedInAnyConnectionHeaderAreRemoved) {
+  auto head = parse_request(
+      "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-A: 1\r\nconnection: x-a , X-C\r\n"
+      "X-B: 2\r\nX-C: 3\r\n\r\n");
+  ASSERT_TRUE(head);
+  std::string out;
+  build_request_head(*head, {"127.0.0.1", false, false}, &out);
+  EXPECT_EQ(out.find("X-A:"), std::string::npos);
+  EXPECT_EQ(out.find("X-C:"), std::string::npos);
+  EXPECT_NE(out.find("X-B: 2\r\n"), std::string::npos);
+}
+
 TEST(Rewrite, WebSocketUpgradeKeepsUpgradeHeaders) {
   auto head = parse_request(
       "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
