@@ -204,12 +204,19 @@ Route Upstream::route(const RouteInput& in) const {
   }
 
   // 4. Placement of a new session.
-  return finish(placement_->place(in.exclude, in.random), RouteReason::kPlacement);
+  const int placed = placement_->place(in.exclude, in.random);
+  if (placed >= 0 && r.handshake) backends_[static_cast<size_t>(placed)].state->placing.fetch_add(1, std::memory_order_relaxed);
+  return finish(placed, RouteReason::kPlacement);
 }
 
 void Upstream::learn_session(std::string_view session_id, int backend) const {
   if (!affinity_ || session_id.empty() || backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
-  affinity_->learn(session_id, backends_[static_cast<size_t>(backend)].state->id, config_->session_ttl);
+  BackendState& state = *backends_[static_cast<size_t>(backend)].state;
+  affinity_->learn(session_id, state.id, config_->session_ttl);
+  // One handshake fewer on its way (never below zero: the main thread may have zeroed it).
+  int64_t placing = state.placing.load(std::memory_order_relaxed);
+  while (placing > 0 && !state.placing.compare_exchange_weak(placing, placing - 1, std::memory_order_relaxed)) {
+  }
 }
 
 void Upstream::note_unparsable_handshake() const {

@@ -24,6 +24,11 @@ struct BackendState {
   std::atomic<int64_t> in_flight{0};   // requests being proxied + open tunnels (least_conn)
   std::atomic<int64_t> tunnels{0};     // open WebSocket tunnels
   std::atomic<int64_t> sessions{0};    // affinity table entries pointing here
+  // Handshakes placed here whose sid is not learned yet. A burst of handshakes all read the same
+  // counts before any is learned and would herd onto one node; counting them spreads the burst.
+  // Learning a sid takes one back; the main thread zeroes it every second, so a handshake that
+  // never completes (or a WebSocket-only one, learned by no body) weighs for at most that long.
+  std::atomic<int64_t> placing{0};
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> failures{0};   // connect errors / timeouts (passive health)
   // Responses to requests routed here, by status class (index status/100, 1..5): the backend's
@@ -58,9 +63,11 @@ struct BackendState {
 
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
   bool accepts_new() const { return usable() && !draining.load(std::memory_order_relaxed); }
-  // Live sessions as placement sees them (design §5): affinity entries + open tunnels.
+  // Live sessions as placement sees them (design §5): affinity entries + open tunnels, plus
+  // handshakes on their way.
   int64_t live_sessions() const {
-    return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed);
+    return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed) +
+           placing.load(std::memory_order_relaxed);
   }
 
  private:
