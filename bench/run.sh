@@ -58,30 +58,12 @@ fi
 
 # --- tools: same warning flags as the project (warning_level=3, -Werror) ---------------------
 mkdir -p "$TOOLS"
-stale() { # OUTPUT SOURCE...: true when OUTPUT is missing or older than a source
-  local out="$1" src
-  shift
-  [[ -f "$out" ]] || return 0
-  for src in "$@"; do [[ "$src" -nt "$out" ]] && return 0; done
-  return 1
-}
-WARN=(-Wall -Wextra -Wpedantic -Werror)
-if stale "$TOOLS/backend" "$ROOT/bench/backends/backend.c"; then
-  echo "bench/run.sh: building backend" >&2
-  # shellcheck disable=SC2046 # pkg-config output is a word list
-  gcc -std=c11 -O2 "${WARN[@]}" "$ROOT/bench/backends/backend.c" -o "$TOOLS/backend" \
-    $(pkg-config --cflags --libs libuv libcrypto) -lpthread
-fi
-if stale "$TOOLS/wsload" "$ROOT/bench/wsload/wsload.cpp" "$ROOT/bench/wsload/histogram.hpp"; then
-  echo "bench/run.sh: building wsload" >&2
-  # shellcheck disable=SC2046
-  g++ -std=c++20 -O2 -g "${WARN[@]}" "$ROOT/bench/wsload/wsload.cpp" -o "$TOOLS/wsload" \
-    $(pkg-config --cflags --libs libuv)
-fi
-if stale "$TOOLS/malloc_count.so" "$ROOT/bench/lib/malloc_count.c"; then
-  echo "bench/run.sh: building malloc_count.so" >&2
-  gcc -std=c11 -O2 "${WARN[@]}" -shared -fPIC "$ROOT/bench/lib/malloc_count.c" -o "$TOOLS/malloc_count.so"
-fi
+# shellcheck source=bench/lib/tools.sh
+source "$ROOT/bench/lib/tools.sh"
+build_tool "$TOOLS/backend" "gcc -std=c11 -O2 -pthread" "libuv libcrypto" "$ROOT/bench/backends/backend.c"
+build_tool "$TOOLS/wsload" "g++ -std=c++20 -O2 -g" "libuv" "$ROOT/bench/wsload/wsload.cpp" \
+  "$ROOT/bench/wsload/histogram.hpp"
+build_tool "$TOOLS/malloc_count.so" "gcc -std=c11 -O2 -shared -fPIC" "" "$ROOT/bench/lib/malloc_count.c"
 
 # --- limpet: a release build of this tree unless one was given --------------------------------
 if [[ -z "$limpet" ]]; then

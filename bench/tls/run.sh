@@ -60,18 +60,10 @@ pkg-config --exists libuv openssl || die "libuv and openssl headers needed (apt-
 
 # --- tools: same warning flags as the project (warning_level=3, -Werror) ---------------------
 mkdir -p "$TOOLS"
-WARN=(-Wall -Wextra -Wpedantic -Werror)
-if [[ ! -x "$TOOLS/backend" || "$ROOT/bench/backends/backend.c" -nt "$TOOLS/backend" ]]; then
-  echo "bench/tls/run.sh: building backend" >&2
-  # shellcheck disable=SC2046 # pkg-config output is a word list
-  gcc -std=c11 -O2 "${WARN[@]}" "$ROOT/bench/backends/backend.c" -o "$TOOLS/backend" \
-    $(pkg-config --cflags --libs libuv libcrypto) -lpthread
-fi
-if [[ ! -x "$TOOLS/hsload" || "$ROOT/bench/tls/hsload.c" -nt "$TOOLS/hsload" ]]; then
-  echo "bench/tls/run.sh: building hsload" >&2
-  # shellcheck disable=SC2046
-  gcc -std=c11 -O2 "${WARN[@]}" "$ROOT/bench/tls/hsload.c" -o "$TOOLS/hsload" $(pkg-config --cflags --libs openssl)
-fi
+# shellcheck source=bench/lib/tools.sh
+source "$ROOT/bench/lib/tools.sh"
+build_tool "$TOOLS/backend" "gcc -std=c11 -O2 -pthread" "libuv libcrypto" "$ROOT/bench/backends/backend.c"
+build_tool "$TOOLS/hsload" "gcc -std=c11 -O2" "openssl" "$ROOT/bench/tls/hsload.c"
 
 # --- limpet: a release build unless one was given ---------------------------------------------
 if [[ -z "$limpet" && -n "$rev" ]]; then

@@ -42,8 +42,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
-from bench import (CLK_TCK, Service, children_cpu, cpu_seconds, log, machine_ticks, parse_wrk_time,  # noqa: E402
-                   port_free, stop_all, wait_for_quiet, wait_until)
+from bench import (CLK_TCK, Service, children_cpu, cpu_seconds, fmt, log, machine_ticks, med,  # noqa: E402
+                   parse_wrk_time, port_free, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
@@ -203,19 +203,6 @@ def machine_info(args):
         "loadavg_at_start": open("/proc/loadavg").read().strip(),
         "priority": os.environ.get("BENCH_NICE_APPLIED", "none") + f" (nice value {os.nice(0)})",
     }
-
-
-def med(samples, key):
-    vals = [s[key] for s in samples if isinstance(s.get(key), (int, float)) and s[key] == s[key]]
-    return statistics.median(vals) if vals else None
-
-
-def fmt(v, digits=3):
-    if v is None:
-        return "—"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
 
 
 class TlsBench:
