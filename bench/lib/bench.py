@@ -262,6 +262,26 @@ def parse_wrk_time(s):
     return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]  # milliseconds
 
 
+def parse_wrk(out):
+    """What a `wrk --latency` run printed: requests, requests/s, p50/p99 in ms, and errors (socket
+    errors plus non-2xx/3xx responses)."""
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": parse_wrk_time(lat.get("50", "")),
+        "p99_ms": parse_wrk_time(lat.get("99", "")),
+        "errors": errors,
+    }
+
+
 def children_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -396,23 +416,15 @@ class Bench:
                                timeout=self.warm + 30, check=True)
             ms = run_measured(["wrk", "-t1", f"-c{conns}", f"-d{self.d:g}s", "--latency", url], proxy,
                               self.backends, self.d + 60)
-            out, cpu = ms.out, ms.proxy_cpu
-            reqs = int(re.search(r"(\d+) requests in", out).group(1))
-            lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-            errors = 0
-            m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-            if m:
-                errors += sum(int(x) for x in m.groups())
-            m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-            if m:
-                errors += int(m.group(1))
+            w = parse_wrk(ms.out)
+            reqs = max(1, w["requests"])
             return {
-                "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                "p50_ms": parse_wrk_time(lat.get("50", "")),
-                "p99_ms": parse_wrk_time(lat.get("99", "")),
-                "cpu_us_per_req": 1e6 * cpu / max(1, reqs),
-                "softirq_us_per_req": 1e6 * ms.softirq / max(1, reqs),
-                "errors": errors,
+                "rps": w["rps"],
+                "p50_ms": w["p50_ms"],
+                "p99_ms": w["p99_ms"],
+                "cpu_us_per_req": 1e6 * ms.proxy_cpu / reqs,
+                "softirq_us_per_req": 1e6 * ms.softirq / reqs,
+                "errors": w["errors"],
                 **ms.diag(),
             }
 

@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
 from bench import (CLK_TCK, Service, children_cpu, cpu_seconds, fmt, log, machine_ticks, med,  # noqa: E402
-                   parse_wrk_time, port_free, stop_all, wait_for_quiet, wait_until)
+                   parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
@@ -262,22 +262,13 @@ class TlsBench:
             subprocess.run([*base, "-d1s", *extra, url], capture_output=True, timeout=60, check=True)
             ms = run_measured([*base, f"-d{a.duration}s", "--latency", *extra, url], proxy, self.backends,
                               a.duration + 60)
-            out = ms["out"]
-            reqs = int(re.search(r"(\d+) requests in", out).group(1))
-            lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-            errors = 0
-            m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-            if m:
-                errors += sum(int(x) for x in m.groups())
-            m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-            if m:
-                errors += int(m.group(1))
+            w = parse_wrk(ms["out"])
             return {
-                "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                "cpu_us": 1e6 * ms["proxy_cpu"] / max(1, reqs),
-                "p50_ms": parse_wrk_time(lat.get("50", "")),
-                "p99_ms": parse_wrk_time(lat.get("99", "")),
-                "errors": errors,
+                "rate": w["rps"],
+                "cpu_us": 1e6 * ms["proxy_cpu"] / max(1, w["requests"]),
+                "p50_ms": w["p50_ms"],
+                "p99_ms": w["p99_ms"],
+                "errors": w["errors"],
                 **ms["diag"],
             }
 
