@@ -702,23 +702,27 @@ def render_table(bench):
     return "\n".join(lines), verdicts
 
 
-def versions(args):
-    def first_line(cmd):
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            return (r.stdout + r.stderr).strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return "unavailable"
+def first_line(cmd):
+    """The first line a command prints (stdout, then stderr), for version strings."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unavailable"
 
-    cpu = "unknown"
+
+def cpu_model():
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def versions(args):
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "limpet": first_line([args.limpet, "-v"]) + f"  ({args.limpet_note})",
         "nginx": first_line(["nginx", "-v"]),

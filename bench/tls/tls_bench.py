@@ -42,8 +42,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
-from bench import (CLK_TCK, Service, children_cpu, cpu_seconds, fmt, log, machine_ticks, med,  # noqa: E402
-                   parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
+from bench import (CLK_TCK, Service, children_cpu, cpu_model, cpu_seconds, first_line, fmt, log,  # noqa: E402
+                   machine_ticks, med, parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
@@ -175,24 +175,10 @@ def run_measured(cmd, proxy, backends, timeout):
     }
 
 
-def first_line(cmd):
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (p.stdout + p.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "unavailable"
-
-
 def machine_info(args):
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "limpet": first_line([args.limpet, "-v"]) + (f"  ({args.limpet_note})" if args.limpet_note else ""),
         "nginx": first_line(["nginx", "-v"]),
