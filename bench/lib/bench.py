@@ -385,22 +385,12 @@ class Bench:
             for kind in order:
                 if kind not in self.args.fronts:
                     continue
-                try:
-                    proxy = self.fronts.start(kind, workers, servers or self.backend_ports, template, probe=probe)
-                    try:
-                        m = fn(kind, proxy)
-                    finally:
-                        proxy.stop()
-                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError,
-                        AttributeError) as e:
-                    # One failed measurement is a missing sample, not a lost run.
-                    note = f"{scenario} w{workers} round {r + 1} {kind}: failed: {e}"
-                    self.notes.append(note)
-                    log(note)
-                    continue
-                log(f"{scenario} w{workers} round {r + 1} {kind}: " +
-                    ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
-                self.record(scenario, workers, kind, m)
+                m = measure_once(f"{scenario} w{workers} round {r + 1} {kind}", self.notes,
+                                 lambda: self.fronts.start(kind, workers, servers or self.backend_ports, template,
+                                                           probe=probe),
+                                 lambda proxy: fn(kind, proxy))
+                if m is not None:
+                    self.record(scenario, workers, kind, m)
 
     # -- HTTP
 
@@ -700,6 +690,24 @@ def render_table(bench):
             lab = label.replace("RATE", str(bench.args.http_rate))
             lines.append(f"| {lab} | {w} | {fmt(lim)} | {fmt(ngx)} | {fmt(hap)} | {r1} | {r2} | {tcell} |")
     return "\n".join(lines), verdicts
+
+
+def measure_once(label, notes, start, measure):
+    """start() a proxy, measure(proxy), stop it. A failure is a missing sample, not a lost run:
+    noted in `notes`, logged, and None returned."""
+    try:
+        proxy = start()
+        try:
+            m = measure(proxy)
+        finally:
+            proxy.stop()
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError, AttributeError) as e:
+        note = f"{label}: failed: {e}"
+        notes.append(note)
+        log(note)
+        return None
+    log(f"{label}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+    return m
 
 
 def first_line(cmd):

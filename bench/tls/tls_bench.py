@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
 from bench import (CLK_TCK, Service, children_cpu, cpu_model, cpu_seconds, first_line, fmt, log,  # noqa: E402
-                   machine_ticks, med, parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
+                   machine_ticks, measure_once, med, parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
@@ -222,20 +222,10 @@ class TlsBench:
                 if busy >= 15:
                     log(f"machine still {busy:.0f}% busy with other work; measuring anyway")
             for kind in FRONTS[r % 2:] + FRONTS[:r % 2]:
-                try:
-                    proxy = self.fronts.start(kind, workers)
-                    try:
-                        m = fn(proxy)
-                    finally:
-                        proxy.stop()
-                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, KeyError,
-                        AttributeError) as e:
-                    note = f"{load} w{workers} round {r + 1} {kind}: failed: {e}"
-                    self.notes.append(note)
-                    log(note)
-                    continue
-                log(f"{load} w{workers} round {r + 1} {kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
-                self.samples.setdefault((load, workers, kind), []).append(m)
+                m = measure_once(f"{load} w{workers} round {r + 1} {kind}", self.notes,
+                                 lambda: self.fronts.start(kind, workers), fn)
+                if m is not None:
+                    self.samples.setdefault((load, workers, kind), []).append(m)
 
     def wrk(self, load, workers, path, extra):
         a = self.args
