@@ -172,18 +172,24 @@ def port_free(port):
         s.close()
 
 
-def http_get(port, path="/", timeout=2.0):
-    """Status of one GET through a raw socket (independent of every HTTP library)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+def get_status(sock, path, host):
+    """Sends one GET on a connected socket (plain or TLS) and returns the response's status, 0 if
+    none came: independent of every HTTP library."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
     m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
     return int(m.group(1)) if m else 0
+
+
+def http_get(port, path="/", timeout=2.0):
+    """Status of one GET through a raw socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return get_status(s, path, f"127.0.0.1:{port}")
 
 
 def wait_until(what, check, timeout=10.0, interval=0.05):

@@ -42,7 +42,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
-from bench import (CLK_TCK, Service, children_cpu, cpu_model, cpu_seconds, first_line, fmt, log,  # noqa: E402
+from bench import (CLK_TCK, Service, children_cpu, cpu_model, cpu_seconds, first_line, fmt, get_status, log,  # noqa: E402
                    machine_ticks, measure_once, med, parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
@@ -73,17 +73,10 @@ def https_probe(port, path="/"):
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
             ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-        head = b""
-        while b"\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        status = get_status(s, path, "localhost")
         details = {"version": s.version(), "cipher": s.cipher()[0],
                    "cert_sha256": hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()[:16]}
-    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    return (int(m.group(1)) if m else 0), details
+    return status, details
 
 
 def key_exchange_group(port):
