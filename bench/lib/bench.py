@@ -302,6 +302,7 @@ class Measured:
         self.out = out
         self.proxy_cpu = proxy_cpu
         self.backend_cpu = backend_cpu
+        self.client_cpu = client_cpu
         self.wall = wall
         # With IRQ time accounting the kernel books loopback packet delivery (softirq) to no
         # process: it is missing from every process's utime+stime, so it is reported on its own.
@@ -316,6 +317,13 @@ class Measured:
                 "softirq_pct": 100.0 * self.softirq / (self.wall * (os.cpu_count() or 1)),
                 "other_cpu_pct": self.other_pct}
 
+    def cpu_split(self):
+        """Where the CPU went, in % of one core (other work: % of the machine)."""
+        return {"proxy_cpu_pct": 100.0 * self.proxy_cpu / self.wall,
+                "client_cpu_pct": 100.0 * self.client_cpu / self.wall,
+                "backend_cpu_pct": 100.0 * self.backend_cpu / self.wall,
+                "other_cpu_pct": self.other_pct}
+
 
 def run_measured(cmd, proxy, backends, timeout, extra_pids=()):
     pids = proxy.pids()
@@ -326,7 +334,7 @@ def run_measured(cmd, proxy, backends, timeout, extra_pids=()):
     wall = time.monotonic() - t0
     c1, b1, k1, m1 = cpu_seconds(pids), cpu_seconds(bpids), children_cpu(), machine_ticks()
     if res.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-500:]}")
     return Measured(res.stdout, c1 - c0, b1 - b0, k1 - k0, wall, (m1[0] - m0[0]) / CLK_TCK,
                     (m1[2] - m0[2]) / CLK_TCK)
 

@@ -37,13 +37,12 @@ import ssl
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
-from bench import (CLK_TCK, Service, children_cpu, cpu_model, cpu_seconds, first_line, fmt, get_status, log,  # noqa: E402
-                   machine_ticks, measure_once, med, parse_wrk, port_free, stop_all, wait_for_quiet, wait_until)
+from bench import (Service, cpu_model, first_line, fmt, get_status, log, measure_once, med,  # noqa: E402
+                   parse_wrk, port_free, run_measured, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
@@ -139,35 +138,6 @@ class Fronts:
         return svc
 
 
-def run_measured(cmd, proxy, backends, timeout):
-    """Runs cmd; CPU seconds of the proxy, the backends, the client (this process's children) and
-    the machine over it."""
-    pids = proxy.pids()
-    bpids = [p for b in backends for p in b.pids()]
-    c0, b0, k0, m0 = cpu_seconds(pids), cpu_seconds(bpids), children_cpu(), machine_ticks()
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    wall = time.monotonic() - t0
-    c1, b1, k1, m1 = cpu_seconds(pids), cpu_seconds(bpids), children_cpu(), machine_ticks()
-    if res.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-500:]}")
-    proxy_cpu, backend_cpu, client_cpu = c1 - c0, b1 - b0, k1 - k0
-    # softirq (loopback delivery) is booked to no process: leave it out of "other work" too.
-    machine = (m1[0] - m0[0] - (m1[2] - m0[2])) / CLK_TCK
-    ncpu = os.cpu_count() or 1
-    return {
-        "out": res.stdout,
-        "proxy_cpu": proxy_cpu,
-        "wall": wall,
-        "diag": {
-            "proxy_cpu_pct": 100.0 * proxy_cpu / wall,
-            "client_cpu_pct": 100.0 * client_cpu / wall,
-            "backend_cpu_pct": 100.0 * backend_cpu / wall,
-            "other_cpu_pct": max(0.0, 100.0 * (machine - proxy_cpu - backend_cpu - client_cpu) / (wall * ncpu)),
-        },
-    }
-
-
 def machine_info(args):
     return {
         "nproc": os.cpu_count(),
@@ -231,14 +201,14 @@ class TlsBench:
             subprocess.run([*base, "-d1s", *extra, url], capture_output=True, timeout=60, check=True)
             ms = run_measured([*base, f"-d{a.duration}s", "--latency", *extra, url], proxy, self.backends,
                               a.duration + 60)
-            w = parse_wrk(ms["out"])
+            w = parse_wrk(ms.out)
             return {
                 "rate": w["rps"],
-                "cpu_us": 1e6 * ms["proxy_cpu"] / max(1, w["requests"]),
+                "cpu_us": 1e6 * ms.proxy_cpu / max(1, w["requests"]),
                 "p50_ms": w["p50_ms"],
                 "p99_ms": w["p99_ms"],
                 "errors": w["errors"],
-                **ms["diag"],
+                **ms.cpu_split(),
             }
 
         self.rounds(load, workers, fn)
@@ -252,16 +222,16 @@ class TlsBench:
             base = [a.hsload, "--port", str(proxy.port), "--procs", str(a.procs)] + (["--resume"] if resume else [])
             subprocess.run([*base, "--duration", "1"], capture_output=True, timeout=60, check=True)
             ms = run_measured([*base, "--duration", str(a.duration)], proxy, self.backends, a.duration + 60)
-            r = json.loads(ms["out"])
+            r = json.loads(ms.out)
             if r["handshakes"] == 0:
-                raise RuntimeError("hsload made no handshake: " + ms["out"].strip())
+                raise RuntimeError("hsload made no handshake: " + ms.out.strip())
             return {
                 "rate": r["rate"],
-                "cpu_us": 1e6 * ms["proxy_cpu"] / r["handshakes"],
+                "cpu_us": 1e6 * ms.proxy_cpu / r["handshakes"],
                 "resumed_pct": 100.0 * r["resumed"] / r["handshakes"],
                 "tickets_each": r["tickets"] / r["handshakes"],
                 "errors": r["errors"] + r["no_ticket"],
-                **ms["diag"],
+                **ms.cpu_split(),
             }
 
         self.rounds(load, workers, fn)
