@@ -3,30 +3,10 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "limpet/util/json.hpp"
+
 namespace limpet::admin {
 namespace {
-
-// Label values and JSON strings share the same escapes for what can occur in names.
-std::string escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
 
 std::string html_escape(const std::string& s) {
   std::string out;
@@ -88,7 +68,7 @@ class PromWriter {
 };
 
 std::string backend_labels(const BackendMetrics& b) {
-  return "upstream=\"" + escape(b.upstream) + "\",backend=\"" + escape(b.name) + "\"";
+  return "upstream=\"" + json_escape(b.upstream) + "\",backend=\"" + json_escape(b.name) + "\"";
 }
 
 template <typename Field>
@@ -115,7 +95,7 @@ int64_t total_active(const MetricsSnapshot& m) {
 std::string render_prometheus(const MetricsSnapshot& m) {
   PromWriter w;
   w.family("limpet_info", "gauge", "Build and configuration of this limpet.");
-  w.sample("limpet_info", "version=\"" + escape(m.version) + "\"", 1);
+  w.sample("limpet_info", "version=\"" + json_escape(m.version) + "\"", 1);
   w.family("limpet_config_generation", "gauge", "Generation of the running configuration.");
   w.sample("limpet_config_generation", "", static_cast<double>(m.generation));
   w.family("limpet_uptime_seconds", "gauge", "Seconds since start.");
@@ -228,7 +208,7 @@ std::string render_json(const MetricsSnapshot& m) {
   auto str = [&o](const char* key, const std::string& v, bool comma = true) {
     o += "\"";
     o += key;
-    o += "\":\"" + escape(v) + "\"";
+    o += "\":\"" + json_escape(v) + "\"";
     if (comma) o += ',';
   };
   str("version", m.version);

@@ -18,11 +18,6 @@ constexpr size_t kMaxCheckBody = proxy::socketio::kMaxHandshakeBody;
 // not connect to all of them in the same millisecond), then every `interval`.
 constexpr uint64_t kMaxFirstDelayMs = 500;
 
-bool same_check(const config::HealthCheck& a, const config::HealthCheck& b) {
-  return a.kind == b.kind && a.path == b.path && a.interval == b.interval && a.timeout == b.timeout &&
-         a.rise == b.rise && a.fall == b.fall && a.status_min == b.status_min && a.status_max == b.status_max;
-}
-
 void close_timer(uv_timer_t* timer) {
   uv_close(reinterpret_cast<uv_handle_t*>(timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
@@ -246,7 +241,7 @@ void Checker::update(const std::vector<Target>& targets) {
       if (old != probes_.end()) {
         const Probe& p = *old->second;
         const bool same = p.backend().config->address.text == b.config->address.text &&
-                          (p.target().tls != nullptr) == (t.tls != nullptr) && same_check(p.check(), uc.health);
+                          (p.target().tls != nullptr) == (t.tls != nullptr) && p.check() == uc.health;
         if (same) {
           old->second->retarget(t, i);
           kept.emplace(key, std::move(old->second));

@@ -7,6 +7,7 @@
 #include "limpet/net/socket.hpp"
 #include "limpet/proxy/socketio.hpp"
 #include "limpet/proxy/websocket.hpp"
+#include "limpet/util/json.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::proxy {
@@ -30,23 +31,6 @@ uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 bool is_idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
-}
-
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header; 1.0 may omit it.

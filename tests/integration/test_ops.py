@@ -412,6 +412,17 @@ def test_cli_signal_without_pid_file_fails(cluster):
     lp.assert_alive()
 
 
+def test_json_access_log(cluster, tmp_path):
+    b = cluster.backend("js1")
+    access = tmp_path / "access.json"
+    lp = start_ops_limpet(cluster, [b], server={"access_log": str(access), "access_log_format": "json"})
+    assert get(lp.port, "/echo?json-line&q=%22quoted%22")[0] == 200
+    entry = json.loads(wait_line(access, "json-line")[0])
+    assert entry["method"] == "GET" and entry["target"] == "/echo?json-line&q=%22quoted%22", entry
+    assert entry["status"] == 200 and entry["backend"] == "js1" and entry["reason"] == "placement", entry
+    assert entry["client"] == "127.0.0.1" and entry["upstream"] == "app" and entry["bytes"] > 0, entry
+
+
 def test_sigusr1_reopens_access_and_error_logs(cluster, tmp_path):
     b = cluster.backend("lg1")
     access, errors = tmp_path / "access.log", tmp_path / "error.log"

@@ -64,6 +64,8 @@ struct HealthCheck {
   uint32_t max_fails = 3;       // within fail_timeout mark the backend down; 0 = never
   Millis fail_timeout{10000};   // the window, and without active checks the time before a retry
   Millis slow_start{0};         // a backend back up ramps its share of new sessions over this
+
+  bool operator==(const HealthCheck&) const = default;
 };
 
 // TLS (tls/). Certificates and keys are PEM files; a certificate file may carry the chain after
