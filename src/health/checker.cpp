@@ -91,7 +91,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
     if (phase_ != Phase::kIdle) return;  // the previous run is still within its timeout
     phase_ = Phase::kConnecting;
     body_.clear();
-    parser_ = std::make_unique<http::Parser>(http::Parser::Kind::kResponse, http::ParserLimits{}, this);
+    parser_.reset();
     stream_ = new net::Stream(checker_->loop_, &checker_->buffers_);
     stream_->set_delegate(this);
     if (target_.tls) stream_->set_filter(target_.tls->new_filter(*backend().config, &checker_->tls_counters_));
@@ -112,12 +112,12 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   // net::StreamDelegate
   void on_data(net::Stream*, std::string_view data) override {
     while (!data.empty() && stream_ != nullptr) {
-      const http::Parser::Outcome out = parser_->execute(data);
+      const http::Parser::Outcome out = parser_.execute(data);
       data.remove_prefix(out.consumed);
-      if (out.state == http::Parser::State::kError) return fail("bad response: " + parser_->error_reason());
+      if (out.state == http::Parser::State::kError) return fail("bad response: " + parser_.error_reason());
       if (out.state == http::Parser::State::kUpgrade) return fail("unexpected upgrade response");
       if (out.state != http::Parser::State::kPaused) return;
-      parser_->resume();
+      parser_.resume();
     }
   }
   void on_end(net::Stream*, int status) override {
@@ -136,7 +136,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   // http::ParserDelegate
   bool on_head() override {
     if (phase_ != Phase::kChecking) return false;
-    const int status = parser_->response().status;
+    const int status = parser_.response().status;
     const config::HealthCheck& c = check();
     if (c.kind == config::HealthCheck::Kind::kHttp) {
       if (status >= c.status_min && status <= c.status_max) {
@@ -163,7 +163,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
     if (hs.status != proxy::socketio::HandshakeStatus::kFound) return fail("no Engine.IO open packet in the response");
     record(true, "Engine.IO handshake");
     // End the session the check opened instead of leaving it to the node's ping timeout.
-    if (stream_ != nullptr && parser_->response().keep_alive) {
+    if (stream_ != nullptr && parser_.response().keep_alive) {
       phase_ = Phase::kClosingSession;
       stream_->write(engineio_close_request(check(), backend().config->address.text, hs.sid));
     } else {
@@ -213,7 +213,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   uv_timer_t* timer_;  // heap: its close callback frees it after the probe is gone
   Phase phase_ = Phase::kIdle;
   net::Stream* stream_ = nullptr;  // self-deleting; only while a run is in flight
-  std::unique_ptr<http::Parser> parser_;
+  http::Parser parser_{http::Parser::Kind::kResponse, http::ParserLimits{}, this};  // reset per run
   std::string body_;
 };
 
