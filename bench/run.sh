@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # bench/run.sh: limpet side by side with nginx and HAProxy (issue 6), one command.
 #
-#   bench/run.sh                 full run (~15 min): results in bench/results/<date>.md, table
+#   bench/run.sh                 full run (~20 min): results in bench/results/<date>.md, table
 #                                copied into bench/README.md
 #   bench/run.sh --quick         one short round of everything (< 3 min), README left alone
 #   bench/run.sh --limpet PATH   benchmark that binary instead of building build-bench/limpet
-#   bench/run.sh --only http,ws  a subset: http, open, mallocs, ws, socketio
+#   bench/run.sh --only http,ws  a subset: http, open, mallocs, config, ws, idle, wsnode, socketio
 #   bench/run.sh --help          every option (of bench/lib/bench.py)
 #
 # It builds its own tools (the backend, wsload and the allocation counter) into
@@ -36,7 +36,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 "$ROOT/bench/lib/bench.py" --help
       ;;
@@ -57,13 +57,7 @@ if (($(ulimit -n) < 19500)); then
 fi
 
 # --- tools: same warning flags as the project (warning_level=3, -Werror) ---------------------
-mkdir -p "$TOOLS"
-# shellcheck source=bench/lib/tools.sh
-source "$ROOT/bench/lib/tools.sh"
-build_tool "$TOOLS/backend" "gcc -std=c11 -O2 -pthread" "libuv libcrypto" "$ROOT/bench/backends/backend.c"
-build_tool "$TOOLS/wsload" "g++ -std=c++20 -O2 -g" "libuv" "$ROOT/bench/wsload/wsload.cpp" \
-  "$ROOT/bench/wsload/histogram.hpp"
-build_tool "$TOOLS/malloc_count.so" "gcc -std=c11 -O2 -shared -fPIC" "" "$ROOT/bench/lib/malloc_count.c"
+bash "$ROOT/bench/lib/build_tools.sh" "$TOOLS"
 
 # --- limpet: a release build of this tree unless one was given --------------------------------
 if [[ -z "$limpet" ]]; then

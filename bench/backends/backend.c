@@ -5,6 +5,14 @@
  * It is deliberately minimal (no real HTTP parser, no limpet code: a shared bug would cancel out)
  * and cheap per request, so that it is never the bottleneck of a benchmark:
  *   GET /16k...        -> 200, 16384-byte body
+ *   /socket.io/...     -> Engine.IO polling, just enough for limpet's sid learning (bench rows of
+ *                         the shipped configuration): without a sid= query parameter a v4 open
+ *                         packet with a fresh 20-character sid (unique per backend port, thread and
+ *                         request); with one, 200 "6" (a noop packet) to a GET and "ok" to a POST.
+ *                         No session is kept: any sid is accepted.
+ *   GET /__bench/requests -> 200, body: how many requests this process answered so far (every
+ *                         other request counts; this one does not), for allocation counts over
+ *                         a window of a run (bench/lib/bench.py). Ask the backend directly.
  *   GET anything else  -> 200, 13-byte body "Hello, world\n"
  *   GET + Upgrade: websocket -> 101, then every data frame is echoed back unmasked, Ping gets a
  *                         Pong, Close is echoed and the connection closed (server closes first).
@@ -34,6 +42,11 @@ enum { kReadBufferSize = 64 * 1024, kMaxIov = 64, kMaxFrame = 1 << 20, kBigBody 
 static const char kSmallResponse[] =
     "HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
     "Hello, world\n";
+static const char kPollResponse[] =
+    "HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: 1\r\n\r\n"
+    "6";
+static const char kPostResponse[] =
+    "HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok";
 static char *big_response; /* head + 16384 bytes, built once at start */
 static size_t big_response_len;
 static const char *listen_host = "127.0.0.1";
@@ -57,6 +70,71 @@ typedef struct {
 
 /* One read buffer per thread: every read is fully consumed before the next one. */
 static __thread char read_buffer[kReadBufferSize];
+static _Atomic uint64_t requests_answered;
+static __thread uint64_t sids_issued;
+static _Atomic unsigned next_thread_index;
+static __thread unsigned thread_index;
+
+static uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/* A 20-character Engine.IO sid (base64url alphabet, like the real ones), distinct for every
+ * (port, thread, request): the first 11 characters carry a bijective mix of those three. */
+static void new_sid(char out[20]) {
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  uint64_t unique = ((uint64_t)listen_port << 48) | ((uint64_t)(thread_index & 0xff) << 40) | ++sids_issued;
+  uint64_t a = splitmix64(unique), b = splitmix64(a);
+  for (int i = 0; i < 11; ++i) out[i] = kAlphabet[(a >> (6 * i)) & 63];
+  for (int i = 11; i < 20; ++i) out[i] = kAlphabet[(b >> (6 * (i - 11))) & 63];
+}
+
+/* The Engine.IO v4 handshake answer, in a heap buffer the write owns. */
+static char *engineio_open(size_t *len) {
+  static const char kHead[] =
+      "HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: %d\r\n\r\n";
+  char sid[21];
+  new_sid(sid);
+  sid[20] = '\0';
+  char body[160];
+  int bl = snprintf(body, sizeof body,
+                    "0{\"sid\":\"%s\",\"upgrades\":[\"websocket\"],\"pingInterval\":25000,"
+                    "\"pingTimeout\":20000,\"maxPayload\":1000000}",
+                    sid);
+  char *out = malloc(sizeof kHead + 16 + (size_t)bl);
+  if (out == NULL) abort();
+  int hl = sprintf(out, kHead, bl);
+  memcpy(out + hl, body, (size_t)bl);
+  *len = (size_t)hl + (size_t)bl;
+  return out;
+}
+
+/* The request target of a head ("GET /x?y HTTP/1.1..."), or an empty one. */
+static const char *request_target(const char *head, size_t hlen, size_t *tlen) {
+  const char *line_end = memchr(head, '\r', hlen);
+  size_t ll = line_end != NULL ? (size_t)(line_end - head) : hlen;
+  const char *sp = memchr(head, ' ', ll);
+  *tlen = 0;
+  if (sp == NULL) return head;
+  const char *t = sp + 1;
+  const char *sp2 = memchr(t, ' ', ll - (size_t)(t - head));
+  *tlen = sp2 != NULL ? (size_t)(sp2 - t) : ll - (size_t)(t - head);
+  return t;
+}
+
+/* Whether target[0,tlen) has a query parameter "sid" (?sid= or &sid=). */
+static int has_sid(const char *target, size_t tlen) {
+  const char *q = memchr(target, '?', tlen);
+  if (q == NULL) return 0;
+  const char *end = target + tlen;
+  for (const char *p = q; p + 5 <= end; ++p) {
+    if ((*p == '?' || *p == '&') && memcmp(p + 1, "sid=", 4) == 0) return 1;
+  }
+  return 0;
+}
 
 static void on_closed(uv_handle_t *h) {
   conn_t *c = (conn_t *)h->data;
@@ -206,7 +284,7 @@ static size_t handle_requests(conn_t *c, const char *data, size_t len) {
   uv_buf_t bufs[kMaxIov];
   unsigned n = 0;
   size_t pos = 0;
-  int close_after = 0;
+  int close_after = 0, close_queued = 0;
   while (pos < len && !close_after && !c->websocket) {
     if (c->skip_body > 0) {
       size_t k = len - pos < c->skip_body ? len - pos : c->skip_body;
@@ -255,10 +333,45 @@ static size_t handle_requests(conn_t *c, const char *data, size_t len) {
       pos += hlen;
       break;
     }
-    int big = hlen > 8 && memchr(head, ' ', hlen) != NULL &&
-              strncmp((const char *)memchr(head, ' ', hlen) + 1, "/16k", 4) == 0;
-    bufs[n++] = big ? uv_buf_init(big_response, (unsigned)big_response_len)
-                    : uv_buf_init((char *)kSmallResponse, sizeof kSmallResponse - 1);
+    size_t tlen;
+    const char *target = request_target(head, hlen, &tlen);
+    static const char kCountPath[] = "/__bench/requests";
+    if (tlen == sizeof kCountPath - 1 && memcmp(target, kCountPath, tlen) == 0) {
+      if (n > 0) send_bufs(c, bufs, n, NULL, 0);
+      n = 0;
+      char *out = malloc(160);
+      if (out == NULL) abort();
+      char body[24];
+      int bl = snprintf(body, sizeof body, "%llu", (unsigned long long)requests_answered);
+      int ol = snprintf(out, 160, "HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: text/plain\r\n"
+                        "Content-Length: %d\r\n\r\n%s", bl, body);
+      uv_buf_t b = uv_buf_init(out, (unsigned)ol);
+      send_bufs(c, &b, 1, out, close_after);
+      close_queued = close_after;
+      pos += hlen;
+      continue;
+    }
+    ++requests_answered;
+    if (tlen >= 11 && memcmp(target, "/socket.io/", 11) == 0) {
+      if (has_sid(target, tlen)) {
+        bufs[n++] = hlen > 4 && memcmp(head, "POST", 4) == 0
+                        ? uv_buf_init((char *)kPostResponse, sizeof kPostResponse - 1)
+                        : uv_buf_init((char *)kPollResponse, sizeof kPollResponse - 1);
+      } else {
+        /* Its own buffer, written after what is gathered so far (keeps the order). */
+        if (n > 0) send_bufs(c, bufs, n, NULL, 0);
+        n = 0;
+        size_t olen;
+        char *open_packet = engineio_open(&olen);
+        uv_buf_t b = uv_buf_init(open_packet, (unsigned)olen);
+        send_bufs(c, &b, 1, open_packet, close_after);
+        close_queued = close_after;
+      }
+    } else {
+      int big = tlen >= 4 && strncmp(target, "/16k", 4) == 0;
+      bufs[n++] = big ? uv_buf_init(big_response, (unsigned)big_response_len)
+                      : uv_buf_init((char *)kSmallResponse, sizeof kSmallResponse - 1);
+    }
     pos += hlen;
     if (n == kMaxIov) {
       send_bufs(c, bufs, n, NULL, 0);
@@ -266,7 +379,7 @@ static size_t handle_requests(conn_t *c, const char *data, size_t len) {
     }
   }
   if (n > 0) send_bufs(c, bufs, n, NULL, close_after);
-  else if (close_after) close_conn(c);
+  else if (close_after && !close_queued) close_conn(c);
   return pos;
 }
 
@@ -339,6 +452,7 @@ static void on_connection(uv_stream_t *server, int status) {
 
 static void *run_thread(void *arg) {
   (void)arg;
+  thread_index = next_thread_index++;
   uv_loop_t loop;
   uv_tcp_t server;
   uv_loop_init(&loop);

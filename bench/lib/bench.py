@@ -218,12 +218,20 @@ class Fronts:
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o777)  # nginx workers run as nobody and write their temp dirs here
         tmpl = {"limpet": "limpet.toml.in", "nginx": "nginx.conf.in", "haproxy": "haproxy.cfg.in"}[kind]
+        extra = []
         if kind == "limpet" and template == "socketio":
             tmpl = "limpet-socketio.toml.in"
+        elif kind == "limpet" and template in ("shipped-text", "shipped-json"):
+            # conf/limpet.toml with the access log in a file of this directory (see the template).
+            tmpl = "limpet-shipped.toml.in"
+            extra = [f"ACCESS_LOG={os.path.join(d, 'access.log')}", f"ACCESS_LOG_FORMAT={template[8:]}",
+                     f"ADMIN_PORT={self.args.port_base + 13}"]
+        elif template is not None:
+            raise ValueError(f"no {kind} config template {template!r}")
         out = os.path.join(d, {"limpet": "limpet.toml", "nginx": "nginx.conf", "haproxy": "haproxy.cfg"}[kind])
         subprocess.run([sys.executable, os.path.join(BENCH, "lib", "render.py"), os.path.join(BENCH, "peers", tmpl),
                         out, "--kind", kind, "--servers", ",".join(map(str, servers)),
-                        f"WORKERS={workers}", f"DIR={d}", f"PORT={self.port[kind]}"], check=True)
+                        f"WORKERS={workers}", f"DIR={d}", f"PORT={self.port[kind]}", *extra], check=True)
         return d, out
 
     def command(self, kind, conf, d):
@@ -337,6 +345,181 @@ def run_measured(cmd, proxy, backends, timeout, extra_pids=()):
         raise RuntimeError(f"{shlex.join(cmd)} failed ({res.returncode}): {(res.stderr or res.stdout).strip()[-500:]}")
     return Measured(res.stdout, c1 - c0, b1 - b0, k1 - k0, wall, (m1[0] - m0[0]) / CLK_TCK,
                     (m1[2] - m0[2]) / CLK_TCK)
+
+
+# --- limpet's own configurations: minimal vs shipped (issue 10, issue 14) ------------------------
+
+# Rows measured on limpet alone: name -> (config template for Fronts.start, request kind).
+# None is limpet.toml.in, the config of every other row (no sid learning, no access log);
+# "shipped-text"/"shipped-json" is limpet-shipped.toml.in, i.e. conf/limpet.toml with the access
+# log in a file, as text or JSON lines. "plain" is `GET /`; "sid" is an Engine.IO polling GET
+# carrying the sid of a session limpet learned from a handshake it proxied, i.e. the product's own
+# path: route by sid (affinity lookup), proxy, access-log line.
+CONFIG_ROWS = {
+    "minimal": (None, "plain"),
+    "shipped-text-plain": ("shipped-text", "plain"),
+    "shipped-text": ("shipped-text", "sid"),
+    "shipped-json-plain": ("shipped-json", "plain"),
+    "shipped-json": ("shipped-json", "sid"),
+}
+ENGINEIO_HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
+
+
+def engineio_handshake(port, timeout=2.0):
+    """One Engine.IO v4 polling handshake through the proxy (raw socket, Connection: close):
+    returns the sid of the open packet the backend answered, which the proxy has learned."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {ENGINEIO_HANDSHAKE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    m = re.match(rb"HTTP/1\.1 200 .*?\r\n\r\n0\{\"sid\":\"([A-Za-z0-9_-]+)\"", data, re.S)
+    if not m:
+        raise RuntimeError(f"no Engine.IO open packet in the handshake answer: {data[:200]!r}")
+    return m.group(1).decode()
+
+
+def wrk_targets_script(path, targets):
+    """A wrk Lua script sending GETs for `targets` in turn (the requests are formatted once, in
+    init: per request the client only hands back a prepared string)."""
+    with open(path, "w") as f:
+        f.write("-- bench/lib/bench.py: GET each target in turn\n")
+        f.write("local targets = {" + ", ".join(json.dumps(t) for t in targets) + "}\n")
+        f.write("local reqs, n = {}, 0\n"
+                "function init(args)\n"
+                "  for i, t in ipairs(targets) do reqs[i] = wrk.format(\"GET\", t) end\n"
+                "end\n"
+                "function request()\n"
+                "  n = n % #reqs + 1\n"
+                "  return reqs[n]\n"
+                "end\n")
+    return path
+
+
+def malloc_calls(counter_file):
+    """malloc + calloc + realloc + aligned calls so far (bench/lib/malloc_count.c's counters)."""
+    with open(counter_file, "rb") as f:
+        words = f.read(40)
+    v = [int.from_bytes(words[i:i + 8], "little") for i in range(0, 40, 8)]
+    return v[0] + v[1] + v[2] + v[3]
+
+
+def config_row_command(row, seconds, warm, conns, sessions):
+    template, request = CONFIG_ROWS[row]
+    conf = "bench/peers/limpet.toml.in" if template is None else \
+        f"bench/peers/limpet-shipped.toml.in (access_log_format = \"{template[8:]}\", access_log = DIR/access.log)"
+    if request == "sid":
+        load = (f"{sessions} × `GET {ENGINEIO_HANDSHAKE}` through limpet (it learns each sid from the open "
+                f"packet), then wrk -t1 -c{conns} -d{seconds:g}s --latency -s targets.lua (GET "
+                f"{ENGINEIO_HANDSHAKE}&sid=SID, the {sessions} sids in turn)")
+    else:
+        load = f"wrk -t1 -c{conns} -d{seconds:g}s --latency -s targets.lua (GET /)"
+    return (f"{conf}; {load}" + (f" after a {warm:g} s warm-up run" if warm else "") +
+            "; allocations: the same in a second fresh limpet under LD_PRELOAD=malloc_count.so, counted from "
+            "0.5 s after wrk starts to 0.5 s before it ends, over the requests the backends answered in that "
+            "window (GET /__bench/requests on each)")
+
+
+def backend_requests(ports):
+    """Requests the bench backends on `ports` have answered so far (their /__bench/requests),
+    asked directly, not through the proxy."""
+    total = 0
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /__bench/requests HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        total += int(data.split(b"\r\n\r\n", 1)[1])
+    return total
+
+
+def measure_config_row(row, proxy, backends, work, seconds, warm=1, conns=64, sessions=64, counter=None,
+                       backend_ports=(), idle_window=2.0, margin=0.5):
+    """One row of CONFIG_ROWS on a freshly started limpet (`proxy`, a Service started with the
+    row's template): handshakes for the sid rows, a warm-up, then the measured wrk run.
+
+    Without `counter`: requests/s, p50/p99 and the proxy's CPU µs per request over the run.
+    With `counter` (limpet runs under malloc_count.so writing there): the malloc-family calls per
+    steady-state request, counted inside the run from `margin` s after wrk starts (its connections
+    are up) to `margin` s before it ends (before they close), divided by the requests the backends
+    answered over the same window (`backend_ports`, /__bench/requests); allocs_per_req_whole_run
+    is the older figure (the whole run, with the connections' setup, over wrk's count). Before the
+    warm-up, what an idle limpet allocates over `idle_window` s (health probes, housekeeping):
+    idle_allocs_per_s. The access log is read back: lines per request, and for the sid rows the
+    share of lines routed by affinity (affinity_share)."""
+    template, request = CONFIG_ROWS[row]
+    targets = ["/"]
+    if request == "sid":
+        targets = [f"{ENGINEIO_HANDSHAKE}&sid={engineio_handshake(proxy.port)}" for _ in range(sessions)]
+    script = wrk_targets_script(os.path.join(work, f"targets-{row}.lua"), targets)
+    url = f"http://127.0.0.1:{proxy.port}/"
+    m = {}
+    if counter and idle_window > 0:
+        i0 = malloc_calls(counter)
+        time.sleep(idle_window)
+        m["idle_allocs_per_s"] = (malloc_calls(counter) - i0) / idle_window
+    if warm:
+        subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{warm:g}s", "-s", script, url], capture_output=True,
+                       timeout=warm + 30, check=True)
+    access_log = os.path.join(os.path.dirname(proxy.conf), "access.log") if template else None
+    log_offset = os.path.getsize(access_log) if access_log and os.path.exists(access_log) else 0
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", "-s", script, url]
+    if counter:
+        if seconds <= 2 * margin + 0.5:
+            raise ValueError(f"a counted run needs more than {2 * margin + 0.5:g} s")
+
+        def sample():
+            r0 = backend_requests(backend_ports)
+            a = malloc_calls(counter)
+            return a, (r0 + backend_requests(backend_ports)) / 2.0
+
+        a0 = malloc_calls(counter)
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(margin)
+            w0, r0 = sample()
+            time.sleep(max(0.0, t0 + seconds - margin - time.monotonic()))
+            w1, r1 = sample()
+            out, err = p.communicate(timeout=seconds + 60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if p.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} failed ({p.returncode}): {err.strip()[-500:]}")
+        a1 = malloc_calls(counter)
+        w = parse_wrk(out)
+        m.update(allocs_per_req=(w1 - w0) / max(1.0, r1 - r0), window_requests=round(r1 - r0),
+                 allocs_per_req_whole_run=(a1 - a0) / max(1, w["requests"]), requests=w["requests"],
+                 errors=w["errors"])
+    else:
+        ms = run_measured(cmd, proxy, backends, seconds + 60)
+        w = parse_wrk(ms.out)
+        reqs = max(1, w["requests"])
+        m.update(rps=w["rps"], p50_ms=w["p50_ms"], p99_ms=w["p99_ms"], cpu_us_per_req=1e6 * ms.proxy_cpu / reqs,
+                 errors=w["errors"], requests=w["requests"], **ms.diag())
+    if access_log:
+        # Lines written during the measured run (wrk's last requests may be logged just after it).
+        lines = affinity = 0
+        mark = '"reason":"affinity"' if template == "shipped-json" else "reason=affinity"
+        with open(access_log, errors="replace") as f:
+            f.seek(log_offset)
+            for line in f:
+                lines += 1
+                affinity += mark in line
+        m["log_lines_per_req"] = lines / max(1, w["requests"])
+        if request == "sid":
+            m["affinity_share"] = affinity / max(1, lines)
+        os.remove(access_log)  # ~150 B a request: do not let the runs fill the disk
+    return m
 
 
 def wait_for_quiet(limit_s, threshold_pct=15.0):
@@ -475,10 +658,7 @@ class Bench:
             proxy = self.fronts.start(kind, workers, self.backend_ports, env=env)
 
             def counts():
-                with open(cnt, "rb") as f:
-                    words = f.read(40)
-                v = [int.from_bytes(words[i:i + 8], "little") for i in range(0, 40, 8)]
-                return v[0] + v[1] + v[2] + v[3]  # malloc + calloc + realloc + aligned
+                return malloc_calls(cnt)
 
             try:
                 url = f"http://127.0.0.1:{proxy.port}/"
@@ -507,6 +687,37 @@ class Bench:
             m = {"allocs_per_req": (a1 - a0) / max(1, reqs), "allocs_per_ws_msg": (w1 - w0) / max(1, msgs)}
             log(f"mallocs {kind}: {m}")
             self.record(scenario, workers, kind, m)
+
+    def config_rows(self, workers, rows=None):
+        """limpet alone under its own configurations (CONFIG_ROWS): requests/s and CPU per request
+        over the rounds, and in each round a second fresh limpet under malloc_count.so for the
+        allocations per request. The row order rotates each round."""
+        rows = list(rows or CONFIG_ROWS)
+        conns, sessions = self.args.wrk_conns, self.args.sessions
+        for row in rows:
+            self.commands[f"cfg_{row}"] = config_row_command(row, self.d, self.warm, conns, sessions)
+        counting = os.path.exists(self.args.malloc_count or "")
+        for r in range(self.rounds):
+            for row in rows[r % len(rows):] + rows[:r % len(rows)]:
+                template = CONFIG_ROWS[row][0]
+                for counted in ([False, True] if counting else [False]):
+                    env = None
+                    cnt = os.path.join(self.work, f"malloc-cfg-{row}.cnt")
+                    if counted:
+                        if os.path.exists(cnt):
+                            os.remove(cnt)
+                        env = {"LD_PRELOAD": self.args.malloc_count, "MALLOC_COUNT_FILE": cnt}
+                    m = measure_once(f"cfg_{row} w{workers} round {r + 1}" + (" (malloc_count)" if counted else ""),
+                                     self.notes,
+                                     lambda: self.fronts.start("limpet", workers, self.backend_ports, template, env=env),
+                                     lambda proxy: measure_config_row(row, proxy, self.backends, self.work, self.d,
+                                                                      self.warm, conns, sessions,
+                                                                      counter=cnt if counted else None,
+                                                                      backend_ports=self.backend_ports))
+                    if m is None:
+                        continue
+                    m["run"] = "malloc_count" if counted else "plain"
+                    self.record(f"cfg_{row}", workers, "limpet", m)
 
     # -- WebSocket
 
@@ -629,6 +840,14 @@ def fmt(v, digits=3):
     return f"{v:.{digits}g}"
 
 
+CONFIG_ROW_LABELS = {
+    "minimal": "limpet minimal config (bench), GET /",
+    "shipped-text-plain": "limpet shipped config, text access log, GET /",
+    "shipped-text": "limpet shipped config, text access log, Engine.IO poll with sid",
+    "shipped-json-plain": "limpet shipped config, JSON access log, GET /",
+    "shipped-json": "limpet shipped config, JSON access log, Engine.IO poll with sid",
+}
+
 # (scenario, metric key, label, better: "high"|"low", target kind)
 ROWS = [
     ("http_small", "rps", "HTTP 13 B, wrk keep-alive: requests/s", "high", "rps"),
@@ -647,6 +866,11 @@ ROWS = [
     ("http_open", "cpu_us_per_req", "HTTP open loop RATE req/s: proxy CPU µs/request", "low", "cpu"),
     ("mallocs", "allocs_per_req", "heap allocations per HTTP request", "low", "zero"),
     ("mallocs", "allocs_per_ws_msg", "heap allocations per WebSocket message", "low", "zero"),
+    *[(f"cfg_{row}", "allocs_per_req", f"{label}: heap allocations per request", "low", "zero")
+      for row, label in CONFIG_ROW_LABELS.items()],
+    *[(f"cfg_{row}", "rps", f"{label}: requests/s (wrk -s)", "high", None) for row, label in CONFIG_ROW_LABELS.items()],
+    *[(f"cfg_{row}", "cpu_us_per_req", f"{label}: CPU µs/request", "low", None)
+      for row, label in CONFIG_ROW_LABELS.items()],
     ("ws_idle", "bytes_per_tunnel", "WS (a) idle tunnels: proxy RSS bytes/tunnel", "low", "idle"),
     ("ws_echo", "p50_us", "WS (b) 1,000 conns × 10 msg/s: p50 µs", "low", None),
     ("ws_echo", "p99_us", "WS (b) 1,000 conns × 10 msg/s: p99 µs", "low", "p99"),
@@ -801,6 +1025,19 @@ def write_report(bench, info, started, finished):
     out.append("- HAProxy: `balance source` + `hash-type consistent`, `http-reuse always`, `nbthread` = "
                "workers; the same config for Socket.IO.")
     out.append("- All from 127.0.0.1, so the address hash sends every client to one backend on all three.")
+    out.append("- Rows \"limpet minimal/shipped config\" (limpet alone, issue 10's \"zero heap allocations per "
+               "steady-state request on the shipped conf/limpet.toml\"): minimal = bench/peers/limpet.toml.in as "
+               "above; shipped = bench/peers/limpet-shipped.toml.in, conf/limpet.toml's values (sid learning on "
+               "/socket.io/, least_sessions, Engine.IO health checks every 2 s, admin listener) with the access log "
+               "in a file, text or JSON. The sid rows first make `--sessions` Engine.IO handshakes through limpet "
+               "(the backend answers a v4 open packet with a fresh sid), then poll with those sids in turn "
+               "(wrk Lua script); every row of this group uses the same script-driven wrk. Allocations are "
+               "counted in a separate fresh limpet under malloc_count.so, in steady state: from 0.5 s after "
+               "wrk starts to 0.5 s before it ends (its 64 connections stay up), over the requests the "
+               "backends answered in that window (allocs_per_req_whole_run in the samples: the whole run "
+               "over wrk's count, the connections' setup included); idle_allocs_per_s in the samples is "
+               "what that limpet allocated idle for 2 s before the load (health probes, housekeeping); "
+               "affinity_share is the share of the run's access-log lines with reason affinity.")
     out.append(f"- Configs: bench/peers/*.in, rendered into {bench.work}.\n")
     out.append("## Commands\n")
     for scen, cmd in bench.commands.items():
@@ -829,7 +1066,11 @@ def write_report(bench, info, started, finished):
 
     results_dir = os.path.join(BENCH, "results")
     os.makedirs(results_dir, exist_ok=True)
-    name = date + ("-quick" if args.quick else "")
+    # A subset of the loads or fronts gets its own name, so that it never overwrites (or passes
+    # for) the day's full run.
+    name = args.results_name or (date + ("-" + "-".join(args.only_list) if args.subset else "")
+                                 + ("-" + "-".join(args.fronts) if args.fronts != FRONTS else "")
+                                 + ("-quick" if args.quick else ""))
     path = os.path.join(results_dir, name + ".md")
     with open(path, "w") as f:
         f.write(text)
@@ -838,7 +1079,7 @@ def write_report(bench, info, started, finished):
                    "samples": [{"scenario": s, "workers": w, "front": fr, "rounds": ss}
                                for (s, w, fr), ss in sorted(bench.samples.items())]}, f, indent=1)
     log(f"results: {path}")
-    if not args.quick and args.update_readme:
+    if not args.quick and args.update_readme and not args.subset and args.fronts == FRONTS:
         readme = os.path.join(BENCH, "README.md")
         with open(readme) as f:
             old = f.read()
@@ -869,7 +1110,14 @@ def main():
     ap.add_argument("--duration", type=int, default=0)
     ap.add_argument("--workers", default="1,2", help="worker counts for the HTTP loads")
     ap.add_argument("--ws-workers", default="2", help="worker counts for WebSocket and Socket.IO loads")
-    ap.add_argument("--only", default="http,open,mallocs,ws,wsnode,socketio")
+    ap.add_argument("--only", default="http,open,mallocs,config,ws,wsnode,socketio",
+                    help="loads: http, open, mallocs, config (limpet's minimal and shipped configurations, "
+                         "rows CONFIG_ROWS), ws (idle, echo, throughput, churn), idle (WS (a) alone), "
+                         "wsnode, socketio")
+    ap.add_argument("--config-rows", default=",".join(CONFIG_ROWS),
+                    help="which rows the config load measures: " + ", ".join(CONFIG_ROWS))
+    ap.add_argument("--sessions", type=int, default=64,
+                    help="Engine.IO sessions (handshakes through limpet) whose sids the config load's sid rows poll")
     ap.add_argument("--wait-quiet", type=int, default=120,
                     help="seconds to wait for other work on the machine to settle before starting")
     ap.add_argument("--fronts", default=",".join(FRONTS))
@@ -882,12 +1130,21 @@ def main():
     ap.add_argument("--sio-concurrency", type=int, default=32)
     ap.add_argument("--work-dir", default="/tmp")
     ap.add_argument("--no-readme", dest="update_readme", action="store_false")
+    ap.add_argument("--results-name", default="",
+                    help="bench/results/NAME.md and .json (default: the date, plus the loads and fronts when "
+                         "a subset, plus -quick)")
     ap.add_argument("--command-line", default="bench/run.sh")
     args = ap.parse_args()
     args.fronts = args.fronts.split(",")
     only = set(args.only.split(","))
+    args.only_list = args.only.split(",")
+    args.subset = only != set(ap.get_default("only").split(","))
     http_workers = [int(w) for w in args.workers.split(",")]
     ws_workers = [int(w) for w in args.ws_workers.split(",")]
+    config_rows = args.config_rows.split(",")
+    unknown = [r for r in config_rows if r not in CONFIG_ROWS]
+    if unknown:
+        ap.error(f"unknown --config-rows {','.join(unknown)}; known: {', '.join(CONFIG_ROWS)}")
     if args.idle_tunnels > 9000:
         ap.error("--idle-tunnels above 9000 would exceed the 20,000 fd limit of one proxy process")
 
@@ -914,6 +1171,11 @@ def main():
                 bench.http_open("http_open", w)
         if "mallocs" in only:
             bench.mallocs(http_workers[0])
+        if "config" in only:
+            bench.config_rows(http_workers[0], config_rows)
+        if "idle" in only and "ws" not in only:
+            for w in ws_workers:
+                bench.ws_idle(w)
         if "ws" in only:
             for w in ws_workers:
                 bench.ws_idle(w)
