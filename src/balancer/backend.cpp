@@ -5,8 +5,9 @@ namespace limpet::balancer {
 bool BackendState::set_up(bool value, int64_t now_ms) {
   if (up.load(std::memory_order_relaxed) == value) return false;
   if (value) {
-    up_since_ms_.store(now_ms, std::memory_order_relaxed);
-    passive_down_ms_ = 0;
+    came_back_ms_.store(now_ms, std::memory_order_relaxed);
+    came_back_.store(true, std::memory_order_release);
+    passive_down_ms_.reset();
     window_failures_ = 0;
   }
   up.store(value, std::memory_order_relaxed);
@@ -31,7 +32,7 @@ bool BackendState::passive_failure(int64_t now_ms, uint32_t max_fails, int64_t w
 
 bool BackendState::passive_retry_due(int64_t now_ms, int64_t window_ms) {
   std::lock_guard lock(health_mu_);
-  if (passive_down_ms_ == 0 || now_ms - passive_down_ms_ < window_ms) return false;
+  if (!passive_down_ms_ || now_ms - *passive_down_ms_ < window_ms) return false;
   return set_up(true, now_ms);
 }
 
@@ -47,7 +48,7 @@ bool BackendState::check_result(bool ok, std::string_view detail, int rise, int 
   consecutive_ok_ = 0;
   ++consecutive_failed_;
   if (consecutive_failed_ < fall || !set_up(false, now_ms)) return false;
-  passive_down_ms_ = 0;  // down by the checks: only they bring it back
+  passive_down_ms_.reset();  // down by the checks: only they bring it back
   return true;
 }
 
@@ -56,7 +57,7 @@ bool BackendState::checks_stopped(int64_t now_ms) {
   consecutive_ok_ = 0;
   consecutive_failed_ = 0;
   last_check_.clear();
-  return passive_down_ms_ == 0 && set_up(true, now_ms);
+  return !passive_down_ms_ && set_up(true, now_ms);
 }
 
 std::string BackendState::last_check() const {

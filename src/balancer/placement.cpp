@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "limpet/balancer/hash.hpp"
-#include "limpet/util/clock.hpp"
 
 namespace limpet::balancer {
 namespace {
@@ -82,8 +82,12 @@ bool LoadBound::allows(const Candidate& c) const {
 }
 
 Placement::Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor,
-                     int64_t slow_start_ms)
-    : policy_(policy), candidates_(std::move(candidates)), factor_(balance_factor), slow_start_ms_(slow_start_ms) {
+                     int64_t slow_start_ms, const Clock& clock)
+    : policy_(policy),
+      candidates_(std::move(candidates)),
+      factor_(balance_factor),
+      slow_start_ms_(slow_start_ms),
+      clock_(clock) {
   if (policy_ == config::Balance::kRoundRobin) schedule_ = smooth_schedule(candidates_);
 }
 
@@ -91,14 +95,16 @@ uint64_t Placement::weight_permille(size_t i, int64_t now_ms) const {
   const Candidate& c = candidates_[i];
   const uint64_t full = uint64_t{c.weight} * 1000;
   if (slow_start_ms_ <= 0) return full;
-  const int64_t up_for = now_ms - c.state->up_since_ms();
+  const std::optional<int64_t> came_back = c.state->came_back_ms();
+  if (!came_back) return full;  // never down: nothing to ramp, however young the clock
+  const int64_t up_for = now_ms - *came_back;
   if (up_for >= slow_start_ms_) return full;
   const int64_t permille = 100 + 900 * std::max<int64_t>(up_for, 0) / slow_start_ms_;
   return uint64_t{c.weight} * static_cast<uint64_t>(permille);
 }
 
 int Placement::place(std::span<const int> exclude, uint64_t random) const {
-  const int64_t now = slow_start_ms_ > 0 ? monotonic_ms() : 0;
+  const int64_t now = slow_start_ms_ > 0 ? clock_.now_ms() : 0;  // unread without slow start
   auto base = [&](int i) {
     return candidates_[static_cast<size_t>(i)].state->accepts_new() && !excluded(exclude, i);
   };

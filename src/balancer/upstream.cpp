@@ -9,7 +9,6 @@
 #include "limpet/balancer/hash.hpp"
 #include "limpet/balancer/placement.hpp"
 #include "limpet/balancer/ring.hpp"
-#include "limpet/util/clock.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::balancer {
@@ -74,12 +73,14 @@ Upstream::~Upstream() = default;
 Result<std::shared_ptr<const Upstream>> Upstream::build(const config::UpstreamConfig& cfg,
                                                         BackendRegistry& registry,
                                                         std::shared_ptr<AffinityTable> affinity,
+                                                        const Clock& clock,
                                                         std::vector<config::BackendConfig> retired) {
   using R = Result<std::shared_ptr<const Upstream>>;
   const std::string where = "upstream \"" + cfg.name + "\": ";
   if (cfg.backends.empty()) return R::fail(where + "no backends");
   std::shared_ptr<Upstream> u(new Upstream());
   u->config_ = &cfg;
+  u->clock_ = &clock;
   u->affinity_ = std::move(affinity);
 
   auto add_backend = [&](const config::BackendConfig& bc, bool is_retired) {
@@ -117,7 +118,7 @@ Result<std::shared_ptr<const Upstream>> Upstream::build(const config::UpstreamCo
   u->trusted_proxies_ = std::move(*trusted);
 
   u->placement_ = std::make_unique<Placement>(cfg.balance, std::move(candidates), cfg.balance_factor,
-                                              cfg.health.slow_start.count());
+                                              cfg.health.slow_start.count(), clock);
 
   for (size_t i = 0; i < u->backends_.size(); ++i) {
     u->by_state_id_.emplace_back(u->backends_[i].state->id, static_cast<int>(i));
@@ -231,7 +232,7 @@ void Upstream::report_failure(int backend, const char* what) const {
   if (backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
   const RuntimeBackend& b = backends_[static_cast<size_t>(backend)];
   const config::HealthCheck& h = config_->health;
-  if (b.state->passive_failure(monotonic_ms(), h.max_fails, h.fail_timeout.count())) {
+  if (b.state->passive_failure(clock_->now_ms(), h.max_fails, h.fail_timeout.count())) {
     LOG_WARN("backend %s (%s) of upstream %s is down: %u failures within %lld ms (last: %s)%s",
              b.config->name.c_str(), b.config->address.text.c_str(), config_->name.c_str(), h.max_fails,
              static_cast<long long>(h.fail_timeout.count()), what,

@@ -5,7 +5,6 @@
 #include "limpet/http/parser.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/socketio.hpp"
-#include "limpet/util/clock.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::health {
@@ -180,7 +179,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   void record(bool ok, const std::string& detail) {
     const balancer::RuntimeBackend& b = backend();
     const config::HealthCheck& c = check();
-    if (b.state->check_result(ok, detail, c.rise, c.fall, monotonic_ms())) {
+    if (b.state->check_result(ok, detail, c.rise, c.fall, checker_->clock_.now_ms())) {
       const char* upstream = target_.upstream->config().name.c_str();
       if (ok) {
         LOG_INFO("backend %s (%s) of upstream %s is up: %d checks passed (%s)", b.config->name.c_str(),
@@ -217,7 +216,7 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   std::string body_;
 };
 
-Checker::Checker(uv_loop_t* loop) : loop_(loop), passive_timer_(new uv_timer_t) {
+Checker::Checker(uv_loop_t* loop, const Clock& clock) : loop_(loop), clock_(clock), passive_timer_(new uv_timer_t) {
   uv_timer_init(loop_, passive_timer_);
   passive_timer_->data = this;
   uv_timer_start(passive_timer_, on_passive_tick, kPassiveTickMs, kPassiveTickMs);
@@ -256,7 +255,7 @@ void Checker::update(const std::vector<Target>& targets) {
 }
 
 void Checker::release_unchecked(const Target& target) {
-  const int64_t now = monotonic_ms();
+  const int64_t now = clock_.now_ms();
   for (const balancer::RuntimeBackend& b : target.upstream->backends()) {
     if (b.state->checks_stopped(now)) {
       LOG_INFO("backend %s (%s) of upstream %s is up: health checks are off", b.config->name.c_str(),
@@ -276,7 +275,7 @@ void Checker::stop() {
 
 void Checker::on_passive_tick(uv_timer_t* timer) {
   auto* self = static_cast<Checker*>(timer->data);
-  const int64_t now = monotonic_ms();
+  const int64_t now = self->clock_.now_ms();
   for (const Target& t : self->targets_) {
     const config::UpstreamConfig& uc = t.upstream->config();
     if (uc.health.kind != config::HealthCheck::Kind::kNone) continue;  // the probes decide

@@ -223,7 +223,7 @@ int Server::run() {
   auto config = std::make_shared<const config::Config>(std::move(*loaded));
   apply_logging(config->server);
   shared_.affinity = std::make_shared<balancer::AffinityTable>(shared_.registry,
-                                                               config->server.affinity_max_entries);
+                                                               config->server.affinity_max_entries, shared_.clock);
   auto snapshot = build_snapshot(config, shared_, ++generation_);
   if (!snapshot) {
     std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
@@ -267,7 +267,7 @@ int Server::run() {
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
   started_ms_ = uv_now(&loop_);
   apply_admin(config->admin);
-  checker_ = std::make_unique<health::Checker>(&loop_);
+  checker_ = std::make_unique<health::Checker>(&loop_, shared_.clock);
   checker_->update(health_targets(*snapshot_));
 
   workers_running_ = static_cast<int>(n);
@@ -431,7 +431,8 @@ void Server::end_retirement(const std::vector<uint32_t>& backend_ids) {
       if (!due) keep.push_back(*b.config);
     }
     if (!ends) continue;
-    auto rebuilt = balancer::Upstream::build(upstream->config(), shared_.registry, shared_.affinity, std::move(keep));
+    auto rebuilt = balancer::Upstream::build(upstream->config(), shared_.registry, shared_.affinity, shared_.clock,
+                                             std::move(keep));
     if (!rebuilt) {  // it was built from the same settings before; cannot fail, but never publish half
       LOG_ERROR("upstream %s: dropping drained backends: %s", name.c_str(), rebuilt.message().c_str());
       return;

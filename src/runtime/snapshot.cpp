@@ -10,7 +10,7 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
   snapshot->generation = generation;
   for (const auto& upstream_config : config->upstreams) {
     auto was = retired.find(upstream_config.name);
-    auto built = balancer::Upstream::build(upstream_config, shared.registry, shared.affinity,
+    auto built = balancer::Upstream::build(upstream_config, shared.registry, shared.affinity, shared.clock,
                                            was == retired.end() ? std::vector<config::BackendConfig>{} : was->second);
     if (!built) {
       return Result<std::shared_ptr<const Snapshot>>::fail(

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "limpet/balancer/backend.hpp"
+#include "limpet/util/clock.hpp"
 
 namespace limpet::balancer {
 
@@ -35,7 +35,6 @@ namespace limpet::balancer {
 // (via BackendRegistry::find, lock-free), which is what least_sessions placement reads.
 class AffinityTable {
  public:
-  using Clock = std::function<int64_t()>;  // monotonic milliseconds
   using Millis = std::chrono::milliseconds;
 
   static constexpr size_t kMaxShards = 64;
@@ -55,9 +54,10 @@ class AffinityTable {
 
   // max_entries 0 = unbounded. The cap is enforced per shard (max_entries / shards, rounded up),
   // so the table starts evicting slightly before max_entries when shards fill unevenly; small
-  // caps use fewer shards so that they stay exact enough to test. `clock` defaults to the
-  // monotonic clock; tests inject their own. `registry` must outlive the table.
-  AffinityTable(BackendRegistry& registry, size_t max_entries, Clock clock = {});
+  // caps use fewer shards so that they stay exact enough to test. Deadlines are on `clock` (the
+  // process's one clock; tests inject a ManualClock). `registry` and `clock` must outlive the
+  // table.
+  AffinityTable(BackendRegistry& registry, size_t max_entries, const Clock& clock = steady_clock());
   ~AffinityTable();
   AffinityTable(const AffinityTable&) = delete;
   AffinityTable& operator=(const AffinityTable&) = delete;
@@ -87,8 +87,6 @@ class AffinityTable {
   // Bytes held by the table's own structures (entries, index, long keys), for the benchmark.
   size_t memory_bytes() const;
 
-  static int64_t steady_now_ms();
-
  private:
   struct Entry {
     uint64_t hash;
@@ -114,7 +112,7 @@ class AffinityTable {
 
   // Top bits pick the shard, low bits the slot inside it: the two stay independent.
   Shard& shard_for(uint64_t hash) { return *shards_[(hash >> 58) & (shards_.size() - 1)]; }
-  int64_t now() const { return clock_ ? clock_() : steady_now_ms(); }
+  int64_t now() const { return clock_.now_ms(); }
 
   // All below: caller holds the shard's mutex.
   static size_t find_slot(const Shard& s, uint64_t hash, std::string_view key);  // index slot or SIZE_MAX
@@ -125,7 +123,7 @@ class AffinityTable {
   void count_session(uint32_t backend_id, int64_t delta) const;
 
   BackendRegistry& registry_;
-  Clock clock_;
+  const Clock& clock_;
   std::vector<std::unique_ptr<Shard>> shards_;
   size_t per_shard_cap_ = 0;  // 0 = unbounded
   size_t sweep_shard_ = 0;    // expire_some: main thread only

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -42,7 +43,8 @@ struct BackendState {
   std::atomic<uint64_t> checks_failed{0};  // active health checks failed
 
   // Health transitions. Each returns true when the call changed `up`; the caller logs it (with
-  // the reason it knows). Times are steady-clock milliseconds (health::now_ms()).
+  // the reason it knows). Times are milliseconds of the process's one Clock (util/clock.hpp),
+  // passed in rather than read here so that tests state them.
   //
   // Passive (design §6): connect failures and read timeouts seen by the proxy. `max_fails`
   // within `window_ms` mark the backend down; 0 disables passive marking.
@@ -57,8 +59,12 @@ struct BackendState {
   // bring it back, so it returns to service (a passively downed one still waits for its retry).
   bool checks_stopped(int64_t now_ms);
 
-  // When the backend last came up (0: up since it was first seen): slow start ramps from here.
-  int64_t up_since_ms() const { return up_since_ms_.load(std::memory_order_relaxed); }
+  // When the backend last came back up after being down: slow start ramps from here. nullopt
+  // while it has been up ever since it was first seen (no ramp), whatever the clock reads.
+  std::optional<int64_t> came_back_ms() const {
+    if (!came_back_.load(std::memory_order_acquire)) return std::nullopt;
+    return came_back_ms_.load(std::memory_order_relaxed);
+  }
   std::string last_check() const;  // "" before the first active check
 
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
@@ -73,11 +79,14 @@ struct BackendState {
  private:
   bool set_up(bool value, int64_t now_ms);  // health_mu_ held
 
-  std::atomic<int64_t> up_since_ms_{0};
+  // Written under health_mu_, read lock-free by placement on every worker: the time first, then
+  // the flag with release, so a reader that sees the flag sees a time that was really set.
+  std::atomic<int64_t> came_back_ms_{0};
+  std::atomic<bool> came_back_{false};
   mutable std::mutex health_mu_;  // failures and checks are rare: a mutex is cheap enough
   uint32_t window_failures_ = 0;
-  int64_t window_start_ms_ = 0;
-  int64_t passive_down_ms_ = 0;  // when passive marking took the backend down; 0 = it did not
+  int64_t window_start_ms_ = 0;  // meaningful while window_failures_ > 0
+  std::optional<int64_t> passive_down_ms_;  // when passive marking took the backend down, if it did
   int consecutive_ok_ = 0;
   int consecutive_failed_ = 0;
   std::string last_check_;

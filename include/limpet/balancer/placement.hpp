@@ -10,6 +10,7 @@
 
 #include "limpet/balancer/backend.hpp"
 #include "limpet/config/config.hpp"
+#include "limpet/util/clock.hpp"
 
 namespace limpet::balancer {
 
@@ -38,10 +39,12 @@ bool excluded(std::span<const int> exclude, int i);
 
 class Placement {
  public:
-  // `slow_start_ms` > 0: a backend that came up less than that ago counts with a part of its
-  // weight, 10% rising linearly to 100% (least_conn, least_sessions, two_choices).
+  // `slow_start_ms` > 0: a backend that came back up (BackendState::came_back_ms) less than that
+  // ago on `clock` counts with a part of its weight, 10% rising linearly to 100% (least_conn,
+  // least_sessions, two_choices). `clock` must be the one health transitions are stamped with,
+  // and must outlive the placement.
   Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor,
-            int64_t slow_start_ms = 0);
+            int64_t slow_start_ms, const Clock& clock);
 
   // A backend that accepts new sessions, is not excluded and is under its bound; -1 if none
   // accepts new sessions. If every candidate is over its bound (only possible when the loads
@@ -71,6 +74,7 @@ class Placement {
   std::vector<Candidate> candidates_;
   double factor_;
   int64_t slow_start_ms_;
+  const Clock& clock_;
   std::vector<uint16_t> schedule_;
   mutable std::atomic<uint64_t> rotation_{0};
 };

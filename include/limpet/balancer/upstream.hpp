@@ -17,6 +17,7 @@
 #include "limpet/balancer/sticky_key.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/http/message.hpp"
+#include "limpet/util/clock.hpp"
 #include "limpet/util/result.hpp"
 
 namespace limpet::balancer {
@@ -58,12 +59,14 @@ struct Route {
 
 class Upstream {
  public:
-  // Resolves addresses, builds the ring, binds BackendStates by name. `retired`: backends a
-  // reload removed whose drain has not ended; they follow the configured ones in backends().
-  // Main thread.
+  // Resolves addresses, builds the ring, binds BackendStates by name. `clock` stamps passive
+  // health transitions and drives slow start: the process's one clock, which must outlive the
+  // upstream. `retired`: backends a reload removed whose drain has not ended; they follow the
+  // configured ones in backends(). Main thread.
   static Result<std::shared_ptr<const Upstream>> build(const config::UpstreamConfig& cfg,
                                                        BackendRegistry& registry,
                                                        std::shared_ptr<AffinityTable> affinity,
+                                                       const Clock& clock,
                                                        std::vector<config::BackendConfig> retired = {});
   ~Upstream();
 
@@ -99,6 +102,7 @@ class Upstream {
   bool accepts_new(int i, std::span<const int> exclude) const;
 
   const config::UpstreamConfig* config_ = nullptr;
+  const Clock* clock_ = nullptr;  // set by build(), never null afterwards
   std::vector<RuntimeBackend> backends_;
   std::vector<std::unique_ptr<const config::BackendConfig>> retired_configs_;  // RuntimeBackend::config of retired ones
   std::unique_ptr<Ring> ring_;

@@ -17,6 +17,7 @@
 #include "limpet/tls/context.hpp"
 #include "limpet/tls/counters.hpp"
 #include "limpet/util/buffer_pool.hpp"
+#include "limpet/util/clock.hpp"
 
 namespace limpet::health {
 
@@ -35,7 +36,9 @@ std::string engineio_close_request(const config::HealthCheck& check, std::string
 
 class Checker {
  public:
-  explicit Checker(uv_loop_t* loop);
+  // `clock` stamps the health transitions (slow start ramps from them): the same clock the
+  // upstreams were built with. It must outlive the checker. Probes are scheduled by `loop`'s timers.
+  Checker(uv_loop_t* loop, const Clock& clock);
   ~Checker();
   Checker(const Checker&) = delete;
   Checker& operator=(const Checker&) = delete;
@@ -55,6 +58,7 @@ class Checker {
   void release_unchecked(const Target& target);
 
   uv_loop_t* loop_;
+  const Clock& clock_;
   BufferPool buffers_{4};
   tls::Counters tls_counters_;
   std::map<std::string, std::unique_ptr<Probe>> probes_;  // "upstream/backend"

@@ -14,6 +14,7 @@
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/tls/context.hpp"
+#include "limpet/util/clock.hpp"
 #include "limpet/util/result.hpp"
 
 namespace limpet::runtime {
@@ -41,8 +42,11 @@ struct Snapshot {
   }
 };
 
-// Process-wide state that outlives snapshots: backend states and the affinity table.
+// Process-wide state that outlives snapshots: the clock, backend states and the affinity table.
 struct SharedState {
+  // The one clock of health, slow start and affinity: the upstreams, the affinity table and the
+  // health checker are all given this one, so their times compare.
+  const Clock& clock = steady_clock();
   balancer::BackendRegistry registry;
   std::shared_ptr<balancer::AffinityTable> affinity;
 };

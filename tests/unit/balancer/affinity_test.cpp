@@ -18,13 +18,13 @@ class AffinityTest : public ::testing::Test {
   AffinityTest() : a_(registry_.get_or_create("a")), b_(registry_.get_or_create("b")) {}
 
   std::unique_ptr<AffinityTable> table(size_t max_entries) {
-    return std::make_unique<AffinityTable>(registry_, max_entries, [this] { return now_.load(); });
+    return std::make_unique<AffinityTable>(registry_, max_entries, clock_);
   }
 
   BackendRegistry registry_;
   std::shared_ptr<BackendState> a_;
   std::shared_ptr<BackendState> b_;
-  std::atomic<int64_t> now_{1000000};
+  ManualClock clock_{1000000};  // the concurrency tests move it while workers read it: it is atomic
 };
 
 TEST_F(AffinityTest, LearnLookupForget) {
@@ -69,13 +69,13 @@ TEST_F(AffinityTest, RelearnRepointsSessionCounts) {
 TEST_F(AffinityTest, LookupRefreshesDeadline) {
   auto t = table(0);
   t->learn("s", a_->id, milliseconds(1000));
-  now_ += 900;
+  clock_.advance(900);
   EXPECT_EQ(t->lookup("s", milliseconds(1000)), a_->id);  // deadline now +1000 from here
-  now_ += 900;
+  clock_.advance(900);
   EXPECT_EQ(t->lookup("s", milliseconds(1000)), a_->id);
-  now_ += 999;
+  clock_.advance(999);
   EXPECT_EQ(t->expire(), 0u);
-  now_ += 1;
+  clock_.advance(1);
   EXPECT_EQ(t->lookup("s", milliseconds(1000)), std::nullopt);  // exactly at the deadline
   auto st = t->stats();
   EXPECT_EQ(st.expirations, 1u);
@@ -89,7 +89,7 @@ TEST_F(AffinityTest, ExpireSweepsOnlyPastDeadlines) {
     t->learn("short-" + std::to_string(i), a_->id, milliseconds(100));
     t->learn("long-" + std::to_string(i), b_->id, milliseconds(10000));
   }
-  now_ += 100;
+  clock_.advance(100);
   EXPECT_EQ(t->expire(), 1000u);
   EXPECT_EQ(t->size(), 1000u);
   EXPECT_EQ(a_->sessions.load(), 0);
@@ -102,7 +102,7 @@ TEST_F(AffinityTest, ExpireSomeIsIncrementalAndEventuallyComplete) {
   auto t = table(0);
   for (int i = 0; i < 5000; ++i) t->learn("s" + std::to_string(i), a_->id, milliseconds(10));
   for (int i = 0; i < 5000; i += 2) t->learn("s" + std::to_string(i), a_->id, milliseconds(100000));
-  now_ += 10;
+  clock_.advance(10);
   size_t removed = 0;
   int calls = 0;
   while (removed < 2500 && calls < 1000) {
@@ -137,11 +137,11 @@ TEST_F(AffinityTest, EvictionPrefersEarliestDeadlines) {
   auto t = table(200);
   for (int i = 0; i < 200; ++i) {
     t->learn("old" + std::to_string(i), a_->id, milliseconds(100000));
-    now_ += 1;
+    clock_.advance(1);
   }
   for (int i = 0; i < 100; ++i) {
     t->learn("new" + std::to_string(i), b_->id, milliseconds(100000));
-    now_ += 1;
+    clock_.advance(1);
   }
   EXPECT_EQ(t->stats().evictions, 100u);
   int oldest_evicted = 0;
@@ -160,7 +160,7 @@ TEST_F(AffinityTest, EvictingAnExpiredEntryCountsAsExpiration) {
   auto t = table(2);
   t->learn("x", a_->id, milliseconds(10));
   t->learn("y", a_->id, milliseconds(10));
-  now_ += 20;
+  clock_.advance(20);
   t->learn("z", b_->id, milliseconds(10));
   auto st = t->stats();
   EXPECT_EQ(st.evictions, 0u);
@@ -306,7 +306,7 @@ TEST_F(AffinityTest, ConcurrentExpiryWhileWorkersLearn) {
         } else {
           t->lookup(k, milliseconds(rng() % 50));
         }
-        if (i % 1000 == 0) now_ += 7;
+        if (i % 1000 == 0) clock_.advance(7);
       }
     });
   }
@@ -318,7 +318,7 @@ TEST_F(AffinityTest, ConcurrentExpiryWhileWorkersLearn) {
   sweeper.join();
   EXPECT_LE(t->size(), 5000u);
   EXPECT_EQ(static_cast<int64_t>(t->size()), a_->sessions.load() + b_->sessions.load());
-  now_ += 1000;
+  clock_.advance(1000);
   t->expire();
   EXPECT_EQ(t->size(), 0u);
   EXPECT_EQ(a_->sessions.load(), 0);

@@ -1,6 +1,8 @@
 // BackendState's health transitions: passive windows, rise/fall, and the hand-over between them.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "limpet/balancer/backend.hpp"
 
 namespace limpet::balancer {
@@ -44,7 +46,7 @@ TEST(HealthState, PassiveDownIsRetriedAfterTheWindow) {
   EXPECT_FALSE(s.passive_retry_due(100 + kWindowMs - 1, kWindowMs));
   EXPECT_TRUE(s.passive_retry_due(100 + kWindowMs, kWindowMs));
   EXPECT_TRUE(s.up.load());
-  EXPECT_EQ(s.up_since_ms(), 100 + kWindowMs);
+  EXPECT_EQ(s.came_back_ms(), 100 + kWindowMs);
   EXPECT_FALSE(s.passive_retry_due(100 + 3 * kWindowMs, kWindowMs));  // nothing to retry
   // The window starts afresh: one failure does not take it down again.
   EXPECT_FALSE(s.passive_failure(100 + kWindowMs + 1, kMaxFails, kWindowMs));
@@ -65,7 +67,7 @@ TEST(HealthState, FallConsecutiveFailedChecksMarkDownRiseMarkUp) {
   EXPECT_FALSE(s.check_result(true, "HTTP 200", 2, 3, 500));
   EXPECT_TRUE(s.check_result(true, "HTTP 200", 2, 3, 700));
   EXPECT_TRUE(s.up.load());
-  EXPECT_EQ(s.up_since_ms(), 700);
+  EXPECT_EQ(s.came_back_ms(), 700);
   EXPECT_EQ(s.checks_ok.load(), 3u);
   EXPECT_EQ(s.checks_failed.load(), 5u);
 }
@@ -86,6 +88,34 @@ TEST(HealthState, DownByChecksIsNotRetriedByTheClock) {
   ASSERT_FALSE(s.up.load());
   EXPECT_FALSE(s.passive_retry_due(10 * kWindowMs, kWindowMs));
   EXPECT_FALSE(s.up.load());
+}
+
+// Times are readings of an injected clock with an arbitrary epoch: 0 is a time like any other,
+// never a stand-in for "never".
+TEST(HealthState, ClockZeroIsAnOrdinaryTime) {
+  BackendState s("a", 1);
+  EXPECT_EQ(s.came_back_ms(), std::nullopt);  // up since first seen: nothing to ramp
+  for (int i = 0; i < 3; ++i) s.passive_failure(0, kMaxFails, kWindowMs);
+  ASSERT_FALSE(s.up.load());
+  EXPECT_EQ(s.came_back_ms(), std::nullopt);  // down, and never came back yet
+  EXPECT_FALSE(s.passive_retry_due(kWindowMs - 1, kWindowMs));
+  EXPECT_TRUE(s.passive_retry_due(kWindowMs, kWindowMs));  // downed at 0 is still retried
+  for (int i = 0; i < 3; ++i) s.check_result(false, "refused", 1, 3, 0);
+  ASSERT_FALSE(s.up.load());
+  EXPECT_TRUE(s.check_result(true, "HTTP 200", 1, 3, 0));
+  EXPECT_EQ(s.came_back_ms(), 0);  // came back at 0, which is not "never"
+}
+
+TEST(HealthState, NegativeAndHugeTimesWork) {
+  constexpr int64_t kFar = int64_t{1} << 62;
+  for (const int64_t t0 : {-kWindowMs * 5, kFar}) {
+    BackendState s("a", 1);
+    for (int i = 0; i < 3; ++i) s.passive_failure(t0, kMaxFails, kWindowMs);
+    ASSERT_FALSE(s.up.load());
+    EXPECT_FALSE(s.passive_retry_due(t0 + kWindowMs - 1, kWindowMs));
+    EXPECT_TRUE(s.passive_retry_due(t0 + kWindowMs, kWindowMs));
+    EXPECT_EQ(s.came_back_ms(), t0 + kWindowMs);
+  }
 }
 
 }  // namespace

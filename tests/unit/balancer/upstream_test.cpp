@@ -35,12 +35,12 @@ class UpstreamTest : public ::testing::Test {
     room.name = "room";
     cfg_.hash_keys = {room};
     cfg_.session_ttl = std::chrono::milliseconds(50000);
-    affinity_ = std::make_shared<AffinityTable>(registry_, 0, [this] { return now_; });
+    affinity_ = std::make_shared<AffinityTable>(registry_, 0, clock_);
   }
 
   const Upstream& up() {
     if (!upstream_) {
-      auto built = Upstream::build(cfg_, registry_, affinity_);
+      auto built = Upstream::build(cfg_, registry_, affinity_, clock_);
       EXPECT_TRUE(built.is_ok()) << (built.is_ok() ? "" : built.message());
       upstream_ = *built;
     }
@@ -67,7 +67,7 @@ class UpstreamTest : public ::testing::Test {
 
   config::UpstreamConfig cfg_;
   BackendRegistry registry_;
-  int64_t now_ = 5000;
+  ManualClock clock_{5000};
   std::shared_ptr<AffinityTable> affinity_;
   std::shared_ptr<const Upstream> upstream_;
   std::deque<std::string> cookies_;
@@ -107,7 +107,7 @@ TEST_F(UpstreamTest, TokensAndRingDependOnNamesOnly) {
   // Renumber every port and reverse the order: same tokens, same backends by name.
   config::UpstreamConfig moved = cfg_;
   moved.backends = {backend("c", "10.0.0.3", 1), backend("b", "10.0.0.2", 2), backend("a", "10.0.0.1", 3)};
-  auto other = Upstream::build(moved, registry_, affinity_);
+  auto other = Upstream::build(moved, registry_, affinity_, clock_);
   ASSERT_TRUE(other.is_ok());
   EXPECT_EQ((*other)->backends()[2].cookie_token, token_a);
   for (int r = 0; r < 200; ++r) {
@@ -124,20 +124,20 @@ TEST_F(UpstreamTest, TokensAndRingDependOnNamesOnly) {
 TEST_F(UpstreamTest, BuildFailures) {
   config::UpstreamConfig bad = cfg_;
   bad.backends.push_back(backend("d", "example.com", 80));
-  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_).is_ok());
+  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_, clock_).is_ok());
   bad = cfg_;
   bad.backends.clear();
-  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_).is_ok());
+  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_, clock_).is_ok());
   bad = cfg_;
   bad.ring_size = 65536;
-  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_).is_ok());
+  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_, clock_).is_ok());
   bad = cfg_;
   bad.trusted_proxies = {"10.0.0.0/99"};
-  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_).is_ok());
+  EXPECT_FALSE(Upstream::build(bad, registry_, affinity_, clock_).is_ok());
   bad = cfg_;
   bad.ring = config::RingKind::kRendezvous;
   bad.ring_size = 4;  // irrelevant without a table
-  EXPECT_TRUE(Upstream::build(bad, registry_, nullptr).is_ok());
+  EXPECT_TRUE(Upstream::build(bad, registry_, nullptr, clock_).is_ok());
 }
 
 TEST_F(UpstreamTest, ReasonNames) {
@@ -195,11 +195,11 @@ TEST_F(UpstreamTest, LearnedSessionGoesBackToItsBackend) {
   // The WebSocket upgrade GET carries the sid too.
   EXPECT_EQ(route("/socket.io/", "EIO=4&transport=websocket&sid=SID1").backend, 1);
   // The lookups refreshed the deadline.
-  now_ += 40000;
+  clock_.advance(40000);
   EXPECT_EQ(route("/socket.io/", "EIO=4&sid=SID1").reason, RouteReason::kAffinity);
-  now_ += 40000;
+  clock_.advance(40000);
   EXPECT_EQ(route("/socket.io/", "EIO=4&sid=SID1").reason, RouteReason::kAffinity);
-  now_ += 50000;
+  clock_.advance(50000);
   Route gone = route("/socket.io/", "EIO=4&sid=SID1");
   EXPECT_NE(gone.reason, RouteReason::kAffinity);
   EXPECT_EQ(gone.session_id, "SID1");  // still a sid request: never retried once sent
@@ -389,7 +389,7 @@ TEST_F(UpstreamTest, AffinitySurvivesRebuild) {
   up().learn_session("S", 2);  // backend "c"
   config::UpstreamConfig next = cfg_;
   next.backends = {backend("c", "127.0.0.1", 9103), backend("a", "127.0.0.1", 9101)};  // b removed, reordered
-  auto rebuilt = Upstream::build(next, registry_, affinity_);
+  auto rebuilt = Upstream::build(next, registry_, affinity_, clock_);
   ASSERT_TRUE(rebuilt.is_ok());
   http::RequestHead h;
   h.path = "/socket.io/";
