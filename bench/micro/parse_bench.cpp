@@ -9,7 +9,7 @@
 
 #include "limpet/http/parser.hpp"
 #include "limpet/http/rewrite.hpp"
-#include "limpet/proxy/websocket.hpp"
+#include "limpet/http/websocket.hpp"
 
 namespace {
 
@@ -97,7 +97,7 @@ void BM_FrameTrackerSmallFrames(benchmark::State& state) {
   frame.append(32, 'x');
   std::string chunk;
   while (chunk.size() + frame.size() <= 64 * 1024) chunk += frame;
-  limpet::proxy::websocket::FrameTracker tracker;
+  limpet::http::websocket::FrameTracker tracker;
   for (auto _ : state) benchmark::DoNotOptimize(tracker.feed(chunk));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * (chunk.size() / frame.size())));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * chunk.size()));

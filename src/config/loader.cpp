@@ -167,6 +167,7 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   r.read_duration("header_timeout", l.header_timeout, Millis(1));
   r.read_duration("keepalive_timeout", l.keepalive_timeout, Millis(1));
   r.read_duration("send_timeout", l.send_timeout, Millis(1));
+  r.read_duration("body_timeout", l.body_timeout, Millis(1));
   r.read_duration("tunnel_idle_timeout", l.tunnel_idle_timeout, Millis(1));
   r.read_size("max_header_size", l.max_header_size);
   r.read_size("max_request_line", l.max_request_line);
@@ -300,6 +301,7 @@ UpstreamConfig read_upstream(TableReader r) {
   r.read_duration("connect_timeout", u.connect_timeout, Millis(1));
   r.read_duration("read_timeout", u.read_timeout, Millis(1));
   r.read_duration("send_timeout", u.send_timeout, Millis(1));
+  r.read_size("max_message_size", u.max_message_size);
   r.read_duration("keepalive_idle_timeout", u.keepalive_idle_timeout, Millis(1));
   r.read_int("max_tries", u.max_tries, 1, 100);
   r.read_int("keepalive_max_idle", u.keepalive_max_idle, 0, 100'000);

@@ -4,7 +4,7 @@
 
 #include "limpet/http/parser.hpp"
 #include "limpet/net/stream.hpp"
-#include "limpet/proxy/socketio.hpp"
+#include "limpet/http/engineio.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::health {
@@ -12,7 +12,7 @@ namespace limpet::health {
 namespace {
 
 constexpr uint64_t kPassiveTickMs = 500;
-constexpr size_t kMaxCheckBody = proxy::socketio::kMaxHandshakeBody;
+constexpr size_t kMaxCheckBody = http::engineio::kMaxHandshakeBody;
 // The first check of a new probe comes within this (spread, so a reload with many backends does
 // not connect to all of them in the same millisecond), then every `interval`.
 constexpr uint64_t kMaxFirstDelayMs = 500;
@@ -158,8 +158,8 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
   void on_message_end() override {
     if (phase_ == Phase::kClosingSession) return finish_run();
     if (phase_ != Phase::kChecking) return;
-    proxy::socketio::HandshakeResult hs = proxy::socketio::parse_handshake(body_);
-    if (hs.status != proxy::socketio::HandshakeStatus::kFound) return fail("no Engine.IO open packet in the response");
+    http::engineio::HandshakeResult hs = http::engineio::parse_handshake(body_);
+    if (hs.status != http::engineio::HandshakeStatus::kFound) return fail("no Engine.IO open packet in the response");
     record(true, "Engine.IO handshake");
     // End the session the check opened instead of leaving it to the node's ping timeout.
     if (stream_ != nullptr && parser_.response().keep_alive) {

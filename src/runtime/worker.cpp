@@ -16,6 +16,7 @@ Worker::Worker(int index, std::function<void()> on_exit) : index_(index), on_exi
   uv_async_init(&loop_, &async_, on_async_cb);
   async_.data = this;
   context_.loop = &loop_;
+  context_.graveyard.init(&loop_);
 }
 
 Worker::~Worker() {
@@ -30,6 +31,8 @@ void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
 
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
+  context_.graveyard.close();
+  uv_run(&loop_, UV_RUN_DEFAULT);  // the graveyard's close callback
   LOG_DEBUG("worker %d stopped", index_);
   if (on_exit_) on_exit_();
 }
@@ -94,7 +97,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
   const auto& server = snapshot_->config->server;
   context_.close_spread_ms = static_cast<uint64_t>(
       std::min(server.close_spread, server.shutdown_timeout / 2).count());
-  context_.access_log_json = server.access_log_format == "json";
+  context_.access_log.set_json(server.access_log_format == "json");
   for (auto& socket : sockets) {
     open_listener(socket);
     socket.fd = -1;

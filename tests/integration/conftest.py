@@ -131,7 +131,8 @@ def connect_refused(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # A reset: the connection landed in the backlog of a listener that was being closed.
         return True
 
 

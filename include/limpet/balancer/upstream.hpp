@@ -77,7 +77,7 @@ class Upstream {
   Route route(const RouteInput& in) const;
 
   // Session hooks, called by the proxy on the worker that handled the request. The proxy parses
-  // the handshake (proxy/socketio) and reports the sid the backend at index `backend` issued.
+  // the handshake (http/engineio) and reports the sid the backend at index `backend` issued.
   void learn_session(std::string_view session_id, int backend) const;
   // A handshake response whose sid could not be read (compressed, garbage): counted only.
   void note_unparsable_handshake() const;

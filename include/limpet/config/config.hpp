@@ -130,6 +130,7 @@ struct UpstreamConfig {
   Millis connect_timeout{5000};
   Millis read_timeout{60000};  // per read while waiting for the response; > Engine.IO 45 s
   Millis send_timeout{60000};
+  size_t max_message_size = 0;  // WebSocket message (all its fragments); 0 = unlimited
   uint32_t max_tries = 3;  // connect attempts over distinct backends (never for sid requests once sent)
   uint32_t keepalive_max_idle = 64;  // idle pooled connections per backend per worker
   Millis keepalive_idle_timeout{60000};
@@ -147,6 +148,7 @@ struct ListenerConfig {
   Millis header_timeout{10000};      // whole request head must arrive within this (408)
   Millis keepalive_timeout{75000};   // idle client connection between requests
   Millis send_timeout{60000};        // client not reading our response
+  Millis body_timeout{60000};        // client sending none of its request body (408)
   Millis tunnel_idle_timeout{600000};
   size_t max_header_size = 16 * 1024;   // whole head (431)
   size_t max_request_line = 8 * 1024;   // request line (414)

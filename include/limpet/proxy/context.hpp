@@ -12,6 +12,8 @@
 
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
+#include "limpet/proxy/access_log.hpp"
+#include "limpet/proxy/graveyard.hpp"
 #include "limpet/proxy/upstream_pool.hpp"
 #include "limpet/tls/context.hpp"
 #include "limpet/util/buffer_pool.hpp"
@@ -32,6 +34,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> tunnels_closed_cleanly{0};  // both sides answered our Close frame
   std::atomic<uint64_t> ws_messages_to_backend{0};
   std::atomic<uint64_t> ws_messages_to_client{0};
+  std::atomic<uint64_t> ws_messages_too_big{0};  // tunnels closed with 1009 (max_message_size)
   std::atomic<uint64_t> retries{0};
   std::atomic<int64_t> active_connections{0};
   std::atomic<uint64_t> bytes_from_clients{0};  // added when a connection closes
@@ -48,9 +51,10 @@ struct WorkerContext {
   UpstreamPool pool;
   std::mt19937_64 rng{std::random_device{}()};
   WorkerCounters counters;
+  AccessLog access_log;  // its format follows server.access_log_format
+  Graveyard graveyard;
   bool shutting_down = false;
-  uint64_t close_spread_ms = 0;
-  bool access_log_json = false;  // server.access_log_format  // window over which tunnel closes are spread (server.close_spread)
+  uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
   std::unordered_set<ClientConnection*> connections;  // for graceful shutdown
 };
 

@@ -16,6 +16,13 @@ Endpoints (query parameters in brackets):
   /die [after, mode=cl|chunked|rst|nohead|garbage]  promises more body than it sends: sends
                          `after` bytes, closes (rst: with a reset; nohead: closes before any byte;
                          garbage: answers bytes that are not HTTP, then closes)
+  /duplex-echo           streams the request body back while still reading it (chunked): full
+                         duplex, as streaming APIs do
+  /continue              "100 Continue" and the final 200 in one write (the proxy must find the
+                         real response in the bytes after the interim one)
+  /stale-once            answers the first request on a connection (keep-alive); the next one on
+                         the same connection is read and the connection closed unanswered, as a
+                         backend whose idle timeout fired the moment the request arrived
   /conn-id               this backend's name and the id of the TCP connection the request came on
   /status/N              answers status N
   /hop-response          a response carrying hop-by-hop headers that a proxy must strip
@@ -335,6 +342,33 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         sock.close()
 
+    def r_duplex_echo(self, q, entry):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        n = 0
+        for piece in self.body_pieces():
+            n += len(piece)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+        entry["body_len"] = n
+
+    def r_continue(self, q, entry):
+        body = b"after continue\n"
+        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
+                         b"X-Backend: %s\r\n\r\n%s" % (len(body), STATE.name.encode(), body))
+        self.read_body()
+
+    def r_stale_once(self, q, entry):
+        self.read_body()
+        if self.requests_on_conn > 1:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.respond(200, "fresh %d\n" % self.conn_id)
+
     def r_conn_id(self, q, entry):
         self.read_body()
         self.respond_json(200, {
@@ -422,6 +456,9 @@ ROUTES = {
     "/hang": Handler.r_hang,
     "/die": Handler.r_die,
     "/conn-id": Handler.r_conn_id,
+    "/duplex-echo": Handler.r_duplex_echo,
+    "/continue": Handler.r_continue,
+    "/stale-once": Handler.r_stale_once,
     "/hop-response": Handler.r_hop_response,
     "/big-header": Handler.r_big_header,
     "/ws-raw-hello": Handler.r_ws_raw_hello,

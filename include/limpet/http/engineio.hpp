@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace limpet::proxy::socketio {
+namespace limpet::http::engineio {
 
 // Bytes of a handshake body worth examining: a real handshake is ~120 bytes; past this the body
 // is something else and the parser stops asking for more.
@@ -47,4 +47,4 @@ std::optional<std::string> sid_from_set_cookie(std::string_view set_cookie_value
 
 bool valid_sid(std::string_view sid);
 
-}  // namespace limpet::proxy::socketio
+}  // namespace limpet::http::engineio

@@ -1,8 +1,8 @@
-#include "limpet/proxy/socketio.hpp"
+#include "limpet/http/engineio.hpp"
 
 #include <cstdint>
 
-namespace limpet::proxy::socketio {
+namespace limpet::http::engineio {
 namespace {
 
 enum class Step { kOk, kNeedMore, kBad };
@@ -288,4 +288,4 @@ std::optional<std::string> sid_from_set_cookie(std::string_view set_cookie_value
   return std::string(value);
 }
 
-}  // namespace limpet::proxy::socketio
+}  // namespace limpet::http::engineio

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace limpet::proxy::websocket {
+namespace limpet::http::websocket {
 
 enum Opcode : uint8_t {
   kContinuation = 0x0,
@@ -58,4 +58,4 @@ class FrameTracker {
 // (RFC 6455 §5.3); `mask_key` is then used as the masking key.
 std::string close_frame(uint16_t code, std::string_view reason, bool masked, uint32_t mask_key);
 
-}  // namespace limpet::proxy::websocket
+}  // namespace limpet::http::websocket

@@ -1,8 +1,8 @@
-#include "limpet/proxy/websocket.hpp"
+#include "limpet/http/websocket.hpp"
 
 #include <algorithm>
 
-namespace limpet::proxy::websocket {
+namespace limpet::http::websocket {
 namespace {
 
 constexpr uint8_t kFin = 0x80;
@@ -114,4 +114,4 @@ std::string close_frame(uint16_t code, std::string_view reason, bool masked, uin
   return frame;
 }
 
-}  // namespace limpet::proxy::websocket
+}  // namespace limpet::http::websocket

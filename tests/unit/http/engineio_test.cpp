@@ -1,10 +1,10 @@
 // Engine.IO handshake parsing (v4, v3, trailing packets, garbage, truncation, size cap) and the
 // `io` Set-Cookie.
-#include "limpet/proxy/socketio.hpp"
+#include "limpet/http/engineio.hpp"
 
 #include <gtest/gtest.h>
 
-namespace limpet::proxy::socketio {
+namespace limpet::http::engineio {
 namespace {
 
 constexpr std::string_view kV4 =
@@ -132,4 +132,4 @@ TEST(SetCookie, IoCookie) {
 }
 
 }  // namespace
-}  // namespace limpet::proxy::socketio
+}  // namespace limpet::http::engineio

@@ -1,10 +1,10 @@
-#include "limpet/proxy/websocket.hpp"
+#include "limpet/http/websocket.hpp"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace limpet::proxy::websocket {
+namespace limpet::http::websocket {
 namespace {
 
 // An independent frame encoder for the tests (not limpet's): header per RFC 6455 §5.2.
@@ -94,4 +94,4 @@ TEST(CloseFrame, UnmaskedAndMasked) {
 }
 
 }  // namespace
-}  // namespace limpet::proxy::websocket
+}  // namespace limpet::http::websocket

@@ -1,0 +1,405 @@
+#include "limpet/proxy/exchange.hpp"
+
+#include <charconv>
+
+#include "limpet/http/framing.hpp"
+#include "limpet/http/rewrite.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::proxy {
+namespace {
+
+uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
+
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+// Response heads from a backend may be larger than a client's request head.
+constexpr http::ParserLimits kResponseLimits{64 * 1024, 8 * 1024};
+
+}  // namespace
+
+Exchange::Exchange(WorkerContext* worker, const ListenerContext* listener, ExchangeOwner* owner)
+    : worker_(worker), listener_(listener), owner_(owner) {
+  response_side_.self = this;
+}
+
+Exchange::~Exchange() { drop_upstream(); }
+
+void Exchange::start(const ExchangeRequest& request) {
+  request_ = request;
+  tried_.clear();
+  chosen_ = nullptr;
+  sent_ns_ = 0;
+  connect_started_ns_ = 0;
+  request_complete_ = false;
+  resent_ = false;
+  response_started_ = false;
+  interim_ = false;
+  learner_.reset();
+  route_ = upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()});
+  if (route_.backend < 0) {
+    LOG_WARN("upstream %s: no usable backend for %.*s %.*s", upstream().config().name.c_str(),
+             static_cast<int>(request_.client_ip.size()), request_.client_ip.data(),
+             static_cast<int>(request_.head->path.size()), request_.head->path.data());
+    owner_->on_exchange_failed(503);
+    return;
+  }
+  http::build_request_head(*request_.head,
+                           {request_.client_ip, listener_->tls != nullptr, listener_->config->add_forwarded},
+                           &request_head_);
+  attempt(route_.backend, {});
+}
+
+// One attempt on backend `backend`: a pooled connection if there is one, else a new one.
+// `payload` is what a failed attempt had queued (head and body so far); empty: the head.
+void Exchange::attempt(int backend, std::vector<std::string> payload) {
+  lease_ = BackendLease(upstream(), backend);
+  chosen_ = &lease_.backend();
+  tried_.push_back(backend);
+  const balancer::RuntimeBackend& b = lease_.backend();
+  LOG_DEBUG("%.*s %.*s %.*s -> %s (%s)", static_cast<int>(request_.client_ip.size()),
+            request_.client_ip.data(), static_cast<int>(request_.head->method.size()),
+            request_.head->method.data(), static_cast<int>(request_.head->target.size()),
+            request_.head->target.data(), b.config->name.c_str(), balancer::to_string(route_.reason));
+
+  char id[16];
+  auto [id_end, ec] = std::to_chars(id, id + sizeof id, b.state->id);
+  (void)ec;
+  pool_key_.assign(id, id_end);
+  pool_key_ += '|';
+  pool_key_ += b.config->address.text;
+  if (listener_->upstream_tls != nullptr) pool_key_ += "|tls";  // never reuse across a TLS switch
+  if (response_parser_) {
+    response_parser_->reset();
+  } else {
+    response_parser_ =
+        std::make_unique<http::Parser>(http::Parser::Kind::kResponse, kResponseLimits, &response_side_);
+  }
+  response_parser_->expect_no_body_response(request_.head->method == "HEAD");
+  upstream_ended_ = false;
+
+  // After a stale pooled connection, the resend goes on a fresh one: one resend, no more.
+  net::Stream* pooled = resent_ ? nullptr : worker_->pool.take(pool_key_);
+  if (pooled != nullptr) {
+    upstream_ = pooled;
+    reused_ = true;
+    upstream_->set_delegate(this);
+    phase_ = request_complete_ ? Phase::kAwaitingHead : Phase::kSending;
+  } else {
+    upstream_ = new net::Stream(worker_->loop, &worker_->buffers);
+    reused_ = false;
+    if (const tls::ClientContext* tls = listener_->upstream_tls) {
+      upstream_->set_filter(tls->new_filter(*b.config, &worker_->counters.tls_backends));
+    }
+    upstream_->set_delegate(this);
+    phase_ = Phase::kConnecting;
+    connect_started_ns_ = uv_hrtime();
+  }
+  response_relay_ = Relay(upstream_, owner_->response_sink());
+  sent_ns_ = uv_hrtime();
+  send_payload(payload);
+  if (!request_complete_) request_.body_relay->set_sink(upstream_);
+  owner_->on_exchange_progress(false);
+  if (phase_ != Phase::kConnecting) {
+    response_relay_.update();  // a pooled connection is still reading: this keeps it so
+    return;
+  }
+  int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
+                              [this](int status) { on_connected(status); });
+  if (rc != 0) on_connected(rc);
+}
+
+void Exchange::send_payload(const std::vector<std::string>& payload) {
+  if (payload.empty()) {
+    upstream_->write(request_head_);
+    return;
+  }
+  for (const auto& chunk : payload) upstream_->write(chunk);
+}
+
+void Exchange::on_connected(int status) {
+  if (status == 0) {
+    worker_->counters.connect_latency.observe_us((uv_hrtime() - connect_started_ns_) / 1000);
+    phase_ = request_complete_ ? Phase::kAwaitingHead : Phase::kSending;
+    upstream_->set_nodelay();
+    response_relay_.update();
+    if (!request_complete_) request_.body_relay->update();  // the queue may have emptied
+    owner_->on_exchange_progress(false);
+    return;
+  }
+  LOG_WARN("connect to backend %s (%s) failed: %s", lease_.name(),
+           lease_.backend().config->address.text.c_str(), uv_strerror(status));
+  upstream().report_failure(lease_.index(), status == UV_ETIMEDOUT ? "connect timed out" : "connect failed");
+  // Nothing reached the backend: what is queued (head and body so far) may go elsewhere.
+  retry_elsewhere(502);
+}
+
+// Never for a request that carries a session: a second copy of it would kill the session.
+bool Exchange::may_retry() const {
+  return route_.session_id.empty() && tried_.size() < upstream().config().max_tries;
+}
+
+// A pooled connection the backend had closed before it read the request: sending the request
+// again duplicates nothing if it has no body, no session and may be repeated anyway.
+bool Exchange::may_resend_on_fresh_connection() const {
+  const http::RequestHead& r = *request_.head;
+  return reused_ && !resent_ && !response_started_ && route_.session_id.empty() &&
+         is_idempotent(r.method) && r.content_length.value_or(0) == 0 && !r.chunked;
+}
+
+void Exchange::retry_elsewhere(int status_if_not) {
+  if (!may_retry()) {
+    fail(status_if_not, "connect failed");
+    return;
+  }
+  auto queued = upstream_->out().take_queued();
+  drop_upstream();
+  response_relay_ = Relay();
+  lease_.release();
+  balancer::Route again = upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()});
+  if (again.backend < 0) {
+    fail(status_if_not, "no other backend");
+    return;
+  }
+  worker_->counters.retries.fetch_add(1, std::memory_order_relaxed);
+  again.session_id = std::move(route_.session_id);
+  route_ = std::move(again);
+  attempt(route_.backend, std::move(queued));
+}
+
+void Exchange::send_body(std::string_view data) {
+  http::FramedBody framed(request_.head->chunked ? http::BodyFraming::kChunked : http::BodyFraming::kLength,
+                          data);
+  request_.body_relay->write(framed.parts());
+}
+
+void Exchange::end_body() {
+  request_complete_ = true;
+  if (request_.head->chunked) upstream_->write(http::kLastChunk);
+  request_.body_relay->set_sink(nullptr);
+  if (phase_ == Phase::kSending) phase_ = Phase::kAwaitingHead;
+  owner_->on_exchange_progress(false);
+}
+
+void Exchange::abort() {
+  if (phase_ == Phase::kIdle) return;
+  drop_upstream();
+  end();
+}
+
+DeadlineSpec Exchange::deadline() const {
+  const auto& u = upstream().config();
+  const auto& l = *listener_->config;
+  if (phase_ == Phase::kConnecting) return {Deadline::kConnect, ms(u.connect_timeout)};
+  // Whoever is waited on is to blame: a client that reads nothing or sends nothing more is never
+  // counted against the backend.
+  if (response_started_ && response_relay_.waiting() == Relay::Waiting::kSink) {
+    return {Deadline::kClientSend, ms(l.send_timeout)};
+  }
+  if (!request_complete_) {
+    if (request_.body_relay->waiting() == Relay::Waiting::kSink) {
+      return {Deadline::kUpstreamSend, ms(u.send_timeout)};
+    }
+    return {Deadline::kClientBody, ms(l.body_timeout)};
+  }
+  if (!response_started_) return {Deadline::kFirstByte, ms(u.read_timeout)};
+  return {Deadline::kUpstreamIdle, ms(u.read_timeout)};
+}
+
+void Exchange::on_deadline(Deadline kind) {
+  switch (kind) {
+    case Deadline::kConnect:
+      LOG_WARN("connect to backend %s timed out", lease_.name());
+      on_connected(UV_ETIMEDOUT);
+      return;
+    case Deadline::kUpstreamSend:
+      LOG_WARN("backend %s: took none of the request body within send_timeout", lease_.name());
+      upstream().report_failure(lease_.index(), "request body not read within send_timeout");
+      fail(504, "send timeout");
+      return;
+    case Deadline::kFirstByte:
+      LOG_WARN("backend %s: no response within read_timeout", lease_.name());
+      upstream().report_failure(lease_.index(), "no response within read_timeout");
+      fail(504, "read timeout");
+      return;
+    case Deadline::kUpstreamIdle:
+      LOG_WARN("backend %s: response stalled for read_timeout", lease_.name());
+      fail(504, "response stalled");
+      return;
+    default:
+      return;  // the client's deadlines are the owner's
+  }
+}
+
+const char* Exchange::backend_name() const { return chosen_ ? chosen_->config->name.c_str() : "-"; }
+
+const char* Exchange::route_reason() const { return chosen_ ? balancer::to_string(route_.reason) : "-"; }
+
+uint64_t Exchange::upstream_time_ns(uint64_t now_ns) const { return sent_ns_ ? now_ns - sent_ns_ : 0; }
+
+// ---------------------------------------------------------------------------------------------
+// Upstream connection events
+
+void Exchange::on_data(net::Stream*, std::string_view data) {
+  if (phase_ == Phase::kIdle) return;
+  parse_response(data);
+}
+
+void Exchange::parse_response(std::string_view data) {
+  std::string_view rest = data;
+  for (;;) {
+    auto outcome = response_parser_->execute(rest);
+    if (phase_ == Phase::kIdle) return;  // ended from a callback
+    switch (outcome.state) {
+      case http::Parser::State::kNeedMore:
+        owner_->flush_response();
+        owner_->on_exchange_progress(true);
+        return;
+      case http::Parser::State::kPaused:
+        rest.remove_prefix(outcome.consumed);
+        if (interim_) {  // 100 Continue and friends: the real response follows
+          interim_ = false;
+          response_parser_->resume();
+          if (rest.empty()) return;
+          continue;
+        }
+        // Bytes after a complete response mean the connection is not reusable.
+        complete(rest.empty());
+        return;
+      case http::Parser::State::kUpgrade:
+        rest.remove_prefix(outcome.consumed);
+        upgrade(rest);
+        return;
+      case http::Parser::State::kError:
+        LOG_WARN("backend %s sent an invalid response: %s", lease_.name(),
+                 response_parser_->error_reason().c_str());
+        fail(502, "invalid response");
+        return;
+    }
+  }
+}
+
+void Exchange::on_end(net::Stream*, int status) {
+  upstream_ended_ = true;
+  if (phase_ == Phase::kIdle) return;
+  if (response_started_ && response_parser_->needs_eof()) {
+    auto outcome = response_parser_->finish();  // an until-close body ends here
+    if (outcome.state != http::Parser::State::kError) {
+      complete(false);
+      return;
+    }
+  }
+  if (may_resend_on_fresh_connection()) {
+    LOG_DEBUG("stale pooled connection to %s, sending again on a new one", lease_.name());
+    resent_ = true;
+    drop_upstream();
+    tried_.pop_back();
+    attempt(route_.backend, {});
+    return;
+  }
+  if (!response_started_ && upstream_->out().bytes_sent() == 0) {
+    retry_elsewhere(502);
+    return;
+  }
+  LOG_WARN("backend %s closed the connection mid-%s: %s", lease_.name(),
+           response_started_ ? "response" : "request", uv_strerror(status));
+  fail(502, "backend closed");
+}
+
+void Exchange::on_writable(net::Stream*) {
+  if (phase_ != Phase::kIdle && !request_complete_) request_.body_relay->update();
+  owner_->on_exchange_progress(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+
+bool Exchange::on_response_head() {
+  const http::ResponseHead& resp = response_parser_->response();
+  if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
+    interim_ = true;
+    owner_->on_interim_response(resp);
+    return false;
+  }
+  if (resp.status == 101 && !request_.head->websocket) return false;  // refused in upgrade()
+  if (route_.handshake) learner_.begin(upstream(), lease_.index(), resp);
+  std::string cookie;
+  if (route_.set_cookie) cookie = upstream().sticky_cookie_value(lease_.index());
+  lease_.state().count_response(resp.status);
+  response_started_ = true;
+  phase_ = Phase::kReceiving;
+  owner_->on_response_head(resp, cookie);
+  return false;
+}
+
+bool Exchange::on_response_body(std::string_view data) {
+  learner_.on_body(data);
+  owner_->on_response_body(data);
+  response_relay_.update();
+  return true;
+}
+
+void Exchange::on_response_end() {
+  if (interim_) return;
+  learner_.on_end();
+}
+
+void Exchange::upgrade(std::string_view leftover) {
+  if (!request_.head->websocket || response_parser_->response().status != 101) {
+    fail(502, "unexpected upgrade");
+    return;
+  }
+  UpgradeHandoff handoff{upstream_, leftover, std::move(lease_), route_.session_id};
+  upstream_->set_delegate(nullptr);
+  upstream_ = nullptr;
+  end();
+  owner_->on_upgraded(std::move(handoff));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ending
+
+void Exchange::complete(bool reusable) {
+  reusable = reusable && !upstream_ended_ && request_complete_ && !worker_->shutting_down &&
+             response_parser_->response().keep_alive;
+  if (reusable) {
+    // It keeps reading: the pool watches it for a close, and stopping and restarting the read
+    // would cost two epoll_ctl calls per request.
+    upstream_->set_delegate(nullptr);
+    worker_->pool.give(pool_key_, upstream_, upstream().config().keepalive_max_idle,
+                       ms(upstream().config().keepalive_idle_timeout));
+    upstream_ = nullptr;
+  } else {
+    drop_upstream();
+  }
+  end();
+  owner_->on_response_end();
+}
+
+void Exchange::fail(int status, const char* why) {
+  LOG_DEBUG("exchange with %s failed (%s): answering %d", backend_name(), why, status);
+  if (!response_started_ && lease_) lease_.state().count_response(status);
+  drop_upstream();
+  end();
+  owner_->on_exchange_failed(status);
+}
+
+void Exchange::end() {
+  response_relay_ = Relay();  // its source is pooled, closed or the tunnel's now
+  lease_.release();
+  if (!request_complete_) request_.body_relay->set_sink(nullptr);
+  phase_ = Phase::kIdle;
+}
+
+// Closes the current upstream connection without waiting for it: it frees itself.
+void Exchange::drop_upstream() {
+  if (upstream_ == nullptr) return;
+  upstream_->set_delegate(nullptr);
+  upstream_->close();
+  upstream_ = nullptr;
+}
+
+}  // namespace limpet::proxy

@@ -1,0 +1,25 @@
+#include "limpet/proxy/relay.hpp"
+
+namespace limpet::proxy {
+
+void Relay::write(std::span<const std::string_view> parts) {
+  sink_->write(parts);
+  if (sink_full()) update();
+}
+
+void Relay::update() {
+  if (source_ == nullptr || source_->closing()) return;
+  if (!held_ && !source_ended_ && !sink_full()) {
+    source_->start_reading();
+  } else {
+    source_->stop_reading();
+  }
+}
+
+Relay::Waiting Relay::waiting() const {
+  if (sink_full()) return Waiting::kSink;
+  if (!held_ && !source_ended_) return Waiting::kSource;
+  return Waiting::kNobody;
+}
+
+}  // namespace limpet::proxy

@@ -1,0 +1,222 @@
+#include "limpet/proxy/tunnel.hpp"
+
+#include <algorithm>
+
+#include "limpet/proxy/client_connection.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::proxy {
+namespace {
+
+// How long a tunnel waits for both sides to answer an injected Close frame.
+constexpr uint64_t kCloseReplyMs = 3000;
+
+const char* close_reason(uint16_t code) {
+  switch (code) {
+    case Tunnel::kCloseGoingAway: return "going away";
+    case Tunnel::kCloseTooBig: return "message too big";
+    default: return "service restart";
+  }
+}
+
+}  // namespace
+
+Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
+    : conn_(conn),
+      upstream_(handoff.upstream),
+      lease_(std::move(handoff.lease)),
+      session_id_(handoff.session_id),
+      up_{Relay(conn.client(), handoff.upstream),
+          http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size)},
+      down_{Relay(handoff.upstream, conn.client()),
+            http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size)} {
+  upstream_->set_delegate(this);
+  lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
+  conn_.worker()->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
+}
+
+Tunnel::~Tunnel() {
+  drop_upstream();
+  lease_.state().tunnels.fetch_sub(1, std::memory_order_relaxed);
+  if (!session_id_.empty()) conn_.listener().upstream->forget_session(session_id_);
+}
+
+void Tunnel::start(std::string_view upstream_leftover, std::string_view early_client_bytes) {
+  if (!upstream_leftover.empty()) forward(down_, upstream_leftover);
+  if (!early_client_bytes.empty() && upstream_ != nullptr) forward(up_, early_client_bytes);
+  if (upstream_ == nullptr || conn_.client()->closing()) return;
+  up_.relay.update();
+  down_.relay.update();
+  if (conn_.worker()->shutting_down) {
+    uint64_t spread = conn_.worker()->close_spread_ms;
+    close_cleanly(kCloseGoingAway, spread > 0 ? conn_.worker()->rng() % spread : 0);
+  }
+}
+
+void Tunnel::drop_upstream() {
+  if (upstream_ == nullptr) return;
+  upstream_->set_delegate(nullptr);
+  upstream_->close();
+  upstream_ = nullptr;
+}
+
+void Tunnel::forward(Direction& d, std::string_view data) {
+  if (upstream_ == nullptr) return;
+  if (&d == &down_) conn_.refresh_deadline(ClientConnection::Refresh::kActivity);
+  if (tracking_) {
+    if (d.frames.error() == http::websocket::FrameTracker::Error::kTooBig) return;  // closing
+    uint64_t before = d.frames.messages();
+    size_t boundary = d.frames.feed(data);
+    auto& counter = toward_backend(d) ? conn_.worker()->counters.ws_messages_to_backend
+                                      : conn_.worker()->counters.ws_messages_to_client;
+    counter.fetch_add(d.frames.messages() - before, std::memory_order_relaxed);
+    switch (d.frames.error()) {
+      case http::websocket::FrameTracker::Error::kTooBig:
+        message_too_big(d, data.substr(0, boundary));
+        return;
+      case http::websocket::FrameTracker::Error::kProtocol:
+        LOG_DEBUG("tunnel from %s: not WebSocket framing, passing bytes through", conn_.client_ip().data());
+        tracking_ = false;
+        if (close_code_ != 0) {
+          conn_.close();  // a clean close needs frame boundaries
+          return;
+        }
+        break;
+      case http::websocket::FrameTracker::Error::kNone:
+        if (d.close_sent) {
+          // That side already got our Close: nothing more may follow it; watch for the answers.
+          finish_if_answered();
+          return;
+        }
+        if (close_started_ && boundary > 0) {
+          // Up to the last frame that ends in this chunk, then our Close; what follows is
+          // dropped. No boundary yet: the frame in progress goes on whole.
+          d.relay.write(data.substr(0, boundary));
+          inject_close(d);
+          return;
+        }
+        break;
+    }
+  }
+  d.relay.write(data);
+}
+
+// A message over max_message_size: what came before its frame goes on, the receiver gets a
+// Close (control frames may interleave a fragmented message), and so does the sender once its
+// own direction reaches a frame boundary.
+void Tunnel::message_too_big(Direction& d, std::string_view up_to_boundary) {
+  LOG_INFO("tunnel from %s: a message %s exceeds max_message_size (%llu bytes): closing with 1009",
+           conn_.client_ip().data(), toward_backend(d) ? "to the backend" : "to the client",
+           static_cast<unsigned long long>(conn_.listener().upstream->config().max_message_size));
+  conn_.worker()->counters.ws_messages_too_big.fetch_add(1, std::memory_order_relaxed);
+  if (!up_to_boundary.empty()) d.relay.write(up_to_boundary);
+  d.relay.hold(true);  // the rest of the sender's message is never forwarded
+  close_code_ = kCloseTooBig;
+  close_started_ = true;
+  inject_close(d);
+  Direction& toward_sender = other(d);
+  if (upstream_ != nullptr && toward_sender.frames.at_boundary()) inject_close(toward_sender);
+  start_close_replies();
+}
+
+void Tunnel::close_cleanly(uint16_t code, uint64_t delay_ms) {
+  if (close_code_ != 0) return;
+  if (!tracking_) {
+    conn_.close();
+    return;
+  }
+  close_code_ = code;
+  close_deadline_ = uv_now(conn_.worker()->loop) + delay_ms;
+  conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+}
+
+void Tunnel::start_close_replies() {
+  close_deadline_ = uv_now(conn_.worker()->loop) + kCloseReplyMs;
+  conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+}
+
+DeadlineSpec Tunnel::deadline() const {
+  const uint64_t idle = static_cast<uint64_t>(conn_.listener().config->tunnel_idle_timeout.count());
+  if (close_deadline_ != 0) {
+    const uint64_t now = uv_now(conn_.worker()->loop);
+    const uint64_t left = close_deadline_ > now ? close_deadline_ - now : 0;
+    if (left <= idle) return {close_started_ ? Deadline::kCloseReply : Deadline::kCloseDelay, left};
+  }
+  return {Deadline::kTunnelIdle, idle};
+}
+
+void Tunnel::on_deadline(Deadline kind) {
+  switch (kind) {
+    case Deadline::kCloseDelay:
+      close_started_ = true;
+      if (up_.frames.at_boundary()) inject_close(up_);
+      if (upstream_ != nullptr && down_.frames.at_boundary()) inject_close(down_);
+      if (upstream_ != nullptr) start_close_replies();
+      return;
+    case Deadline::kTunnelIdle:
+      LOG_DEBUG("tunnel idle timeout from %s", conn_.client_ip().data());
+      [[fallthrough]];
+    default:  // kCloseReply: the sides did not answer our Close in time
+      conn_.close();
+      return;
+  }
+}
+
+void Tunnel::inject_close(Direction& d) {
+  if (d.close_sent) return;
+  d.close_sent = true;
+  net::Stream* to = d.relay.sink();
+  if (to->write_side_shut()) {
+    // That direction is already half-closed (its source ended): no frame can follow, and the
+    // peer's answer is the EOF we propagate.
+    finish_if_answered();
+    return;
+  }
+  d.answer_mark = other(d).frames.closes();
+  const bool masked = toward_backend(d);
+  to->write(http::websocket::close_frame(close_code_, close_reason(close_code_), masked,
+                                         masked ? static_cast<uint32_t>(conn_.worker()->rng()) : 0));
+  finish_if_answered();
+}
+
+void Tunnel::finish_if_answered() {
+  if (!up_.close_sent || !down_.close_sent) return;
+  if (close_code_ == kCloseTooBig) {
+    finish();  // the sender's framing is lost: no answer can be read, only written out
+    return;
+  }
+  if (down_.frames.closes() > up_.answer_mark && up_.frames.closes() > down_.answer_mark) {
+    conn_.worker()->counters.tunnels_closed_cleanly.fetch_add(1, std::memory_order_relaxed);
+    finish();
+  }
+}
+
+void Tunnel::on_source_end(Direction& d, int status) {
+  if (status != UV_EOF) {
+    conn_.close();
+    return;
+  }
+  d.ended = true;
+  d.relay.source_ended();
+  d.relay.sink()->shutdown_after_writes();  // the half-close travels on
+  if (up_.ended && down_.ended) finish();
+}
+
+void Tunnel::on_sink_writable(Direction& d) {
+  if (finished_) {
+    finish();
+  } else {
+    d.relay.update();
+  }
+}
+
+// Both directions are done: close once our queued bytes (a Close frame, the last data) are
+// written; the sinks' on_writable calls back here until they are.
+void Tunnel::finish() {
+  finished_ = true;
+  if (upstream_ == nullptr || (conn_.client()->out().drained() && upstream_->out().drained())) {
+    conn_.close();
+  }
+}
+
+}  // namespace limpet::proxy

@@ -1,0 +1,118 @@
+"""The exchange and its deadlines, against the real binary: bodies flowing both ways at once,
+stalls blamed on the side that stalled, 1xx in the same read as the final response, and the one
+resend after a pooled connection the backend had already closed."""
+
+import hashlib
+import socket
+import threading
+
+from conftest import RawHttp, build_request, wait_until
+
+MB = 1024 * 1024
+
+
+def test_full_duplex_echo_of_64_mib_completes(cluster):
+    """A backend that echoes the body while still reading it: both directions must keep moving
+    (each relay decides on its own sink's queue, not the other one's)."""
+    b = cluster.backend("d1")
+    lp = cluster.limpet([b], server={"workers": 1}, listener={"max_body_size": "0"})
+    size = 64 * MB
+    piece = bytes(range(256)) * 256  # 64 KiB
+    sent_hash = hashlib.sha256()
+    for _ in range(size // len(piece)):
+        sent_hash.update(piece)
+
+    with RawHttp(lp.port, timeout=30) as c:
+        c.send(build_request("POST", "/duplex-echo", [("Content-Length", str(size))]))
+
+        def send_body():
+            for _ in range(size // len(piece)):
+                c.sock.sendall(piece)
+
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        resp = c.read_response("POST")
+        sender.join(30)
+        assert not sender.is_alive(), "the request body did not all go out"
+    assert resp.status == 200
+    assert len(resp.body) == size
+    assert hashlib.sha256(resp.body).hexdigest() == sent_hash.hexdigest()
+
+
+def test_clients_stalling_mid_upload_get_408_and_the_backend_stays_up(cluster):
+    """A client that stops sending its body is the client's stall: 408 to it, nothing counted
+    against the backend (three such stalls used to mark it down: a denial of service)."""
+    b = cluster.backend("s1")
+    lp = cluster.limpet([b], server={"workers": 1}, listener={"body_timeout": "300ms"})
+    stalled = [RawHttp(lp.port, timeout=10) for _ in range(4)]
+    try:
+        for c in stalled:
+            c.send(build_request("POST", "/upload", [("Content-Length", "100000")]) + b"x" * 1000)
+        for c in stalled:
+            resp = c.read_response("POST")
+            assert resp.status == 408, resp
+            assert c.closed_by_peer(timeout=5)
+    finally:
+        for c in stalled:
+            c.close()
+    with RawHttp(lp.port) as c:
+        resp = c.request("GET", "/echo")
+    assert resp.status == 200, "a backend was taken down by stalled clients"
+    log = lp.stderr()
+    assert "sent no more of its request body within body_timeout" in log
+    assert " is down" not in log and "no response within" not in log
+    assert log.count('"POST /upload HTTP/1.1" 408') == 4
+
+
+def test_a_client_that_reads_nothing_is_dropped_after_send_timeout(cluster):
+    b = cluster.backend("r1")
+    lp = cluster.limpet([b], server={"workers": 1}, listener={"send_timeout": "300ms"})
+    with RawHttp(lp.port, timeout=10) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send(build_request("GET", f"/big?size={256 * MB}"))
+        wait_until(lambda: "read none of the response within send_timeout" in lp.stderr(), 15,
+                   "limpet dropping a client that reads nothing")
+    with RawHttp(lp.port) as c:
+        assert c.request("GET", "/echo").status == 200
+    assert " is down" not in lp.stderr()
+
+
+def test_interim_response_and_final_response_in_one_read(cluster):
+    b = cluster.backend("c1")
+    lp = cluster.limpet([b], server={"workers": 1})
+    with RawHttp(lp.port) as c:
+        c.send(build_request("GET", "/continue"))
+        first = c.read_response(skip_1xx=False)
+        assert first.status == 100
+        final = c.read_response()
+        assert final.status == 200
+        assert final.body == b"after continue\n"
+        # The connection goes on: the final response was found after the interim one's bytes.
+        assert c.request("GET", "/echo").status == 200
+
+
+def test_stale_pooled_connection_is_resent_once_on_a_fresh_one(cluster):
+    b = cluster.backend("p1")
+    lp = cluster.limpet([b], server={"workers": 1, "log_level": "debug"})
+    with RawHttp(lp.port) as c:
+        first = c.request("GET", "/stale-once")
+        assert first.status == 200
+        # Same worker, same backend: the pooled connection is taken and the backend closes it
+        # on this request; limpet sends it again on a new connection, once.
+        second = c.request("GET", "/stale-once")
+        assert second.status == 200, second
+        assert second.body != first.body, "answered on the pooled connection"
+    assert "stale pooled connection to p1" in lp.stderr()
+    conns = [e["conn"] for e in b.request_log() if e["path"] == "/stale-once"]
+    assert len(conns) == 3 and conns[0] == conns[1] != conns[2], conns
+
+
+def test_a_sid_request_on_a_stale_pooled_connection_is_not_resent(cluster):
+    """Sending a polling request of a session twice would kill the session: 502 instead."""
+    b = cluster.backend("p2")
+    lp = cluster.limpet([b], server={"workers": 1}, upstream={"engineio_paths": ["/stale-once"]})
+    with RawHttp(lp.port) as c:
+        assert c.request("GET", "/stale-once?EIO=4&transport=polling&sid=abcdefghijklmnopqrst").status == 200
+        assert c.request("GET", "/stale-once?EIO=4&transport=polling&sid=abcdefghijklmnopqrst").status == 502
+    conns = [e["conn"] for e in b.request_log()]
+    assert len(conns) == 2 and conns[0] == conns[1]
