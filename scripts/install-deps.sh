@@ -25,7 +25,7 @@ if [[ "${LIMPET_SKIP_DEPS:-}" == 1 ]]; then mode=skip; fi
 packages=(
   # build
   build-essential g++ clang meson ninja-build pkg-config cmake
-  libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp
+  libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
   redis-server curl

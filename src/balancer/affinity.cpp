@@ -9,7 +9,6 @@
 namespace limpet::balancer {
 namespace {
 
-constexpr uint64_t kSeedSid = 0x6c696d7065742d61ULL;  // "limpet-a"
 constexpr size_t kNotFound = std::numeric_limits<size_t>::max();
 constexpr size_t kInitialIndex = 16;
 constexpr size_t kSweepChunk = 4096;
@@ -147,7 +146,7 @@ void AffinityTable::evict_one(Shard& s, int64_t now) {
 }
 
 std::optional<uint32_t> AffinityTable::lookup(std::string_view sid, Millis ttl) {
-  const uint64_t h = hash64(sid, kSeedSid);
+  const uint64_t h = hash64(sid, seed::kSid);
   const int64_t t = now();
   Shard& s = shard_for(h);
   std::lock_guard lock(s.mu);
@@ -170,7 +169,7 @@ std::optional<uint32_t> AffinityTable::lookup(std::string_view sid, Millis ttl) 
 
 void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl) {
   if (sid.empty() || sid.size() > std::numeric_limits<uint32_t>::max()) return;
-  const uint64_t h = hash64(sid, kSeedSid);
+  const uint64_t h = hash64(sid, seed::kSid);
   const int64_t t = now();
   Shard& s = shard_for(h);
   std::lock_guard lock(s.mu);
@@ -191,7 +190,7 @@ void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl)
 }
 
 bool AffinityTable::forget(std::string_view sid) {
-  const uint64_t h = hash64(sid, kSeedSid);
+  const uint64_t h = hash64(sid, seed::kSid);
   Shard& s = shard_for(h);
   std::lock_guard lock(s.mu);
   const size_t slot = find_slot(s, h, sid);
@@ -202,7 +201,7 @@ bool AffinityTable::forget(std::string_view sid) {
 }
 
 bool AffinityTable::forget_if(std::string_view sid, uint32_t backend_id) {
-  const uint64_t h = hash64(sid, kSeedSid);
+  const uint64_t h = hash64(sid, seed::kSid);
   Shard& s = shard_for(h);
   std::lock_guard lock(s.mu);
   const size_t slot = find_slot(s, h, sid);

@@ -3,18 +3,8 @@
 #include <algorithm>
 
 namespace limpet::balancer {
-namespace {
 
-// Seeds that separate the uses of a name's hash: the Maglev offset and skip must be independent
-// of each other and of the rendezvous score, or members with similar offsets would also walk
-// similar permutations.
-constexpr uint64_t kSeedName = 0x6c696d7065742d6eULL;    // "limpet-n"
-constexpr uint64_t kSeedOffset = 0x6c696d7065742d6fULL;  // "limpet-o"
-constexpr uint64_t kSeedSkip = 0x6c696d7065742d73ULL;    // "limpet-s"
-
-}  // namespace
-
-uint64_t backend_name_hash(std::string_view name) { return hash64(name, kSeedName); }
+uint64_t backend_name_hash(std::string_view name) { return hash64(name, seed::kName); }
 
 bool is_prime(uint64_t n) {
   if (n < 2) return false;
@@ -61,8 +51,8 @@ void Ring::fill_maglev(const std::vector<RingMember>& members, uint32_t m) {
   std::vector<uint64_t> credit(n, 0);
   uint32_t w_max = 0;
   for (size_t i = 0; i < n; ++i) {
-    cursor[i] = hash64(members[i].name, kSeedOffset) % m;
-    skip[i] = hash64(members[i].name, kSeedSkip) % (m - 1) + 1;
+    cursor[i] = hash64(members[i].name, seed::kOffset) % m;
+    skip[i] = hash64(members[i].name, seed::kSkip) % (m - 1) + 1;
     w_max = std::max(w_max, members[i].weight);
   }
   // Turns go in name order, not config order: reordering backends in the file must not remap

@@ -14,9 +14,6 @@
 namespace limpet::balancer {
 namespace {
 
-constexpr uint64_t kSeedCookie = 0x6c696d7065742d63ULL;  // "limpet-c"
-constexpr uint64_t kSeedKey = 0x6c696d7065742d6bULL;     // "limpet-k"
-
 // Numeric hosts only: the config loader already refused names, so nothing here blocks on DNS.
 bool resolve(const config::Address& a, sockaddr_storage* out, socklen_t* len) {
   std::string host = a.host;
@@ -41,10 +38,11 @@ bool resolve(const config::Address& a, sockaddr_storage* out, socklen_t* len) {
 }
 
 // Opaque and stable: derived from the backend name only, so it survives reloads and port
-// changes and is the same on every limpet instance, and it does not reveal addresses.
+// changes, is the same on every limpet instance and version, and does not reveal addresses.
+// The 16 lowercase hex digits of XXH3_64bits_withSeed(name, seed::kCookie), most significant first.
 std::string cookie_token_for(const std::string& name) {
   static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t h = hash64(name, kSeedCookie);
+  uint64_t h = hash64(name, seed::kCookie);
   std::string token(16, '0');
   for (int i = 15; i >= 0; --i, h >>= 4) token[static_cast<size_t>(i)] = kHex[h & 0xf];
   return token;
@@ -193,7 +191,7 @@ Route Upstream::route(const RouteInput& in) const {
   // 3. Consistent hash of the first present key.
   if (!cfg.hash_keys.empty()) {
     if (auto key = first_key(cfg.hash_keys, in.head, in.client_ip, trusted_proxies_)) {
-      const uint64_t h = hash64(key->value, kSeedKey);
+      const uint64_t h = hash64(key->value, seed::kKey);
       const auto& cands = placement_->candidates();
       const LoadBound bound(cands, in.exclude, cfg.balance_factor);
       int i = ring_->lookup(h, [&](int j) {

@@ -217,45 +217,20 @@ INSTANTIATE_TEST_SUITE_P(All, RingKinds, ::testing::Values(RingKind::kMaglev, Ri
                            return std::string(info.param == RingKind::kMaglev ? "Maglev" : "Rendezvous");
                          });
 
-TEST(Hash, StableAcrossBuilds) {
-  // Part of limpet's behaviour (several instances must agree): a change here remaps every key.
+TEST(Hash, DistinctInputsHashApart) {
   EXPECT_EQ(hash64(""), hash64(std::string_view()));
   EXPECT_NE(hash64("a"), hash64(std::string_view("a\0", 2)));
   EXPECT_NE(hash64("abc", 1), hash64("abc", 2));
-  // Every length path (0, 1-3, 4-8, 9-16, >16) hashes distinct strings apart.
+  // Every XXH3 length class (0, 1-3, 4-8, 9-16, 17-128, 129-240, >240) hashes distinct strings
+  // apart. The fixed values are in golden_test.cpp.
   std::vector<uint64_t> seen;
   std::string s;
-  for (int i = 0; i < 80; ++i) {
+  for (int i = 0; i < 300; ++i) {
     seen.push_back(hash64(s));
     s.push_back(static_cast<char>('a' + i % 26));
   }
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end());
-}
-
-// Golden values: the hash and the rings are part of limpet's observable behaviour (instances
-// behind an L4 balancer, and the same instance across upgrades, must send a key to the same
-// backend). If a change here is deliberate, it remaps every hashed key: say so in the changelog.
-TEST(Hash, GoldenValues) {
-  EXPECT_EQ(hash64(""), 0x5bfc973056b0aff5ULL);
-  EXPECT_EQ(hash64("a"), 0x8ed0e8896ed8be68ULL);
-  EXPECT_EQ(hash64("room-42"), 0x956c84bb52b8f882ULL);
-  EXPECT_EQ(hash64("lv_VI97HAXpY6yYWAAAC"), 0xde1b9109b0a2d6fcULL);
-  EXPECT_EQ(hash64("a string longer than thirty-two bytes in all"), 0x604d0de35b4c0905ULL);
-}
-
-TEST(Ring, GoldenLookups) {
-  std::vector<RingMember> m;
-  for (int i = 0; i < 5; ++i) m.push_back({"node-" + std::to_string(i + 1), 1});
-  auto maglev = build(RingKind::kMaglev, m);
-  auto hrw = build(RingKind::kRendezvous, m);
-  const int want_maglev[] = {4, 2, 2, 4, 4, 3, 2, 4};
-  const int want_hrw[] = {3, 3, 1, 4, 1, 3, 2, 3};
-  for (int i = 0; i < 8; ++i) {
-    const uint64_t k = hash64("room-" + std::to_string(i + 1));
-    EXPECT_EQ(maglev->lookup(k), want_maglev[i]) << i;
-    EXPECT_EQ(hrw->lookup(k), want_hrw[i]) << i;
-  }
 }
 
 TEST(Hash, BitsAreBalanced) {
