@@ -2,6 +2,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <string_view>
 
 #include "limpet/util/json.hpp"
 
@@ -16,6 +17,23 @@ std::string html_escape(const std::string& s) {
       case '<': out += "&lt;"; break;
       case '>': out += "&gt;"; break;
       case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// A label value as the text exposition format (0.0.4) reads it: only backslash, double quote and
+// line feed are escaped; every other byte, control characters and UTF-8 included, goes as it is.
+// The JSON escaper would write \u00XX for control bytes, which Prometheus rejects.
+std::string prometheus_label_value(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
       default: out += c;
     }
   }
@@ -68,7 +86,8 @@ class PromWriter {
 };
 
 std::string backend_labels(const BackendMetrics& b) {
-  return "upstream=\"" + json_escape(b.upstream) + "\",backend=\"" + json_escape(b.name) + "\"";
+  return "upstream=\"" + prometheus_label_value(b.upstream) + "\",backend=\"" + prometheus_label_value(b.name) +
+         "\"";
 }
 
 template <typename Field>
@@ -95,7 +114,7 @@ int64_t total_active(const MetricsSnapshot& m) {
 std::string render_prometheus(const MetricsSnapshot& m) {
   PromWriter w;
   w.family("limpet_info", "gauge", "Build and configuration of this limpet.");
-  w.sample("limpet_info", "version=\"" + json_escape(m.version) + "\"", 1);
+  w.sample("limpet_info", "version=\"" + prometheus_label_value(m.version) + "\"", 1);
   w.family("limpet_config_generation", "gauge", "Generation of the running configuration.");
   w.sample("limpet_config_generation", "", static_cast<double>(m.generation));
   w.family("limpet_uptime_seconds", "gauge", "Seconds since start.");

@@ -1,5 +1,5 @@
-// JSON string escaping, shared by the JSON access log and the admin API (whose Prometheus label
-// values need the same escapes for what can occur in names: backslash, quote, newline).
+// JSON string escaping, shared by the JSON access log and the admin API's JSON (Prometheus label
+// values have their own, narrower escapes: admin/metrics.cpp). Pure functions, any thread.
 #pragma once
 
 #include <string>
