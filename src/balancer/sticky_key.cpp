@@ -90,6 +90,12 @@ std::optional<std::string_view> find_cookie(std::string_view header, std::string
 
 std::string percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
+  percent_decode_into(s, plus_is_space, out);
+  return out;
+}
+
+void percent_decode_into(std::string_view s, bool plus_is_space, std::string& out) {
+  out.clear();
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
@@ -104,10 +110,16 @@ std::string percent_decode(std::string_view s, bool plus_is_space) {
     }
     out.push_back(plus_is_space && c == '+' ? ' ' : c);
   }
-  return out;
 }
 
 std::optional<std::string> query_param(std::string_view query, std::string_view name) {
+  std::string value;
+  if (!query_param_into(query, name, value)) return std::nullopt;
+  return value;
+}
+
+bool query_param_into(std::string_view query, std::string_view name, std::string& value) {
+  value.clear();
   while (!query.empty()) {
     const size_t amp = query.find('&');
     const std::string_view piece = query.substr(0, amp);
@@ -115,12 +127,11 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
     if (piece.empty()) continue;
     const size_t eq = piece.find('=');
     if (!name_matches(piece.substr(0, eq), name)) continue;
-    if (eq == std::string_view::npos) return std::nullopt;  // "sid" alone: present but empty
-    std::string value = percent_decode(piece.substr(eq + 1), true);
-    if (value.empty()) return std::nullopt;
-    return value;
+    if (eq == std::string_view::npos) return false;  // "sid" alone: present but empty
+    percent_decode_into(piece.substr(eq + 1), true, value);
+    return !value.empty();
   }
-  return std::nullopt;
+  return false;
 }
 
 bool is_engineio_path(std::string_view path, const std::vector<std::string>& engineio_paths) {

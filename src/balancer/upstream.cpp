@@ -141,9 +141,13 @@ bool Upstream::accepts_new(int i, std::span<const int> exclude) const {
   return backends_[static_cast<size_t>(i)].state->accepts_new() && !excluded(exclude, i);
 }
 
-Route Upstream::route(const RouteInput& in) const {
+void Upstream::route(const RouteInput& in, Route& r) const {
   const config::UpstreamConfig& cfg = *config_;
-  Route r;
+  r.backend = -1;
+  r.reason = RouteReason::kNone;
+  r.session_id.clear();
+  r.handshake = false;
+  r.set_cookie = false;
   std::optional<std::string> cookie;
   auto finish = [&](int backend, RouteReason reason) {
     r.backend = backend;
@@ -151,18 +155,11 @@ Route Upstream::route(const RouteInput& in) const {
     // Set (or re-point) the cookie whenever it does not already name the chosen backend.
     r.set_cookie = cfg.sticky_cookie.enabled && backend >= 0 &&
                    (!cookie || *cookie != backends_[static_cast<size_t>(backend)].cookie_token);
-    return r;
   };
 
   // 1. Engine.IO session affinity.
   r.engineio = is_engineio_path(in.head.path, cfg.engineio_paths);
-  if (r.engineio) {
-    if (auto sid = query_param(in.head.query, "sid")) {
-      r.session_id = std::move(*sid);
-    } else {
-      r.handshake = true;
-    }
-  }
+  if (r.engineio && !query_param_into(in.head.query, "sid", r.session_id)) r.handshake = true;
   if (cfg.sticky_cookie.enabled) cookie = cookie_value(in.head, cfg.sticky_cookie.name);
   if (!r.session_id.empty() && affinity_) {
     if (auto id = affinity_->lookup(r.session_id, cfg.session_ttl)) {

@@ -39,7 +39,7 @@ void Exchange::start(const ExchangeRequest& request) {
   response_started_ = false;
   interim_ = false;
   learner_.reset();
-  route_ = upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()});
+  upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()}, route_);
   if (route_.backend < 0) {
     LOG_WARN("upstream %s: no usable backend for %.*s %.*s", upstream().config().name.c_str(),
              static_cast<int>(request_.client_ip.size()), request_.client_ip.data(),
@@ -159,14 +159,13 @@ void Exchange::retry_elsewhere(int status_if_not) {
   drop_upstream();
   response_relay_ = Relay();
   lease_.release();
-  balancer::Route again = upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()});
-  if (again.backend < 0) {
+  // Routed again without the backends tried (a request with a session never gets here).
+  upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()}, route_);
+  if (route_.backend < 0) {
     fail(status_if_not, "no other backend");
     return;
   }
   worker_->counters.retries.fetch_add(1, std::memory_order_relaxed);
-  again.session_id = std::move(route_.session_id);
-  route_ = std::move(again);
   attempt(route_.backend, std::move(queued));
 }
 

@@ -19,12 +19,16 @@ namespace limpet::balancer {
 // application/x-www-form-urlencoded, which is what Node's querystring — and so Engine.IO — reads).
 // A malformed escape ("%zz", a trailing "%4") is kept as written, like Node does.
 std::string percent_decode(std::string_view s, bool plus_is_space);
+// The same into `out` (replaced), whose buffer is kept: no allocation once it has grown.
+void percent_decode_into(std::string_view s, bool plus_is_space, std::string& out);
 
 // The value of query parameter `name` (names and values percent-decoded, names compared exactly).
 // The first occurrence decides: "sid=a&sid=b" gives "a", and "sid=&sid=b" gives nothing, since
 // an empty value counts as absent. Empty pieces and pieces without '=' are tolerated ("a&&=b&sid"
 // has a parameter "sid" with an empty value, i.e. none).
 std::optional<std::string> query_param(std::string_view query, std::string_view name);
+// The same into `value` (replaced, buffer kept); false when absent or empty.
+bool query_param_into(std::string_view query, std::string_view name, std::string& value);
 
 // True when `path` is one of the Engine.IO paths: "/socket.io/" matches "/socket.io/" and
 // anything under it, and also "/socket.io" (clients with addTrailingSlash: false).

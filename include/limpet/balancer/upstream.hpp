@@ -74,7 +74,14 @@ class Upstream {
   const std::vector<RuntimeBackend>& backends() const { return backends_; }
 
   // Order (design §5): affinity (sid) → sticky cookie → consistent hash → placement.
-  Route route(const RouteInput& in) const;
+  // Into `out`, replaced whole: its session_id keeps its buffer from one request to the next, so
+  // a proxy that keeps one Route per connection routes without allocating.
+  void route(const RouteInput& in, Route& out) const;
+  Route route(const RouteInput& in) const {
+    Route r;
+    route(in, r);
+    return r;
+  }
 
   // Session hooks, called by the proxy on the worker that handled the request. The proxy parses
   // the handshake (http/engineio) and reports the sid the backend at index `backend` issued.
