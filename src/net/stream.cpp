@@ -202,31 +202,38 @@ void Stream::on_shutdown_cb(uv_shutdown_t* req, int) { delete req; }
 void Stream::set_timeout(uint64_t ms) {
   if (closing_) return;
   if (timer_ == nullptr) {
-    timer_ = new uv_timer_t;
-    uv_timer_init(tcp_.loop, timer_);
-    timer_->data = this;
+    timer_ = new Timer{};
+    uv_timer_init(tcp_.loop, &timer_->handle);
+    timer_->handle.data = this;
     ++open_handles_;
   }
   const uint64_t now = uv_now(tcp_.loop);
-  deadline_ = now + ms;
-  if (timer_due_ == 0 || timer_due_ > deadline_) {
-    timer_due_ = deadline_;
-    uv_timer_start(timer_, on_timer_cb, ms, 0);
+  timer_->deadline = now + ms;
+  if (timer_->due == 0 || timer_->due > timer_->deadline) {
+    timer_->due = timer_->deadline;
+    uv_timer_start(&timer_->handle, on_timer_cb, ms, 0);
   }
+}
+
+void Stream::drop_timer() {
+  if (timer_ == nullptr || closing_) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_->handle), on_close_cb);
+  timer_ = nullptr;
 }
 
 void Stream::on_timer_cb(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
-  self->timer_due_ = 0;
-  if (self->deadline_ == 0 || self->closing_) return;
+  Timer* timer = self->timer_;
+  timer->due = 0;
+  if (timer->deadline == 0 || self->closing_) return;
   const uint64_t now = uv_now(t->loop);
-  if (now < self->deadline_) {
+  if (now < timer->deadline) {
     // The deadline moved later since the timer was armed.
-    self->timer_due_ = self->deadline_;
-    uv_timer_start(t, on_timer_cb, self->deadline_ - now, 0);
+    timer->due = timer->deadline;
+    uv_timer_start(t, on_timer_cb, timer->deadline - now, 0);
     return;
   }
-  self->deadline_ = 0;
+  timer->deadline = 0;
   if (self->delegate_) self->delegate_->on_timeout(self);
 }
 
@@ -236,12 +243,12 @@ void Stream::close() {
   reading_ = false;
   out_.detach();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close_cb);
-  if (timer_ != nullptr) uv_close(reinterpret_cast<uv_handle_t*>(timer_), on_close_cb);
+  if (timer_ != nullptr) uv_close(reinterpret_cast<uv_handle_t*>(&timer_->handle), on_close_cb);
 }
 
 void Stream::on_close_cb(uv_handle_t* h) {
   auto* self = static_cast<Stream*>(h->data);
-  if (h->type == UV_TIMER) delete reinterpret_cast<uv_timer_t*>(h);
+  if (h->type == UV_TIMER) delete reinterpret_cast<Timer*>(h);
   if (--self->open_handles_ > 0) return;
   if (self->delegate_) self->delegate_->on_closed(self);
   delete self;

@@ -72,6 +72,12 @@ void ClientConnection::become_tunnel(UpgradeHandoff handoff, std::string early_c
   tunnel_->start(leftover, early_client_bytes);
 }
 
+void ClientConnection::sweep_idle(uint64_t now_ms) {
+  if (tunnel_ && deadline_ == Deadline::kTunnelIdle && tunnel_->idle_expired(now_ms)) {
+    tunnel_->on_deadline(Deadline::kTunnelIdle);
+  }
+}
+
 void ClientConnection::close() {
   if (client_->closing()) return;
   if (tunnel_) tunnel_->drop_upstream();
@@ -90,7 +96,9 @@ DeadlineSpec ClientConnection::current_deadline() const {
 void ClientConnection::refresh_deadline(Refresh how) {
   if (client_->closing()) return;
   DeadlineSpec next = current_deadline();
-  if (next.kind == Deadline::kNone) {
+  if (next.kind == Deadline::kTunnelIdle) {
+    client_->drop_timer();  // the worker's sweep watches idle tunnels (sweep_idle)
+  } else if (next.kind == Deadline::kNone) {
     client_->clear_timeout();
   } else if (how == Refresh::kRestart || next.kind != deadline_ ||
              (how == Refresh::kActivity && extends_on_activity(next.kind))) {
@@ -141,5 +149,33 @@ void ClientConnection::on_writable(net::Stream*) {
 }
 
 void ClientConnection::on_closed(net::Stream*) { delete this; }
+
+// ---------------------------------------------------------------------------------------------
+
+void ConnectionList::insert(ClientConnection* c) {
+  c->list_prev_ = nullptr;
+  c->list_next_ = head_;
+  if (head_ != nullptr) head_->list_prev_ = c;
+  head_ = c;
+  ++size_;
+}
+
+void ConnectionList::erase(ClientConnection* c) {
+  if (c->list_prev_ != nullptr) {
+    c->list_prev_->list_next_ = c->list_next_;
+  } else {
+    head_ = c->list_next_;
+  }
+  if (c->list_next_ != nullptr) c->list_next_->list_prev_ = c->list_prev_;
+  c->list_prev_ = c->list_next_ = nullptr;
+  --size_;
+}
+
+std::vector<ClientConnection*> ConnectionList::snapshot() const {
+  std::vector<ClientConnection*> all;
+  all.reserve(size_);
+  for (ClientConnection* c = head_; c != nullptr; c = c->list_next_) all.push_back(c);
+  return all;
+}
 
 }  // namespace limpet::proxy

@@ -31,6 +31,7 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
       down_{Relay(handoff.upstream, conn.client()),
             http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size)} {
   upstream_->set_delegate(this);
+  last_activity_ms_ = uv_now(conn_.worker()->loop);
   lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
   conn_.worker()->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
 }
@@ -62,7 +63,7 @@ void Tunnel::drop_upstream() {
 
 void Tunnel::forward(Direction& d, std::string_view data) {
   if (upstream_ == nullptr) return;
-  if (&d == &down_) conn_.refresh_deadline(ClientConnection::Refresh::kActivity);
+  last_activity_ms_ = uv_now(conn_.worker()->loop);  // the loop's cached time: no system call
   if (tracking_) {
     if (d.frames.error() == http::websocket::FrameTracker::Error::kTooBig) return;  // closing
     uint64_t before = d.frames.messages();
@@ -133,6 +134,11 @@ void Tunnel::close_cleanly(uint16_t code, uint64_t delay_ms) {
 void Tunnel::start_close_replies() {
   close_deadline_ = uv_now(conn_.worker()->loop) + kCloseReplyMs;
   conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+}
+
+bool Tunnel::idle_expired(uint64_t now_ms) const {
+  const uint64_t idle = static_cast<uint64_t>(conn_.listener().config->tunnel_idle_timeout.count());
+  return close_deadline_ == 0 && now_ms - last_activity_ms_ >= idle;
 }
 
 DeadlineSpec Tunnel::deadline() const {

@@ -10,6 +10,12 @@
 #include "limpet/util/log.hpp"
 
 namespace limpet::runtime {
+namespace {
+
+// How often idle tunnels are looked at: tunnel_idle_timeout is honoured within this.
+constexpr uint64_t kIdleSweepMs = 1000;
+
+}  // namespace
 
 Worker::Worker(int index, std::function<void()> on_exit) : index_(index), on_exit_(std::move(on_exit)) {
   uv_loop_init(&loop_);
@@ -17,6 +23,10 @@ Worker::Worker(int index, std::function<void()> on_exit) : index_(index), on_exi
   async_.data = this;
   context_.loop = &loop_;
   context_.graveyard.init(&loop_);
+  uv_timer_init(&loop_, &idle_sweep_);
+  idle_sweep_.data = this;
+  uv_timer_start(&idle_sweep_, on_idle_sweep_cb, kIdleSweepMs, kIdleSweepMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&idle_sweep_));
 }
 
 Worker::~Worker() {
@@ -68,6 +78,12 @@ void Worker::stop() {
 
 void Worker::on_async_cb(uv_async_t* handle) { static_cast<Worker*>(handle->data)->on_async(); }
 
+void Worker::on_idle_sweep_cb(uv_timer_t* handle) {
+  auto* self = static_cast<Worker*>(handle->data);
+  const uint64_t now = uv_now(&self->loop_);
+  self->context_.connections.for_each([now](proxy::ClientConnection* c) { c->sweep_idle(now); });
+}
+
 void Worker::on_async() {
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<ListenSocket> sockets;
@@ -84,9 +100,7 @@ void Worker::on_async() {
   if (snapshot && !stopping_) apply(std::move(snapshot), std::move(sockets));
   for (auto& s : sockets) ::close(s.fd);  // not taken by apply (stopping)
   if (!drains.empty() && !stopping_) {
-    std::vector<proxy::ClientConnection*> connections(context_.connections.begin(),
-                                                      context_.connections.end());
-    for (auto* c : connections) c->drain_if_tunnel_to(drains);
+    for (auto* c : context_.connections.snapshot()) c->drain_if_tunnel_to(drains);
   }
   if (stop && !stopping_) begin_shutdown();
 }
@@ -187,12 +201,11 @@ void Worker::begin_shutdown() {
   context_.shutting_down = true;
   for (auto& [address, listener] : listeners_) close_listener(listener.release());
   listeners_.clear();
-  // Copy: begin_shutdown may close (and later free) connections.
-  std::vector<proxy::ClientConnection*> connections(context_.connections.begin(),
-                                                    context_.connections.end());
-  for (auto* c : connections) c->begin_shutdown();
+  // A copy: begin_shutdown may close (and later free) connections.
+  for (auto* c : context_.connections.snapshot()) c->begin_shutdown();
   context_.pool.close_all();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_sweep_), nullptr);
 }
 
 }  // namespace limpet::runtime

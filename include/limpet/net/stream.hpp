@@ -73,7 +73,12 @@ class Stream : private OutQueueListener {
   // Moving the deadline later (every request, every tunnel message) touches no timer: the timer
   // fires at the old deadline and sleeps again until the new one.
   void set_timeout(uint64_t ms);
-  void clear_timeout() { deadline_ = 0; }
+  void clear_timeout() {
+    if (timer_ != nullptr) timer_->deadline = 0;
+  }
+  // Frees the timer (an idle tunnel, watched by its worker's sweep instead, holds none); a later
+  // set_timeout creates it again.
+  void drop_timer();
 
   void close();
   bool closing() const { return closing_; }
@@ -98,9 +103,14 @@ class Stream : private OutQueueListener {
   void deliver(std::string_view wire);
 
   uv_tcp_t tcp_{};
-  uv_timer_t* timer_ = nullptr;  // created by the first set_timeout
-  uint64_t deadline_ = 0;        // loop time (ms) of the next on_timeout; 0: none
-  uint64_t timer_due_ = 0;       // loop time the timer is armed for; 0: not armed
+  // Created by the first set_timeout; the deadlines live with it, so a stream without a timer
+  // carries only the pointer.
+  struct Timer {
+    uv_timer_t handle;   // first: a uv_timer_t* is a Timer*
+    uint64_t deadline;   // loop time (ms) of the next on_timeout; 0: none
+    uint64_t due;        // loop time the timer is armed for; 0: not armed
+  };
+  Timer* timer_ = nullptr;
   BufferPool* buffers_;
   StreamDelegate* delegate_ = nullptr;
   OutQueue out_;

@@ -34,6 +34,9 @@ class ClientConnection : public net::StreamDelegate {
   void drain_if_tunnel_to(const std::vector<uint32_t>& backend_ids);
   // Tests and the admin API: close a tunnel cleanly after `delay_ms`.
   void close_tunnel_cleanly(uint16_t code, uint64_t delay_ms);
+  // An idle tunnel holds no timer: its worker calls this about once a second for every
+  // connection, and a tunnel idle for tunnel_idle_timeout is closed.
+  void sweep_idle(uint64_t now_ms);
 
   // For the session and the tunnel it holds.
   WorkerContext* worker() const { return worker_; }
@@ -58,6 +61,7 @@ class ClientConnection : public net::StreamDelegate {
   void on_timeout(net::Stream* s) override;
 
  private:
+  friend class ConnectionList;
   ClientConnection(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
                    net::Stream* client);
   ~ClientConnection() override;
@@ -69,7 +73,14 @@ class ClientConnection : public net::StreamDelegate {
   std::string client_ip_;
   std::unique_ptr<HttpSession> http_;  // until a 101
   std::unique_ptr<Tunnel> tunnel_;     // after it
+  ClientConnection* list_prev_ = nullptr;  // WorkerContext::connections
+  ClientConnection* list_next_ = nullptr;
   Deadline deadline_ = Deadline::kNone;
 };
+
+template <class F>
+void ConnectionList::for_each(F f) const {
+  for (ClientConnection* c = head_; c != nullptr; c = c->list_next_) f(c);
+}
 
 }  // namespace limpet::proxy

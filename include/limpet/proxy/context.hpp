@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
-#include <unordered_set>
+#include <vector>
 
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
@@ -45,6 +45,25 @@ struct WorkerCounters {
   tls::Counters tls_backends;  // handshakes with TLS upstreams
 };
 
+// Every open client connection of a worker, for shutdown, drain and the tunnels' idle sweep. The
+// links live in the connections (no allocation per connection).
+class ConnectionList {
+ public:
+  void insert(ClientConnection* c);
+  void erase(ClientConnection* c);
+  size_t size() const { return size_; }
+  // A copy, for walks whose calls may free connections.
+  std::vector<ClientConnection*> snapshot() const;
+  // In place: `f` may close a connection (it is unlinked only once freed, after its close
+  // callback), never free one.
+  template <class F>
+  void for_each(F f) const;
+
+ private:
+  ClientConnection* head_ = nullptr;
+  size_t size_ = 0;
+};
+
 struct WorkerContext {
   uv_loop_t* loop = nullptr;
   BufferPool buffers;
@@ -55,7 +74,7 @@ struct WorkerContext {
   Graveyard graveyard;
   bool shutting_down = false;
   uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
-  std::unordered_set<ClientConnection*> connections;  // for graceful shutdown
+  ConnectionList connections;
 };
 
 struct ListenerContext {

@@ -48,6 +48,7 @@ class Tunnel : public net::StreamDelegate {
   // The connection is closing: let go of the backend now.
   void drop_upstream();
   uint32_t backend_id() const { return lease_.state().id; }
+  bool idle_expired(uint64_t now_ms) const;
 
   // The upstream connection's events.
   void on_data(net::Stream*, std::string_view data) override { forward(down_, data); }
@@ -82,6 +83,7 @@ class Tunnel : public net::StreamDelegate {
   std::string session_id_;
   Direction up_;    // client → backend
   Direction down_;  // backend → client
+  uint64_t last_activity_ms_ = 0;  // loop time of the last bytes either way
   uint64_t close_deadline_ = 0;  // loop time (ms) of the next clean-close step; 0: none
   uint16_t close_code_ = 0;      // a clean close was asked for
   bool tracking_ = true;         // false once the bytes stopped looking like WebSocket frames

@@ -55,6 +55,7 @@ class Worker {
   };
 
   static void on_async_cb(uv_async_t* handle);
+  static void on_idle_sweep_cb(uv_timer_t* handle);
   static void on_connection_cb(uv_stream_t* server, int status);
   static void on_listener_closed_cb(uv_handle_t* handle);
   void run();
@@ -70,6 +71,7 @@ class Worker {
   std::thread thread_;
   uv_loop_t loop_{};
   uv_async_t async_{};
+  uv_timer_t idle_sweep_{};  // idle tunnels hold no timer of their own: this looks at them
   proxy::WorkerContext context_;
   std::map<std::string, std::unique_ptr<Listener>> listeners_;  // by address text
   std::shared_ptr<const Snapshot> snapshot_;
