@@ -6,23 +6,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "limpet/util/strings.hpp"
+
 namespace limpet::balancer {
 namespace {
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-constexpr bool is_blank(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_blank(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_blank(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 // Compares a raw (still encoded) query name with the wanted one without allocating in the
 // common case of a name with nothing to decode.
@@ -100,8 +87,8 @@ void percent_decode_into(std::string_view s, bool plus_is_space, std::string& ou
   for (size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
     if (c == '%' && i + 2 < s.size()) {
-      const int hi = hex_digit(s[i + 1]);
-      const int lo = hex_digit(s[i + 2]);
+      const int hi = hex_value(s[i + 1]);
+      const int lo = hex_value(s[i + 2]);
       if (hi >= 0 && lo >= 0) {
         out.push_back(static_cast<char>(hi * 16 + lo));
         i += 2;

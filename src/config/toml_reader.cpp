@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "limpet/config/values.hpp"
+#include "limpet/util/strings.hpp"
 
 namespace limpet::config::detail {
 
@@ -82,13 +83,6 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-std::string trim(std::string s) {
-  const auto space = [](unsigned char c) { return std::isspace(c) != 0; };
-  s.erase(s.begin(), std::find_if_not(s.begin(), s.end(), space));
-  s.erase(std::find_if_not(s.rbegin(), s.rend(), space).base(), s.end());
-  return s;
-}
-
 }  // namespace
 
 std::string describe(const toml::value& v) {
@@ -113,7 +107,7 @@ std::string format_syntax_error(const toml::syntax_error& e, const std::string& 
   std::istringstream in(e.what());
   std::string message;
   std::getline(in, message);
-  if (message.starts_with("[error]")) message = trim(message.substr(7));
+  if (message.starts_with("[error]")) message = std::string(trim(message.substr(7), kWhitespace));
   if (message.starts_with("toml::")) {
     const size_t colon = message.find(": ");
     message = colon == std::string::npos ? "" : message.substr(colon + 2);
@@ -125,7 +119,7 @@ std::string format_syntax_error(const toml::syntax_error& e, const std::string& 
   std::string hint;
   uint32_t code_line = 0;
   for (std::string text; std::getline(in, text);) {
-    const std::string t = trim(text);
+    const std::string t(trim(text, kWhitespace));
     if (!t.empty() && std::isdigit(static_cast<unsigned char>(t[0])) != 0) {
       code_line = static_cast<uint32_t>(std::stoul(t));
       continue;
@@ -136,7 +130,7 @@ std::string format_syntax_error(const toml::syntax_error& e, const std::string& 
     line = code_line;
     column = static_cast<uint32_t>(mark - (bar + 2) + 1);
     const size_t rest = text.find_first_not_of("^~-", mark);
-    hint = rest == std::string::npos ? "" : trim(text.substr(rest));
+    hint = rest == std::string::npos ? "" : std::string(trim(std::string_view(text).substr(rest), kWhitespace));
   }
   if (message.empty()) std::swap(message, hint);
   if (message.empty()) message = "TOML syntax error";

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "limpet/util/strings.hpp"
+
 namespace limpet::http::engineio {
 namespace {
 
@@ -13,33 +15,11 @@ constexpr int kMaxDepth = 16;
 // "96:" — a v3 length prefix longer than this is not a handshake.
 constexpr size_t kMaxLengthDigits = 7;
 
+// JSON whitespace (RFC 8259 §2).
 bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 bool sid_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_ws(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ws(s.back())) s.remove_suffix(1);
-  return s;
 }
 
 // A JSON scanner over a possibly truncated buffer: running out of bytes is kNeedMore, anything

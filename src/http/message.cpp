@@ -3,36 +3,16 @@
 namespace limpet::http {
 namespace {
 
-// ASCII only on purpose: header names and tokens are ASCII (RFC 9110), and the C locale
-// functions would make the answer depend on the process locale.
-constexpr char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
 // A head that once held a huge message gives its buffer back rather than keep it for the
 // connection's lifetime.
 constexpr size_t kKeepStorage = 4 * 1024;
 
-constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 bool has_token(std::string_view list, std::string_view token) {
   while (!list.empty()) {
     const size_t comma = list.find(',');
-    if (iequals(trim_ows(list.substr(0, comma)), token)) return true;
+    if (iequals(trim(list.substr(0, comma)), token)) return true;
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }

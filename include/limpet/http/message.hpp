@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "limpet/util/strings.hpp"
+
 namespace limpet::http {
 
 struct Header {
@@ -17,7 +19,9 @@ struct Header {
   std::string_view value;
 };
 
-bool iequals(std::string_view a, std::string_view b);
+// Header names and tokens compare ignoring ASCII case. http::iequals is util's one iequals
+// (util/strings.hpp), under the name its many http and proxy callers use.
+using limpet::iequals;
 // True when a comma-separated header value contains `token` (case-insensitive), e.g.
 // "keep-alive, Upgrade" contains "upgrade".
 bool has_token(std::string_view list, std::string_view token);
