@@ -148,6 +148,7 @@ void Upstream::route(const RouteInput& in, Route& r) const {
   r.session_id.clear();
   r.handshake = false;
   r.set_cookie = false;
+  r.new_session = false;
   std::optional<std::string> cookie;
   auto finish = [&](int backend, RouteReason reason) {
     r.backend = backend;
@@ -201,7 +202,7 @@ void Upstream::route(const RouteInput& in, Route& r) const {
 
   // 4. Placement of a new session.
   const int placed = placement_->place(in.exclude, in.random);
-  if (placed >= 0 && r.handshake) backends_[static_cast<size_t>(placed)].state->placing.fetch_add(1, std::memory_order_relaxed);
+  r.new_session = placed >= 0 && (r.handshake || in.head.websocket);
   return finish(placed, RouteReason::kPlacement);
 }
 
@@ -209,10 +210,6 @@ void Upstream::learn_session(std::string_view session_id, int backend) const {
   if (!affinity_ || session_id.empty() || backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
   BackendState& state = *backends_[static_cast<size_t>(backend)].state;
   affinity_->learn(session_id, state.id, config_->session_ttl);
-  // One handshake fewer on its way (never below zero: the main thread may have zeroed it).
-  int64_t placing = state.placing.load(std::memory_order_relaxed);
-  while (placing > 0 && !state.placing.compare_exchange_weak(placing, placing - 1, std::memory_order_relaxed)) {
-  }
 }
 
 void Upstream::note_unparsable_handshake() const {

@@ -57,6 +57,7 @@ void Exchange::start(const ExchangeRequest& request) {
 // `payload` is what a failed attempt had queued (head and body so far); empty: the head.
 void Exchange::attempt(int backend, std::vector<std::string> payload) {
   lease_ = BackendLease(upstream(), backend);
+  if (route_.new_session) lease_.count_placing();
   chosen_ = &lease_.backend();
   tried_.push_back(backend);
   const balancer::RuntimeBackend& b = lease_.backend();

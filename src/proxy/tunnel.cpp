@@ -33,6 +33,7 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
   upstream_->set_delegate(this);
   last_activity_ms_ = uv_now(conn_.worker()->loop);
   lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
+  lease_.end_placing();  // the session exists: it counts as a tunnel from here
   conn_.worker()->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
 }
 

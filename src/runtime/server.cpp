@@ -468,9 +468,6 @@ void Server::on_shutdown_timeout_cb(uv_timer_t* handle) {
 void Server::on_housekeeping_cb(uv_timer_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
   self->shared_.affinity->expire();
-  for (const auto& [name, upstream] : self->snapshot_->upstreams) {
-    for (const auto& b : upstream->backends()) b.state->placing.store(0, std::memory_order_relaxed);
-  }
   self->run_due_drains();
 }
 

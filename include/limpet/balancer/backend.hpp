@@ -25,10 +25,9 @@ struct BackendState {
   std::atomic<int64_t> in_flight{0};   // requests being proxied + open tunnels (least_conn)
   std::atomic<int64_t> tunnels{0};     // open WebSocket tunnels
   std::atomic<int64_t> sessions{0};    // affinity table entries pointing here
-  // Handshakes placed here whose sid is not learned yet. A burst of handshakes all read the same
-  // counts before any is learned and would herd onto one node; counting them spreads the burst.
-  // Learning a sid takes one back; the main thread zeroes it every second, so a handshake that
-  // never completes (or a WebSocket-only one, learned by no body) weighs for at most that long.
+  // New sessions placed here and not yet learned, established or failed (Engine.IO handshakes,
+  // WebSocket upgrades): a burst reads the same counts before any session exists and would herd
+  // onto one node; counting them from placement spreads it. Held by the proxy's BackendLease.
   std::atomic<int64_t> placing{0};
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> failures{0};   // connect errors / timeouts (passive health)
