@@ -88,6 +88,11 @@ void HttpSession::on_parser_stopped(http::Parser::State state, std::string_view 
 void HttpSession::on_client_end(int status) {
   client_ended_ = true;
   client_in_.source_ended();
+  if (phase_ == Phase::kLingering && status == UV_EOF) {
+    // The answer may still be on its way out: close once it is (on_client_writable).
+    if (conn_.client()->out().drained()) conn_.close();
+    return;
+  }
   if (phase_ == Phase::kExchange && exchange_.request_complete() && status == UV_EOF) {
     close_after_response_ = true;  // a half-closed client: answer, then close
     return;
@@ -126,6 +131,8 @@ DeadlineSpec HttpSession::deadline() const {
   const auto& l = *conn_.listener().config;
   switch (phase_) {
     case Phase::kLingering:
+      // The linger starts once the answer is out; until then the client is reading it.
+      if (!conn_.client()->out().drained()) return {Deadline::kClientSend, ms(l.send_timeout)};
       return {Deadline::kLinger, kLingerMs};
     case Phase::kExchange:
       if (exchange_.active()) return exchange_.deadline();
