@@ -248,12 +248,12 @@ function makeTestPki(dir) {
 // limpet's config for the suite: 2 workers, no access log, one listener, one upstream.
 // `tls` ({cert, key}) makes the listener TLS-only.
 // `health` ({key: value}) becomes an [upstream.health] table.
-function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health }) {
+function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health, workers = 2 }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
     '# written by tests/e2e/run_e2e.js',
     '[server]',
-    'workers = 2',
+    `workers = ${workers}`,
     'access_log = "off"',
     `log_level = ${q(logLevel)}`,
     '',
@@ -315,12 +315,12 @@ http {
 // node. kind: "limpet" (the real thing) or "nginx-rr" / "nginx-iphash" (harness development).
 // With `tls` ({cert, key, ca}) limpet's listener is TLS-only and the check goes over https,
 // trusting `ca`. Returns the child's record; its URL is `frontUrl(listenPort, tls)`.
-async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health }) {
+async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health, workers }) {
   let rec;
   if (tls && kind !== 'limpet') throw new Error(`TLS is implemented for limpet only, not ${kind}`);
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
-    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health }));
+    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health, workers }));
     // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
     rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {

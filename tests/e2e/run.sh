@@ -27,4 +27,4 @@ fi
 # ~900 clients plus their sockets through the proxy: more than the common 1024 default.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-exec node run_e2e.js "$@"
+exec node "${E2E_SCRIPT:-run_e2e.js}" "$@"
