@@ -81,6 +81,7 @@ void ClientConnection::sweep_idle(uint64_t now_ms) {
 void ClientConnection::close() {
   if (client_->closing()) return;
   if (tunnel_) tunnel_->drop_upstream();
+  if (http_) http_->abort();
   client_->close();
 }
 

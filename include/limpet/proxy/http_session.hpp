@@ -33,6 +33,8 @@ class HttpSession : public ExchangeOwner, private http::ParserDelegate {
   void on_deadline(Deadline kind);
   // Idle: close now; busy: close after the current response.
   void begin_shutdown();
+  // The client connection is closing: the exchange lets go of its backend now.
+  void abort() { exchange_.abort(); }
 
   // ExchangeOwner
   void on_interim_response(const http::ResponseHead& head) override;
