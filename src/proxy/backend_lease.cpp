@@ -2,10 +2,10 @@
 
 namespace limpet::proxy {
 
-BackendLease::BackendLease(const balancer::Upstream& upstream, int index)
+BackendLease::BackendLease(const balancer::Upstream& upstream, int index, bool count_request)
     : backend_(&upstream.backends()[static_cast<size_t>(index)]), index_(index) {
   backend_->state->in_flight.fetch_add(1, std::memory_order_relaxed);
-  backend_->state->requests.fetch_add(1, std::memory_order_relaxed);
+  if (count_request) backend_->state->requests.fetch_add(1, std::memory_order_relaxed);
 }
 
 void BackendLease::count_placing() {

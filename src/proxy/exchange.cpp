@@ -56,7 +56,7 @@ void Exchange::start(const ExchangeRequest& request) {
 // One attempt on backend `backend`: a pooled connection if there is one, else a new one.
 // `payload` is what a failed attempt had queued (head and body so far); empty: the head.
 void Exchange::attempt(int backend, std::vector<std::string> payload) {
-  lease_ = BackendLease(upstream(), backend);
+  lease_ = BackendLease(upstream(), backend, /*count_request=*/!resent_);
   if (route_.new_session) lease_.count_placing();
   chosen_ = &lease_.backend();
   tried_.push_back(backend);
@@ -210,6 +210,7 @@ DeadlineSpec Exchange::deadline() const {
 }
 
 void Exchange::on_deadline(Deadline kind) {
+  if (phase_ == Phase::kIdle) return;
   switch (kind) {
     case Deadline::kConnect:
       LOG_WARN("connect to backend %s timed out", lease_.name());
@@ -226,6 +227,8 @@ void Exchange::on_deadline(Deadline kind) {
       fail(504, "read timeout");
       return;
     case Deadline::kUpstreamIdle:
+      // Not a passive failure: a response that streams slowly (events, a long download) is the
+      // application's business; only a backend that does not answer at all is counted.
       LOG_WARN("backend %s: response stalled for read_timeout", lease_.name());
       fail(504, "response stalled");
       return;

@@ -94,8 +94,7 @@ void HttpSession::on_client_end(int status) {
     return;
   }
   if (phase_ == Phase::kExchange && exchange_.request_complete() && status == UV_EOF) {
-    close_after_response_ = true;  // a half-closed client: answer, then close
-    return;
+    return;  // a half-closed client: what it sent is answered (next_request), then it is closed
   }
   exchange_.abort();
   conn_.close();
@@ -167,7 +166,7 @@ void HttpSession::on_deadline(Deadline kind) {
       conn_.close();
       return;
     default:
-      if (blames_backend(kind)) {
+      if (blames_backend(kind) && exchange_.active()) {
         exchange_.on_deadline(kind);
       } else {
         conn_.close();
@@ -224,8 +223,8 @@ void HttpSession::next_request() {
   phase_ = Phase::kReadingHead;
   served_one_ = true;
   request_ = nullptr;
-  if (client_ended_) {
-    conn_.close();
+  if (client_ended_ && pending_in_.empty()) {
+    linger();  // closes once the last answer is written
     return;
   }
   if (parser_paused_) {
@@ -345,12 +344,13 @@ void HttpSession::linger() {
   phase_ = Phase::kLingering;
   net::Stream* client = conn_.client();
   client->shutdown_after_writes();
-  if (client_ended_) {
-    if (client->out().drained()) conn_.close();
+  if (client_ended_ && client->out().drained()) {
+    conn_.close();
     return;
   }
   client_in_.set_sink(nullptr);
   client_in_.hold(false);
+  // The exchange's deadline is over: from here the answer's delivery, then the linger, count.
   conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
 }
 

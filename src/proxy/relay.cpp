@@ -2,6 +2,17 @@
 
 namespace limpet::proxy {
 
+bool Relay::sink_full() const {
+  if (sink_ == nullptr) return false;
+  const net::OutQueue& out = sink_->out();
+  if (out.above_high_water()) {
+    sink_blocked_ = true;
+  } else if (out.pending() <= net::OutQueue::kLowWater) {
+    sink_blocked_ = false;
+  }
+  return sink_blocked_;
+}
+
 void Relay::write(std::span<const std::string_view> parts) {
   sink_->write(parts);
   if (sink_full()) update();

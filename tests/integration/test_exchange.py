@@ -116,3 +116,16 @@ def test_a_sid_request_on_a_stale_pooled_connection_is_not_resent(cluster):
         assert c.request("GET", "/stale-once?EIO=4&transport=polling&sid=abcdefghijklmnopqrst").status == 502
     conns = [e["conn"] for e in b.request_log()]
     assert len(conns) == 2 and conns[0] == conns[1]
+
+
+def test_a_half_closed_client_gets_every_pipelined_answer_then_eof(cluster):
+    b = cluster.backend("h1")
+    lp = cluster.limpet([b], server={"workers": 1})
+    with RawHttp(lp.port) as c:
+        c.send(build_request("GET", "/echo?n=1") + build_request("GET", "/echo?n=2"))
+        c.sock.shutdown(socket.SHUT_WR)
+        first, second = c.read_response(), c.read_response()
+        assert (first.status, second.status) == (200, 200)
+        assert first.json()["path"] == "/echo?n=1" and second.json()["path"] == "/echo?n=2"
+        assert c.closed_by_peer(timeout=5)
+

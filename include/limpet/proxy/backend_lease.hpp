@@ -13,8 +13,9 @@ namespace limpet::proxy {
 class BackendLease {
  public:
   BackendLease() = default;
-  // Counts a request and an in-flight unit on backend `index` of `upstream`.
-  BackendLease(const balancer::Upstream& upstream, int index);
+  // Counts an in-flight unit (and a request, unless it is the same request sent again) on
+  // backend `index` of `upstream`.
+  BackendLease(const balancer::Upstream& upstream, int index, bool count_request = true);
   BackendLease(BackendLease&& other) noexcept
       : backend_(std::exchange(other.backend_, nullptr)),
         index_(other.index_),

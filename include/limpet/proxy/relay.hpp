@@ -27,6 +27,7 @@ class Relay {
   // The sink may change (a retried exchange, a request body that ended) or be absent.
   void set_sink(net::Stream* sink) {
     sink_ = sink;
+    sink_blocked_ = false;
     update();
   }
   net::Stream* sink() const { return sink_; }
@@ -52,12 +53,15 @@ class Relay {
   Waiting waiting() const;
 
  private:
-  bool sink_full() const { return sink_ != nullptr && sink_->out().above_high_water(); }
+  // Full from above the high-water mark until drained under the low-water mark (hysteresis:
+  // reading does not flap around one threshold).
+  bool sink_full() const;
 
   net::Stream* source_ = nullptr;
   net::Stream* sink_ = nullptr;
   bool held_ = false;
   bool source_ended_ = false;
+  mutable bool sink_blocked_ = false;
 };
 
 }  // namespace limpet::proxy
