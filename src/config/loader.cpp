@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string_view>
 #include <tuple>
 
 #include "limpet/config/values.hpp"
@@ -408,9 +409,57 @@ Config read_config(const toml::value& root, const std::string& name) {
   return config;
 }
 
+// A TOML document is UTF-8 (TOML 1.0). Checked before toml11 sees the text: toml11 3.7 reads
+// past its buffer when it reports some invalid sequences (a literal string such as '\xff'), and
+// a reload must never do that. The offset of the first byte of the first invalid sequence
+// (overlong forms, surrogates and code points past U+10FFFF included), or npos.
+size_t invalid_utf8_at(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t more = 0;
+    uint32_t cp = 0;
+    uint32_t min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      more = 1, cp = c & 0x1Fu, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      more = 2, cp = c & 0x0Fu, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      more = 3, cp = c & 0x07u, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (s.size() - i <= more) return i;
+    for (size_t k = 1; k <= more; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += more + 1;
+  }
+  return std::string_view::npos;
+}
+
+std::string utf8_error(std::string_view text, size_t at, const std::string& name) {
+  const std::string_view before = text.substr(0, at);
+  const size_t line = 1 + static_cast<size_t>(std::count(before.begin(), before.end(), '\n'));
+  const size_t nl = before.rfind('\n');
+  const size_t column = at - (nl == std::string_view::npos ? 0 : nl + 1) + 1;
+  return name + ":" + std::to_string(line) + ":" + std::to_string(column) +
+         ": invalid UTF-8 (a TOML file must be UTF-8 text)";
+}
+
 }  // namespace
 
 Result<Config> load_string(const std::string& text, const std::string& name) {
+  if (const size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
+    return Result<Config>::fail(utf8_error(text, bad, name));
+  }
   try {
     std::istringstream in(text);
     const toml::value root = toml::parse(in, name);

@@ -145,6 +145,10 @@ TEST(ParseIp, Forms) {
   EXPECT_FALSE(parse_ip("[::1"));
   EXPECT_FALSE(parse_ip("[::1]x"));
   EXPECT_FALSE(parse_ip("_hidden"));
+  // inet_pton stops at a NUL; the text after it must not be ignored (found by fuzz_sticky_key).
+  using namespace std::string_view_literals;
+  EXPECT_FALSE(parse_ip("10.0.0.1\0junk"sv));
+  EXPECT_FALSE(parse_ip("::1\0"sv));
 }
 
 TEST(CidrSet, ParseAndContains) {
@@ -162,6 +166,7 @@ TEST(CidrSet, ParseAndContains) {
   EXPECT_FALSE(CidrSet::parse({"10.0.0.0/33"}).is_ok());
   EXPECT_FALSE(CidrSet::parse({"nonsense"}).is_ok());
   EXPECT_FALSE(CidrSet::parse({"10.0.0.0/x"}).is_ok());
+  EXPECT_FALSE(CidrSet::parse({std::string("::fff\0\0\0\xcf.0.0.0/104", 19)}).is_ok());
   auto zero = CidrSet::parse({"0.0.0.0/0"});
   EXPECT_TRUE(zero->contains(*parse_ip("8.8.8.8")));
   EXPECT_FALSE(zero->contains(*parse_ip("::1")));

@@ -375,6 +375,17 @@ TEST(LoaderErrors, SyntaxErrorsAreOneLineWithPosition) {
   expect_error("x = [1, 2\n", "2:1", "`,`");
 }
 
+// A TOML file is UTF-8. toml11 3.7 reads past its buffer reporting an invalid sequence in a
+// literal string ('\xff'), so the loader refuses invalid UTF-8 first (found by fuzz_config).
+TEST(LoaderErrors, InvalidUtf8IsRefusedWithItsPosition) {
+  expect_error("'\xff'", "1:2", "invalid UTF-8");
+  expect_error(std::string(kMinimal) + "# caf\xc3\n", "11:6", "invalid UTF-8");       // truncated
+  expect_error("name = \"\xc0\xaf\"\n", "1:9", "invalid UTF-8");                    // overlong '/'
+  expect_error("a = 1\nb = '\xed\xa0\x80'\n", "2:6", "invalid UTF-8");             // surrogate
+  expect_error("x = \"\xf4\x90\x80\x80\"\n", "1:6", "invalid UTF-8");            // > U+10FFFF
+  load_ok(std::string(kMinimal) + "# caf\xc3\xa9, \xe2\x82\xac, \xf0\x9f\x90\x9a\n");
+}
+
 TEST(LoaderErrors, UnknownKeysInEveryTable) {
   expect_error("ratelimit = 3\n" + std::string(kMinimal), "1:1", "the top level: unknown key \"ratelimit\"");
   expect_error(std::string(kMinimal) + "[server]\nworkers = 1\nno_such_key = 3\n", "13:1",
