@@ -26,6 +26,8 @@ packages=(
   # build
   build-essential g++ clang meson ninja-build pkg-config cmake
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
+  # clang's ASan/UBSan/libFuzzer runtimes (build-fuzz/, tests/fuzz); GCC's come with g++
+  libclang-rt-14-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
   redis-server curl
