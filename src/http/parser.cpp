@@ -194,6 +194,14 @@ void Parser::finalize_head(HeadBase& head) {
   }
 }
 
+// RFC 9110 §6.4.1: a 1xx, 204 or 304 response ends at its head, whatever Content-Length or
+// Transfer-Encoding it carries (a 304 legally repeats the representation's length). llhttp reads
+// such a body; a proxy that did would forward bytes after a head that has none, or wait for a
+// body that never comes. (101 is an upgrade: llhttp ends it at its head by itself.)
+bool Parser::never_has_body(int status) {
+  return (status >= 100 && status < 200 && status != 101) || status == 204 || status == 304;
+}
+
 int Parser::on_headers_complete() {
   head_done_ = true;
   if (kind_ == Kind::kRequest) {
@@ -202,7 +210,9 @@ int Parser::on_headers_complete() {
     finalize_head(*response_);
   }
   bool skip_body = delegate_->on_head();
-  if (kind_ == Kind::kResponse && (skip_body || no_body_response_)) return 1;
+  if (kind_ == Kind::kResponse && (skip_body || no_body_response_ || never_has_body(response_->status))) {
+    return 1;
+  }
   return 0;
 }
 

@@ -11,6 +11,12 @@ namespace {
 
 uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 
+bool accepts_websocket(const http::ResponseHead& resp) {
+  auto upgrade = resp.header("upgrade");
+  auto connection = resp.header("connection");
+  return upgrade && connection && http::has_token(*upgrade, "websocket") && http::has_token(*connection, "upgrade");
+}
+
 bool is_idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
@@ -327,7 +333,14 @@ bool Exchange::on_response_head() {
     owner_->on_interim_response(resp);
     return false;
   }
-  if (resp.status == 101 && !request_.head->websocket) return false;  // refused in upgrade()
+  if (resp.status == 101 && !(request_.head->websocket && accepts_websocket(resp))) {
+    // Any other 101 (to a request that was no WebSocket upgrade, or without Upgrade: websocket
+    // and Connection: upgrade) is refused: never forwarded, never pooled (whatever follows on
+    // that connection is not HTTP any more).
+    LOG_WARN("backend %s answered 101 to a request it may not switch: refused", lease_.name());
+    fail(502, "unexpected 101");
+    return false;
+  }
   if (route_.handshake) learner_.begin(upstream(), lease_.index(), resp);
   std::string cookie;
   if (route_.set_cookie) cookie = upstream().sticky_cookie_value(lease_.index());

@@ -129,3 +129,21 @@ def test_a_half_closed_client_gets_every_pipelined_answer_then_eof(cluster):
         assert first.json()["path"] == "/echo?n=1" and second.json()["path"] == "/echo?n=2"
         assert c.closed_by_peer(timeout=5)
 
+
+
+def test_a_101_that_does_not_switch_properly_is_refused_and_never_pooled(cluster):
+    """WebSocket smuggling: a 101 without Upgrade/Connection (or to a plain request) must not
+    reach the client as a response, and its connection must not serve the next request."""
+    b = cluster.backend("u1")
+    lp = cluster.limpet([b], server={"workers": 1})
+    upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+               ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+    with RawHttp(lp.port) as c:
+        assert c.request("GET", "/bad-101", upgrade).status == 502
+    with RawHttp(lp.port) as c:
+        assert c.request("GET", "/bad-101").status == 502
+    with RawHttp(lp.port) as c:
+        after = c.request("GET", "/conn-id")
+    assert after.status == 200
+    bad_conns = {e["conn"] for e in b.request_log() if e["path"] == "/bad-101"}
+    assert after.json()["conn"] not in bad_conns, "a connection that answered 101 was pooled"

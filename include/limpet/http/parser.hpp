@@ -105,6 +105,7 @@ class Parser {
   int on_header_field(std::string_view data);
   int on_header_value(std::string_view data);
   int on_headers_complete();
+  static bool never_has_body(int status);
   int fail(int status, std::string reason);
   Outcome outcome(llhttp_errno_t err, const char* data, size_t len);
   void finalize_head(HeadBase& head);

@@ -23,6 +23,8 @@ Endpoints (query parameters in brackets):
   /stale-once            answers the first request on a connection (keep-alive); the next one on
                          the same connection is read and the connection closed unanswered, as a
                          backend whose idle timeout fired the moment the request arrived
+  /bad-101               "101 Switching Protocols" with no Upgrade and no Connection header, and
+                         the connection kept open (a proxy must neither forward nor pool it)
   /conn-id               this backend's name and the id of the TCP connection the request came on
   /status/N              answers status N
   /hop-response          a response carrying hop-by-hop headers that a proxy must strip
@@ -369,6 +371,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.respond(200, "fresh %d\n" % self.conn_id)
 
+    def r_bad_101(self, q, entry):
+        self.read_body()
+        self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nX-Backend: %s\r\n\r\n" % STATE.name.encode())
+
     def r_conn_id(self, q, entry):
         self.read_body()
         self.respond_json(200, {
@@ -457,6 +463,7 @@ ROUTES = {
     "/die": Handler.r_die,
     "/conn-id": Handler.r_conn_id,
     "/duplex-echo": Handler.r_duplex_echo,
+    "/bad-101": Handler.r_bad_101,
     "/continue": Handler.r_continue,
     "/stale-once": Handler.r_stale_once,
     "/hop-response": Handler.r_hop_response,

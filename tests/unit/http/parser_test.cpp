@@ -195,6 +195,28 @@ TEST_F(ResponseFixture, ContinueThenFinalResponse) {
   EXPECT_EQ(rec.heads.back(), "204");
 }
 
+// A 304 may repeat the representation's Content-Length, a 204 or 1xx may carry a stray framing
+// header: none has a body, and what follows the head is the next response.
+TEST_F(ResponseFixture, NoBodyStatusesEndAtTheirHeadWhateverTheirFraming) {
+  for (const char* head : {"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n",
+                           "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                           "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"}) {
+    Recorder r;
+    Parser p{Parser::Kind::kResponse, {}, &r};
+    r.parser = &p;
+    const std::string bytes = std::string(head) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    auto out = p.execute(bytes);
+    ASSERT_EQ(out.state, Parser::State::kPaused) << head;
+    EXPECT_EQ(out.consumed, std::string(head).size()) << head;
+    EXPECT_EQ(r.body, "") << head;
+    p.resume();
+    out = p.execute(std::string_view(bytes).substr(out.consumed));
+    ASSERT_EQ(out.state, Parser::State::kPaused) << head;
+    EXPECT_EQ(r.body, "ok") << head;
+  }
+}
+
 TEST_F(ResponseFixture, SwitchingProtocolsKeepsFrameBytes) {
   const std::string resp =
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
