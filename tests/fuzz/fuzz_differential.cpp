@@ -48,6 +48,9 @@ const char* known_difference(const http::RequestHead& h, const ref::Request& r, 
   // K6: Transfer-Encoding whose last coding is not chunked: llhttp refuses it only after
   // on_headers_complete, so the head has already gone to the exchange.
   if (limpet_refused && !h.chunked && h.header("transfer-encoding")) return "K6 te-after-head";
+  // K9: "Transfer-Encoding: chunked" twice, an obs-fold line after the first (which resets
+  // llhttp's Transfer-Encoding state), is read as chunked once; RFC 9112 §6.1 forbids chunked twice.
+  if (h.chunked && r.verdict == ref::Verdict::kHardReject && r.why == "chunked applied twice") return "K9 chunked-twice";
   return nullptr;
 }
 
