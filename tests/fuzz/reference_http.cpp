@@ -252,8 +252,9 @@ struct Reader {
         uint64_t n = 0;
         for (char c : v) {
           if (c < '0' || c > '9') return hard("Content-Length \"" + std::string(v) + "\" is not digits");
-          if (n > (UINT64_MAX - 9) / 10) return hard("Content-Length overflows");
-          n = n * 10 + static_cast<uint64_t>(c - '0');
+          const auto d = static_cast<uint64_t>(c - '0');
+          if (n > (UINT64_MAX - d) / 10) return hard("Content-Length overflows");
+          n = n * 10 + d;
         }
         if (length && *length != n) return hard("conflicting Content-Length values");
         length = n;
