@@ -34,7 +34,7 @@ missing_packages() {
   for cmd in "${!by_cmd[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || echo "${by_cmd[$cmd]}"
   done
-  for pkg in libuv1-dev libssl-dev libtoml11-dev node-llhttp libgtest-dev libgmock-dev; do
+  for pkg in libuv1-dev libssl-dev libtoml11-dev libxxhash-dev node-llhttp libgtest-dev libgmock-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
   done
 }
