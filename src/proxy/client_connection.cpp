@@ -44,8 +44,7 @@ ClientConnection::~ClientConnection() {
 
 void ClientConnection::begin_shutdown() {
   if (tunnel_) {
-    uint64_t spread = worker_->close_spread_ms;
-    tunnel_->close_cleanly(Tunnel::kCloseGoingAway, spread > 0 ? worker_->rng() % spread : 0);
+    tunnel_->close_cleanly(Tunnel::kCloseGoingAway, worker_->close_delay_ms());
   } else if (http_) {
     http_->begin_shutdown();
   }
@@ -55,8 +54,7 @@ void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_i
   if (!tunnel_ || std::find(backend_ids.begin(), backend_ids.end(), tunnel_->backend_id()) == backend_ids.end()) {
     return;
   }
-  uint64_t spread = worker_->close_spread_ms;
-  tunnel_->close_cleanly(Tunnel::kCloseServiceRestart, spread > 0 ? worker_->rng() % spread : 0);
+  tunnel_->close_cleanly(Tunnel::kCloseServiceRestart, worker_->close_delay_ms());
 }
 
 void ClientConnection::close_tunnel_cleanly(uint16_t code, uint64_t delay_ms) {

@@ -9,8 +9,6 @@
 namespace limpet::proxy {
 namespace {
 
-uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
-
 bool accepts_websocket(const http::ResponseHead& resp) {
   auto upgrade = resp.header("upgrade");
   auto connection = resp.header("connection");
@@ -199,20 +197,20 @@ void Exchange::abort() {
 DeadlineSpec Exchange::deadline() const {
   const auto& u = upstream().config();
   const auto& l = *listener_->config;
-  if (phase_ == Phase::kConnecting) return {Deadline::kConnect, ms(u.connect_timeout)};
+  if (phase_ == Phase::kConnecting) return {Deadline::kConnect, to_ms(u.connect_timeout)};
   // Whoever is waited on is to blame: a client that reads nothing or sends nothing more is never
   // counted against the backend.
   if (response_started_ && response_relay_.waiting() == Relay::Waiting::kSink) {
-    return {Deadline::kClientSend, ms(l.send_timeout)};
+    return {Deadline::kClientSend, to_ms(l.send_timeout)};
   }
   if (!request_complete_) {
     if (request_.body_relay->waiting() == Relay::Waiting::kSink) {
-      return {Deadline::kUpstreamSend, ms(u.send_timeout)};
+      return {Deadline::kUpstreamSend, to_ms(u.send_timeout)};
     }
-    return {Deadline::kClientBody, ms(l.body_timeout)};
+    return {Deadline::kClientBody, to_ms(l.body_timeout)};
   }
-  if (!response_started_) return {Deadline::kFirstByte, ms(u.read_timeout)};
-  return {Deadline::kUpstreamIdle, ms(u.read_timeout)};
+  if (!response_started_) return {Deadline::kFirstByte, to_ms(u.read_timeout)};
+  return {Deadline::kUpstreamIdle, to_ms(u.read_timeout)};
 }
 
 void Exchange::on_deadline(Deadline kind) {
@@ -386,7 +384,7 @@ void Exchange::complete(bool reusable) {
     // would cost two epoll_ctl calls per request.
     upstream_->set_delegate(nullptr);
     worker_->pool.give(pool_key_, upstream_, upstream().config().keepalive_max_idle,
-                       ms(upstream().config().keepalive_idle_timeout));
+                       to_ms(upstream().config().keepalive_idle_timeout));
     upstream_ = nullptr;
   } else {
     drop_upstream();

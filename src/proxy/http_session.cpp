@@ -16,8 +16,6 @@ constexpr size_t kMaxPendingInput = 64 * 1024;
 // the client reads our answer instead of a reset.
 constexpr uint64_t kLingerMs = 2000;
 
-uint64_t ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
-
 // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header; 1.0 may omit it.
 bool has_valid_host(const http::RequestHead& head) {
   int hosts = 0;
@@ -131,7 +129,7 @@ DeadlineSpec HttpSession::deadline() const {
   switch (phase_) {
     case Phase::kLingering:
       // The linger starts once the answer is out; until then the client is reading it.
-      if (!conn_.client()->out().drained()) return {Deadline::kClientSend, ms(l.send_timeout)};
+      if (!conn_.client()->out().drained()) return {Deadline::kClientSend, to_ms(l.send_timeout)};
       return {Deadline::kLinger, kLingerMs};
     case Phase::kExchange:
       if (exchange_.active()) return exchange_.deadline();
@@ -139,9 +137,9 @@ DeadlineSpec HttpSession::deadline() const {
     case Phase::kReadingHead:
       // A new connection has header_timeout for its first request; keep-alive is for the ones after.
       if (!served_one_ || parser_.in_head() || !pending_in_.empty()) {
-        return {Deadline::kRequestHead, ms(l.header_timeout)};
+        return {Deadline::kRequestHead, to_ms(l.header_timeout)};
       }
-      return {Deadline::kKeepAlive, ms(l.keepalive_timeout)};
+      return {Deadline::kKeepAlive, to_ms(l.keepalive_timeout)};
   }
   return {};
 }

@@ -50,8 +50,7 @@ void Tunnel::start(std::string_view upstream_leftover, std::string_view early_cl
   up_.relay.update();
   down_.relay.update();
   if (conn_.worker()->shutting_down) {
-    uint64_t spread = conn_.worker()->close_spread_ms;
-    close_cleanly(kCloseGoingAway, spread > 0 ? conn_.worker()->rng() % spread : 0);
+    close_cleanly(kCloseGoingAway, conn_.worker()->close_delay_ms());
   }
 }
 
@@ -137,13 +136,14 @@ void Tunnel::start_close_replies() {
   conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
 }
 
+uint64_t Tunnel::idle_ms() const { return to_ms(conn_.listener().config->tunnel_idle_timeout); }
+
 bool Tunnel::idle_expired(uint64_t now_ms) const {
-  const uint64_t idle = static_cast<uint64_t>(conn_.listener().config->tunnel_idle_timeout.count());
-  return close_deadline_ == 0 && now_ms - last_activity_ms_ >= idle;
+  return close_deadline_ == 0 && now_ms - last_activity_ms_ >= idle_ms();
 }
 
 DeadlineSpec Tunnel::deadline() const {
-  const uint64_t idle = static_cast<uint64_t>(conn_.listener().config->tunnel_idle_timeout.count());
+  const uint64_t idle = idle_ms();
   if (close_deadline_ != 0) {
     const uint64_t now = uv_now(conn_.worker()->loop);
     const uint64_t left = close_deadline_ > now ? close_deadline_ - now : 0;

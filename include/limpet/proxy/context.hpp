@@ -74,6 +74,8 @@ struct WorkerContext {
   Graveyard graveyard;
   bool shutting_down = false;
   uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
+  // A tunnel's clean close waits this long: drawn from [0, close_spread), so closes spread out.
+  uint64_t close_delay_ms() { return close_spread_ms > 0 ? rng() % close_spread_ms : 0; }
   ConnectionList connections;
 };
 

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "limpet/config/config.hpp"
+
 namespace limpet::proxy {
 
 enum class Deadline : uint8_t {
@@ -32,6 +34,9 @@ bool extends_on_activity(Deadline kind);
 
 // The backend is the one that stalled: the expiry counts against its health.
 bool blames_backend(Deadline kind);
+
+// A configured duration as the milliseconds a deadline takes.
+inline uint64_t to_ms(config::Millis d) { return static_cast<uint64_t>(d.count()); }
 
 struct DeadlineSpec {
   Deadline kind = Deadline::kNone;

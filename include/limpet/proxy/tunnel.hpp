@@ -76,6 +76,7 @@ class Tunnel : public net::StreamDelegate {
   void on_sink_writable(Direction& d);
   void finish();
   void start_close_replies();
+  uint64_t idle_ms() const;
 
   ClientConnection& conn_;
   net::Stream* upstream_;
