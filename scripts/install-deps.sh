@@ -26,6 +26,7 @@ packages=(
   # build
   build-essential g++ clang meson ninja-build pkg-config cmake
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
+  libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
   # clang's ASan/UBSan/libFuzzer runtimes (build-fuzz/, tests/fuzz); GCC's come with g++
   libclang-rt-14-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
@@ -35,6 +36,8 @@ packages=(
   chromium
   # benchmarks: the peers limpet is compared with, and the load generator
   wrk nginx haproxy
+  # benchmarks: slow and resource attacks (bench/slow)
+  slowhttptest
 )
 
 missing=()
