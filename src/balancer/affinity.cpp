@@ -43,9 +43,9 @@ AffinityTable::AffinityTable(BackendRegistry& registry, size_t max_entries, cons
 
 AffinityTable::~AffinityTable() { clear(); }
 
-void AffinityTable::count_session(uint32_t backend_id, int64_t delta) const {
+void AffinityTable::count_session(uint32_t backend_id, Origin origin, int64_t delta) const {
   if (BackendState* state = registry_.find(backend_id)) {
-    state->sessions.fetch_add(delta, std::memory_order_relaxed);
+    (origin == Origin::kLocal ? state->sessions : state->shared_sessions).fetch_add(delta, std::memory_order_relaxed);
   }
 }
 
@@ -73,25 +73,28 @@ void AffinityTable::grow_index(Shard& s) {
 }
 
 void AffinityTable::insert_new(Shard& s, uint64_t hash, std::string_view key, uint32_t backend,
-                               int64_t deadline) {
+                               int64_t deadline, Origin origin) {
   if ((s.entries.size() + 1) * 2 > s.index.size()) grow_index(s);
   Entry e{};
   e.hash = hash;
   e.deadline = deadline;
   e.backend = backend;
-  e.len = static_cast<uint32_t>(key.size());
+  e.len = static_cast<uint16_t>(key.size());
+  e.origin = origin;
+  e.stored_s = now_s();
   if (key.size() <= kInlineKey) {
-    std::memcpy(e.key.small, key.data(), key.size());
+    std::memcpy(e.key, key.data(), key.size());
   } else {
-    e.key.big = new char[key.size()];
-    std::memcpy(e.key.big, key.data(), key.size());
+    char* copy = new char[key.size()];
+    std::memcpy(copy, key.data(), key.size());
+    e.set_big(copy);
   }
   s.entries.push_back(e);
   const size_t mask = s.index.size() - 1;
   size_t slot = hash & mask;
   while (s.index[slot] != 0) slot = (slot + 1) & mask;
   s.index[slot] = static_cast<uint32_t>(s.entries.size());
-  count_session(backend, +1);
+  count_session(backend, origin, +1);
 }
 
 // Linear probing with backward-shift deletion (no tombstones, so probe lengths never degrade),
@@ -99,8 +102,8 @@ void AffinityTable::insert_new(Shard& s, uint64_t hash, std::string_view key, ui
 void AffinityTable::remove_at_slot(Shard& s, size_t slot) {
   const size_t mask = s.index.size() - 1;
   const uint32_t victim = s.index[slot] - 1;
-  count_session(s.entries[victim].backend, -1);
-  if (s.entries[victim].len > kInlineKey) delete[] s.entries[victim].key.big;
+  count_session(s.entries[victim].backend, s.entries[victim].origin, -1);
+  if (s.entries[victim].len > kInlineKey) delete[] s.entries[victim].big();
 
   size_t hole = slot;
   for (size_t j = (hole + 1) & mask; s.index[j] != 0; j = (j + 1) & mask) {
@@ -145,7 +148,7 @@ void AffinityTable::evict_one(Shard& s, int64_t now) {
   remove_at_slot(s, slot);
 }
 
-std::optional<uint32_t> AffinityTable::lookup(std::string_view sid, Millis ttl) {
+std::optional<uint32_t> AffinityTable::lookup(std::string_view sid, Millis ttl, bool* store_refresh_due) {
   const uint64_t h = hash64(sid, seed::kSid);
   const int64_t t = now();
   Shard& s = shard_for(h);
@@ -164,11 +167,16 @@ std::optional<uint32_t> AffinityTable::lookup(std::string_view sid, Millis ttl) 
   }
   ++s.hits;
   e.deadline = t + ttl.count();
+  if (store_refresh_due != nullptr) {
+    const uint32_t t_s = static_cast<uint32_t>(t / 1000);
+    *store_refresh_due = (t_s - e.stored_s) * int64_t{1000} >= ttl.count() / 2;
+    if (*store_refresh_due) e.stored_s = t_s;
+  }
   return e.backend;
 }
 
-void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl) {
-  if (sid.empty() || sid.size() > std::numeric_limits<uint32_t>::max()) return;
+void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl, Origin origin) {
+  if (sid.empty() || sid.size() > kMaxKey) return;
   const uint64_t h = hash64(sid, seed::kSid);
   const int64_t t = now();
   Shard& s = shard_for(h);
@@ -177,16 +185,18 @@ void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl)
   const size_t slot = find_slot(s, h, sid);
   if (slot != kNotFound) {
     Entry& e = s.entries[s.index[slot] - 1];
-    if (e.backend != backend_id) {
-      count_session(e.backend, -1);
-      count_session(backend_id, +1);
+    if (e.backend != backend_id || e.origin != origin) {
+      count_session(e.backend, e.origin, -1);
+      count_session(backend_id, origin, +1);
       e.backend = backend_id;
+      e.origin = origin;
     }
     e.deadline = t + ttl.count();
+    e.stored_s = static_cast<uint32_t>(t / 1000);
     return;
   }
   if (per_shard_cap_ != 0 && s.entries.size() >= per_shard_cap_) evict_one(s, t);
-  insert_new(s, h, sid, backend_id, t + ttl.count());
+  insert_new(s, h, sid, backend_id, t + ttl.count(), origin);
 }
 
 bool AffinityTable::forget(std::string_view sid) {
@@ -276,8 +286,8 @@ void AffinityTable::clear() {
     Shard& s = *sp;
     std::lock_guard lock(s.mu);
     for (const Entry& e : s.entries) {
-      count_session(e.backend, -1);
-      if (e.len > kInlineKey) delete[] e.key.big;
+      count_session(e.backend, e.origin, -1);
+      if (e.len > kInlineKey) delete[] e.big();
     }
     s.entries.clear();
     std::fill(s.index.begin(), s.index.end(), 0);

@@ -34,6 +34,7 @@ THIRD_PARTY_HEADERS = {
     'toml11': re.compile(r'^toml\.hpp$|^toml11/|^toml/'),
     'llhttp': re.compile(r'^llhttp\.h$'),
     'libxxhash': re.compile(r'^xxhash\.h$'),
+    'hiredis': re.compile(r'^hiredis/'),
 }
 SOURCE_SUFFIXES = {'.cpp', '.hpp', '.cc', '.h', '.c'}
 INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"]([^>"]+)[>"]', re.M)

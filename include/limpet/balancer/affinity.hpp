@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,7 +26,7 @@ namespace limpet::balancer {
 //    keep the chance that two workers wait on each other small, and every critical section is a
 //    hash probe plus a few stores (no allocation unless a shard grows or a sid is > 24 bytes).
 //  - Memory: 1 M sessions must fit in well under 128 MB. Entries live in a dense vector
-//    (48 bytes; sids up to 24 bytes inline, longer ones on the heap) indexed by a uint32_t
+//    (48 bytes; sids up to 20 bytes inline — Engine.IO's are 20 —, longer ones on the heap) indexed by a uint32_t
 //    linear-probing table kept at most half full: about 60 bytes per session.
 //  - Eviction at the size cap samples 8 random entries of the shard and evicts the one with the
 //    earliest deadline. Deadlines are last use + ttl, so that is an approximation of "least
@@ -39,7 +40,14 @@ class AffinityTable {
 
   static constexpr size_t kMaxShards = 64;
   static constexpr size_t kEvictionSample = 8;
-  static constexpr size_t kInlineKey = 24;
+  static constexpr size_t kInlineKey = 20;
+  static constexpr size_t kMaxKey = 0xffff;  // longer sids are never learned
+
+  // Where an entry came from. Sessions this instance learned from a handshake count in their
+  // backend's `sessions` (and are what it shares with the fleet); those it read from the
+  // session store were learned by another instance, which counts them, so they count in
+  // `shared_sessions` and not twice.
+  enum class Origin : uint8_t { kLocal, kStore };
 
   struct Stats {
     uint64_t entries = 0;
@@ -64,9 +72,13 @@ class AffinityTable {
 
   // The backend id stored for `sid`, its deadline pushed to now + ttl. A miss when unknown or
   // already past its deadline (then the entry is removed and counted as expired).
-  std::optional<uint32_t> lookup(std::string_view sid, Millis ttl);
-  // Inserts or re-points `sid`; the deadline becomes now + ttl. Empty sids are ignored.
-  void learn(std::string_view sid, uint32_t backend_id, Millis ttl);
+  // `store_refresh_due`, when given, is set when the session store last heard of this entry
+  // (learn() or an earlier refresh) at least ttl/2 ago; the caller refreshes the store's TTL,
+  // and the entry counts as refreshed from now.
+  std::optional<uint32_t> lookup(std::string_view sid, Millis ttl, bool* store_refresh_due = nullptr);
+  // Inserts or re-points `sid`; the deadline becomes now + ttl. Empty sids and sids longer than
+  // kMaxKey are ignored.
+  void learn(std::string_view sid, uint32_t backend_id, Millis ttl, Origin origin = Origin::kLocal);
   // Removes `sid`; true if it was there.
   bool forget(std::string_view sid);
   // Removes `sid` only if it still names `backend_id`: dropping the entry of a down backend must
@@ -92,12 +104,20 @@ class AffinityTable {
     uint64_t hash;
     int64_t deadline;
     uint32_t backend;
-    uint32_t len;
-    union {
-      char small[kInlineKey];
-      char* big;
-    } key;
-    const char* key_data() const { return len <= kInlineKey ? key.small : key.big; }
+    uint16_t len;
+    Origin origin;
+    uint8_t unused;
+    // The sid itself when it fits, else a heap copy's pointer stored in these bytes (memcpy:
+    // a pointer member would align the array to 8 and the entry to 56 bytes).
+    char key[kInlineKey];
+    uint32_t stored_s;  // clock seconds when the session store last heard of it (learn, refresh)
+    char* big() const {
+      char* p;
+      std::memcpy(&p, key, sizeof p);
+      return p;
+    }
+    void set_big(char* p) { std::memcpy(key, &p, sizeof p); }
+    const char* key_data() const { return len <= kInlineKey ? key : big(); }
   };
   static_assert(sizeof(Entry) == 48);
 
@@ -116,11 +136,13 @@ class AffinityTable {
 
   // All below: caller holds the shard's mutex.
   static size_t find_slot(const Shard& s, uint64_t hash, std::string_view key);  // index slot or SIZE_MAX
-  void insert_new(Shard& s, uint64_t hash, std::string_view key, uint32_t backend, int64_t deadline);
+  void insert_new(Shard& s, uint64_t hash, std::string_view key, uint32_t backend, int64_t deadline,
+                  Origin origin);
   void remove_at_slot(Shard& s, size_t slot);
   void evict_one(Shard& s, int64_t now);
   static void grow_index(Shard& s);
-  void count_session(uint32_t backend_id, int64_t delta) const;
+  void count_session(uint32_t backend_id, Origin origin, int64_t delta) const;
+  uint32_t now_s() const { return static_cast<uint32_t>(now() / 1000); }
 
   BackendRegistry& registry_;
   const Clock& clock_;

@@ -24,7 +24,12 @@ struct BackendState {
   std::atomic<bool> disabled{false};   // admin: no traffic at all
   std::atomic<int64_t> in_flight{0};   // requests being proxied + open tunnels (least_conn)
   std::atomic<int64_t> tunnels{0};     // open WebSocket tunnels
-  std::atomic<int64_t> sessions{0};    // affinity table entries pointing here
+  std::atomic<int64_t> sessions{0};    // affinity table entries pointing here, learned here
+  // Entries read from the session store: sessions another instance learned (and counts).
+  std::atomic<int64_t> shared_sessions{0};
+  // The other instances' live sessions here, as they last shared them through the session
+  // store (store::FleetCounts): placement weighs the fleet's load, not this instance's alone.
+  std::atomic<int64_t> fleet_sessions{0};
   // New sessions placed here and not yet learned, established or failed (Engine.IO handshakes,
   // WebSocket upgrades): a burst reads the same counts before any session exists and would herd
   // onto one node; counting them from placement spreads it. Held by the proxy's BackendLease.
@@ -68,12 +73,14 @@ struct BackendState {
 
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
   bool accepts_new() const { return usable() && !draining.load(std::memory_order_relaxed); }
-  // Live sessions as placement sees them (design §5): affinity entries + open tunnels, plus
-  // handshakes on their way.
-  int64_t live_sessions() const {
+  // This instance's live sessions (design §5): affinity entries it learned + open tunnels, plus
+  // handshakes on their way. What it shares with the fleet.
+  int64_t own_sessions() const {
     return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed) +
            placing.load(std::memory_order_relaxed);
   }
+  // As placement sees them: its own plus the rest of the fleet's.
+  int64_t live_sessions() const { return own_sessions() + fleet_sessions.load(std::memory_order_relaxed); }
 
  private:
   bool set_up(bool value, int64_t now_ms);  // health_mu_ held

@@ -163,6 +163,22 @@ struct AdminConfig {
   std::string token;  // empty = write operations refused
 };
 
+// [session_store]: the Redis that several limpet instances share their learned sessions and
+// their live session counts through (design §11). Absent: every instance routes on its own.
+struct SessionStoreConfig {
+  bool enabled = false;
+  Address address;           // host:port of the Redis server
+  std::string username;      // ACL user (Redis 6+); empty = AUTH with the password only
+  std::string password;      // empty = no AUTH
+  uint32_t database = 0;     // SELECT
+  std::string key_prefix = "limpet:";
+  Millis connect_timeout{1000};
+  Millis store_timeout{100};   // a handshake response waits at most this for the store's ack
+  Millis lookup_timeout{100};  // a request whose sid is unknown here waits at most this
+  std::string instance;        // this instance's name in the shared counts; empty = host:pid
+  UpstreamTls tls;             // verify, ca_file, server_name as for an upstream
+};
+
 struct ServerConfig {
   uint32_t workers = 0;  // 0 = "auto" (number of cores)
   std::string pid_file;  // empty = none
@@ -182,6 +198,7 @@ struct Config {
   std::vector<ListenerConfig> listeners;
   std::vector<UpstreamConfig> upstreams;
   AdminConfig admin;
+  SessionStoreConfig session_store;
 
   const UpstreamConfig* find_upstream(const std::string& name) const {
     for (const auto& u : upstreams) {
