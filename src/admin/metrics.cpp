@@ -209,6 +209,34 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   w.sample("limpet_handshakes_unparsable_total", "",
            static_cast<double>(m.affinity.unparsable_handshakes));
 
+  if (m.session_store.enabled) {
+    const SessionStoreMetrics& st = m.session_store;
+    w.family("limpet_session_store_up", "gauge", "1 if every connection to the session store is ready.");
+    w.sample("limpet_session_store_up", "", st.up ? 1 : 0);
+    w.family("limpet_session_store_connection_errors_total", "counter",
+             "Session store connections lost or not opened.");
+    w.sample("limpet_session_store_connection_errors_total", "", static_cast<double>(st.connection_errors));
+    w.family("limpet_session_store_lookups_total", "counter",
+             "Lookups of sids this instance did not know, by result.");
+    for (const auto& [result, n] : st.lookups) {
+      w.sample("limpet_session_store_lookups_total", "result=\"" + result + "\"", static_cast<double>(n));
+    }
+    w.family("limpet_session_store_publishes_total", "counter",
+             "Learned sids written before their handshake response was released, by result.");
+    for (const auto& [result, n] : st.publishes) {
+      w.sample("limpet_session_store_publishes_total", "result=\"" + result + "\"", static_cast<double>(n));
+    }
+    w.family("limpet_session_store_refreshes_total", "counter", "Session TTL refreshes sent.");
+    w.sample("limpet_session_store_refreshes_total", "", static_cast<double>(st.refreshes));
+    w.family("limpet_session_store_deletes_total", "counter", "Sessions deleted when their WebSocket closed.");
+    w.sample("limpet_session_store_deletes_total", "", static_cast<double>(st.deletes));
+    w.histogram("limpet_session_store_latency_seconds", "Round trip of session store lookups and publishes.",
+                st.latency);
+    per_backend(w, m, "limpet_backend_fleet_sessions", "gauge",
+                "The other instances' live sessions on the backend, as shared through the session store.",
+                [](const BackendMetrics& b) { return b.fleet_sessions; });
+  }
+
   w.histogram("limpet_request_duration_seconds", "Client request duration, head to last byte.",
               m.request_latency);
   w.histogram("limpet_upstream_connect_duration_seconds", "Time to connect to a backend.",
@@ -253,6 +281,26 @@ std::string render_json(const MetricsSnapshot& m) {
   num("evictions", static_cast<double>(m.affinity.evictions));
   num("learned", static_cast<double>(m.affinity.learned));
   num("unparsable_handshakes", static_cast<double>(m.affinity.unparsable_handshakes), false);
+  o += "},\"session_store\":{";
+  const SessionStoreMetrics& st = m.session_store;
+  o += st.enabled ? "\"enabled\":true," : "\"enabled\":false";
+  if (st.enabled) {
+    o += st.up ? "\"up\":true," : "\"up\":false,";
+    str("address", st.address);
+    str("instance", st.instance);
+    num("connection_errors", static_cast<double>(st.connection_errors));
+    auto by_result = [&o](const char* key, const std::vector<std::pair<std::string, uint64_t>>& counts) {
+      o += "\"" + std::string(key) + "\":{";
+      for (size_t i = 0; i < counts.size(); ++i) {
+        o += "\"" + counts[i].first + "\":" + std::to_string(counts[i].second) + (i + 1 < counts.size() ? "," : "");
+      }
+      o += "},";
+    };
+    by_result("lookups", st.lookups);
+    by_result("publishes", st.publishes);
+    num("refreshes", static_cast<double>(st.refreshes));
+    num("deletes", static_cast<double>(st.deletes), false);
+  }
   o += "},\"workers\":[";
   for (size_t i = 0; i < m.workers.size(); ++i) {
     const auto& w = m.workers[i];
@@ -286,7 +334,8 @@ std::string render_json(const MetricsSnapshot& m) {
     }
     num("in_flight", static_cast<double>(b.in_flight));
     num("tunnels", static_cast<double>(b.tunnels));
-    num("sessions", static_cast<double>(b.sessions + b.tunnels), false);
+    num("sessions", static_cast<double>(b.sessions + b.tunnels));
+    num("fleet_sessions", static_cast<double>(b.fleet_sessions), false);
     o += i + 1 < m.backends.size() ? "}," : "}";
   }
   o += "]}";
@@ -320,6 +369,10 @@ std::string render_html(const MetricsSnapshot& m) {
                 "generation %" PRIu64 " &middot; up %.0f s &middot; %zu workers &middot; "
                 "%" PRIu64 " sessions known",
                 m.generation, m.uptime_seconds, m.workers.size(), m.affinity.entries);
+  std::string store_text;  // the script below writes the same text
+  if (m.session_store.enabled) {
+    store_text = " \u00b7 session store " + m.session_store.address + (m.session_store.up ? " up" : " DOWN");
+  }
   return R"(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>limpet status</title>
 <style>
@@ -336,7 +389,7 @@ tr.state-draining td.state{background:#f8e3a0}
 tr.state-disabled td.state{background:#ddd}
 </style></head><body>
 <h1>limpet )" + html_escape(m.version) + R"(</h1>
-<div id="summary">)" + summary + R"(</div>
+<div id="summary">)" + summary + html_escape(store_text) + R"(</div>
 <table id="backends"><thead><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th>
 <th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>5xx</th><th>failed connects</th><th>last check</th></tr>
 </thead><tbody>
@@ -371,7 +424,8 @@ async function refresh() {
     body.replaceChildren(...rows);
     document.getElementById('summary').textContent =
       `generation ${s.generation} · up ${Math.round(s.uptime_seconds)} s · ${s.workers.length} workers · ` +
-      `${s.affinity.entries} sessions known`;
+      `${s.affinity.entries} sessions known` +
+      (s.session_store.enabled ? ` · session store ${s.session_store.address} ${s.session_store.up ? 'up' : 'DOWN'}` : '');
     last = {s, t: now};
   } catch (e) { /* keep the last view; the next tick retries */ }
 }

@@ -149,6 +149,8 @@ void Upstream::route(const RouteInput& in, Route& r) const {
   r.handshake = false;
   r.set_cookie = false;
   r.new_session = false;
+  r.sid_unknown = false;
+  r.refresh_store = false;
   std::optional<std::string> cookie;
   auto finish = [&](int backend, RouteReason reason) {
     r.backend = backend;
@@ -163,7 +165,9 @@ void Upstream::route(const RouteInput& in, Route& r) const {
   if (r.engineio && !query_param_into(in.head.query, "sid", r.session_id)) r.handshake = true;
   if (cfg.sticky_cookie.enabled) cookie = cookie_value(in.head, cfg.sticky_cookie.name);
   if (!r.session_id.empty() && affinity_) {
-    if (auto id = affinity_->lookup(r.session_id, cfg.session_ttl)) {
+    auto id = affinity_->lookup(r.session_id, cfg.session_ttl, &r.refresh_store);
+    r.sid_unknown = !id.has_value();
+    if (id) {
       const int i = index_of_state(*id);
       // An id this upstream does not have belongs to a backend removed by a reload: a miss here,
       // and the entry ages out on its own.
@@ -210,6 +214,16 @@ void Upstream::learn_session(std::string_view session_id, int backend) const {
   if (!affinity_ || session_id.empty() || backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
   BackendState& state = *backends_[static_cast<size_t>(backend)].state;
   affinity_->learn(session_id, state.id, config_->session_ttl);
+}
+
+bool Upstream::adopt_session(std::string_view session_id, std::string_view backend_name) const {
+  if (!affinity_ || session_id.empty()) return false;
+  for (const RuntimeBackend& b : backends_) {
+    if (b.config->name != backend_name) continue;
+    affinity_->learn(session_id, b.state->id, config_->session_ttl, AffinityTable::Origin::kStore);
+    return true;
+  }
+  return false;
 }
 
 void Upstream::note_unparsable_handshake() const {

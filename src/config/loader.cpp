@@ -257,7 +257,7 @@ void check_ring_size(TableReader& r, const UpstreamConfig& u) {
 }
 
 // `tls = true`, or a table of settings (which turns TLS on too).
-UpstreamTls read_upstream_tls(TableReader& upstream) {
+UpstreamTls read_upstream_tls(TableReader& upstream, const char* context = "[upstream.tls]") {
   UpstreamTls t;
   const toml::value* v = upstream.find("tls");
   if (v == nullptr) return t;
@@ -270,7 +270,7 @@ UpstreamTls read_upstream_tls(TableReader& upstream) {
     upstream.fail("tls", "expected true, false or a table such as { verify = true, ca_file = \"ca.pem\" }, got " +
                              detail::describe(*v));
   }
-  TableReader r(*v, "[upstream.tls]");
+  TableReader r(*v, context);
   t.enabled = true;
   r.read("verify", t.verify);
   r.read_parsed("ca_file", t.ca_file, parse_non_empty);
@@ -379,6 +379,25 @@ ListenerTables read_listeners(TableReader& root) {
   return out;
 }
 
+SessionStoreConfig read_session_store(TableReader r) {
+  SessionStoreConfig s;
+  s.enabled = true;
+  r.require("address");
+  r.read_parsed("address", s.address, [](const std::string& t) { return parse_address(t, AddressUse::kConnect); });
+  r.read("username", s.username);
+  r.read("password", s.password);
+  r.read_int("database", s.database, 0, 15);
+  r.read_parsed("key_prefix", s.key_prefix, parse_non_empty);
+  r.read_duration("connect_timeout", s.connect_timeout, Millis(1));
+  r.read_duration("store_timeout", s.store_timeout, Millis(1));
+  r.read_duration("lookup_timeout", s.lookup_timeout, Millis(1));
+  r.read_parsed("instance", s.instance, parse_non_empty);
+  s.tls = read_upstream_tls(r, "[session_store.tls]");
+  r.finish();
+  if (!s.username.empty() && s.password.empty()) r.fail("username", "a username needs a password (Redis ACL AUTH)");
+  return s;
+}
+
 // Table by table first, so an error inside a table is reported before what the file as a whole lacks.
 Config read_config(const toml::value& root, const std::string& name) {
   Config config;
@@ -387,6 +406,9 @@ Config read_config(const toml::value& root, const std::string& name) {
   if (const toml::value* t = r.find_table("server")) config.server = read_server(TableReader(*t, "[server]"));
   const toml::value* admin = r.find_table("admin");
   if (admin != nullptr) config.admin = read_admin(TableReader(*admin, "[admin]"));
+  if (const toml::value* t = r.find_table("session_store")) {
+    config.session_store = read_session_store(TableReader(*t, "[session_store]"));
+  }
   ListenerTables listeners = read_listeners(r);
   config.listeners = std::move(listeners.listeners);
   config.upstreams = read_upstreams(r);

@@ -28,6 +28,22 @@ affinity_max_entries = 1000
 address = "127.0.0.1:9090"
 token = "t"
 
+[session_store]
+address = "127.0.0.1:6379"
+username = "limpet"
+password = "secret"
+database = 0
+key_prefix = "limpet:"
+connect_timeout = "1s"
+store_timeout = "100ms"
+lookup_timeout = "100ms"
+instance = "lb-1"
+
+[session_store.tls]
+verify = true
+ca_file = "redis-ca.pem"
+server_name = "redis.internal"
+
 [[listener]]
 name = "public"
 address = "127.0.0.1:8443"

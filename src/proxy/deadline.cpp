@@ -17,6 +17,7 @@ const char* to_string(Deadline kind) {
     case Deadline::kCloseDelay: return "close delay";
     case Deadline::kCloseReply: return "close reply";
     case Deadline::kLinger: return "linger";
+    case Deadline::kSessionStore: return "session store";
   }
   return "?";
 }

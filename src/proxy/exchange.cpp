@@ -23,6 +23,11 @@ bool is_idempotent(std::string_view method) {
 // Response heads from a backend may be larger than a client's request head.
 constexpr http::ParserLimits kResponseLimits{64 * 1024, 8 * 1024};
 
+// What an exchange holds while it waits for the session store: a request body (only requests
+// whose Content-Length fits ask the store; Engine.IO's polling POSTs do), and the response body
+// after the sid before the backend is read no more.
+constexpr size_t kMaxHeldBody = 64 * 1024;
+
 }  // namespace
 
 Exchange::Exchange(WorkerContext* worker, const ListenerContext* listener, ExchangeOwner* owner)
@@ -30,7 +35,10 @@ Exchange::Exchange(WorkerContext* worker, const ListenerContext* listener, Excha
   response_side_.self = this;
 }
 
-Exchange::~Exchange() { drop_upstream(); }
+Exchange::~Exchange() {
+  cancel_store_wait();
+  drop_upstream();
+}
 
 void Exchange::start(const ExchangeRequest& request) {
   request_ = request;
@@ -42,19 +50,68 @@ void Exchange::start(const ExchangeRequest& request) {
   resent_ = false;
   response_started_ = false;
   interim_ = false;
+  holding_ = false;
+  published_ = false;
+  held_request_.clear();
+  held_body_.clear();
   learner_.reset();
   upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()}, route_);
+  if (route_.sid_unknown && ask_store()) return;  // continues in on_store_lookup
+  dispatch();
+}
+
+void Exchange::dispatch() {
+  if (route_.refresh_store && worker_->sessions != nullptr) {
+    worker_->sessions->refresh(upstream().config().name, route_.session_id, upstream().config().session_ttl);
+  }
   if (route_.backend < 0) {
     LOG_WARN("upstream %s: no usable backend for %.*s %.*s", upstream().config().name.c_str(),
              static_cast<int>(request_.client_ip.size()), request_.client_ip.data(),
              static_cast<int>(request_.head->path.size()), request_.head->path.data());
+    phase_ = Phase::kIdle;
     owner_->on_exchange_failed(503);
     return;
   }
   http::build_request_head(*request_.head,
                            {request_.client_ip, listener_->tls != nullptr, listener_->config->add_forwarded},
                            &request_head_);
-  attempt(route_.backend, {});
+  std::vector<std::string> payload;
+  if (!held_request_.empty()) {  // body bytes that came while the store was asked
+    payload.reserve(held_request_.size() + 1);
+    payload.push_back(request_head_);
+    for (std::string& part : held_request_) payload.push_back(std::move(part));
+    held_request_.clear();
+  }
+  attempt(route_.backend, std::move(payload));
+}
+
+// The sid is not in this instance's table: another instance may have learned it. One round trip,
+// bounded by lookup_timeout; the store declines at once (0) when it is down, the sid was
+// unknown a moment ago, or this worker has too many lookups out.
+bool Exchange::ask_store() {
+  store::SessionStore* sessions = worker_->sessions;
+  const http::RequestHead& head = *request_.head;
+  if (sessions == nullptr || head.chunked || head.content_length.value_or(0) > kMaxHeldBody) return false;
+  store_ticket_ = sessions->lookup(upstream().config().name, route_.session_id,
+                                   [this](store::LookupResult result, std::string_view backend) {
+                                     on_store_lookup(result, backend);
+                                   });
+  if (store_ticket_ == 0) return false;
+  phase_ = Phase::kLookingUp;
+  return true;
+}
+
+void Exchange::on_store_lookup(store::LookupResult result, std::string_view backend) {
+  store_ticket_ = 0;
+  if (result == store::LookupResult::kHit && upstream().adopt_session(route_.session_id, backend)) {
+    upstream().route({*request_.head, request_.client_ip, tried_, worker_->rng()}, route_);
+  }
+  dispatch();
+}
+
+void Exchange::cancel_store_wait() {
+  if (store_ticket_ != 0 && worker_->sessions != nullptr) worker_->sessions->cancel(store_ticket_);
+  store_ticket_ = 0;
 }
 
 // One attempt on backend `backend`: a pooled connection if there is one, else a new one.
@@ -175,6 +232,10 @@ void Exchange::retry_elsewhere(int status_if_not) {
 }
 
 void Exchange::send_body(std::string_view data) {
+  if (phase_ == Phase::kLookingUp) {  // Content-Length framing: the bytes as they are
+    held_request_.emplace_back(data);
+    return;
+  }
   http::FramedBody framed(request_.head->chunked ? http::BodyFraming::kChunked : http::BodyFraming::kLength,
                           data);
   request_.body_relay->write(framed.parts());
@@ -182,6 +243,10 @@ void Exchange::send_body(std::string_view data) {
 
 void Exchange::end_body() {
   request_complete_ = true;
+  if (phase_ == Phase::kLookingUp) {  // never chunked (ask_store)
+    request_.body_relay->set_sink(nullptr);
+    return;
+  }
   if (request_.head->chunked) upstream_->write(http::kLastChunk);
   request_.body_relay->set_sink(nullptr);
   if (phase_ == Phase::kSending) phase_ = Phase::kAwaitingHead;
@@ -190,6 +255,8 @@ void Exchange::end_body() {
 
 void Exchange::abort() {
   if (phase_ == Phase::kIdle) return;
+  cancel_store_wait();
+  holding_ = false;
   drop_upstream();
   end();
 }
@@ -198,6 +265,9 @@ DeadlineSpec Exchange::deadline() const {
   const auto& u = upstream().config();
   const auto& l = *listener_->config;
   if (phase_ == Phase::kConnecting) return {Deadline::kConnect, to_ms(u.connect_timeout)};
+  if (phase_ == Phase::kLookingUp || phase_ == Phase::kHolding) {
+    return {Deadline::kSessionStore, worker_->sessions->max_wait_ms() + 1000};
+  }
   // Whoever is waited on is to blame: a client that reads nothing or sends nothing more is never
   // counted against the backend.
   if (response_started_ && response_relay_.waiting() == Relay::Waiting::kSink) {
@@ -339,18 +409,35 @@ bool Exchange::on_response_head() {
     fail(502, "unexpected 101");
     return false;
   }
-  if (route_.handshake) learner_.begin(upstream(), lease_.index(), resp);
+  if (route_.handshake) {
+    learner_.begin(upstream(), lease_.index(), resp);
+    // Learn before release: with a store, the client sees the sid only once the store has it,
+    // so its next request may reach any instance.
+    // (A store that is down declines the publish at once: the hold ends with the sid's parse.)
+    holding_ = worker_->sessions != nullptr && (learner_.reading() || !learner_.sid().empty());
+  }
   std::string cookie;
   if (route_.set_cookie) cookie = upstream().sticky_cookie_value(lease_.index());
   lease_.state().count_response(resp.status);
   response_started_ = true;
   phase_ = Phase::kReceiving;
+  if (holding_) {
+    held_cookie_ = std::move(cookie);
+    publish_learned_sid();
+    return false;
+  }
   owner_->on_response_head(resp, cookie);
   return false;
 }
 
 bool Exchange::on_response_body(std::string_view data) {
   learner_.on_body(data);
+  if (holding_) {
+    held_body_.append(data);
+    response_relay_.hold(held_body_.size() >= kMaxHeldBody);
+    publish_learned_sid();
+    return true;
+  }
   owner_->on_response_body(data);
   response_relay_.update();
   return true;
@@ -359,6 +446,40 @@ bool Exchange::on_response_body(std::string_view data) {
 void Exchange::on_response_end() {
   if (interim_) return;
   learner_.on_end();
+  if (holding_) publish_learned_sid();  // a body that carried no sid releases the response now
+}
+
+void Exchange::publish_learned_sid() {
+  if (!holding_ || published_) return;
+  if (learner_.sid().empty()) {
+    if (!learner_.reading()) release_response();  // it gave up: nothing to wait for
+    return;
+  }
+  published_ = true;
+  store_ticket_ = worker_->sessions->publish(upstream().config().name, learner_.sid(), lease_.name(),
+                                             upstream().config().session_ttl, [this](store::PublishResult) {
+                                               store_ticket_ = 0;
+                                               release_response();
+                                             });
+  if (store_ticket_ == 0) release_response();  // the store went away: release now
+}
+
+// The held response goes to the owner as if it had just arrived; if the backend finished it
+// meanwhile, the exchange ends here.
+void Exchange::release_response() {
+  if (!holding_) return;
+  holding_ = false;
+  owner_->on_response_head(response_parser_->response(), held_cookie_);
+  if (!held_body_.empty()) owner_->on_response_body(held_body_);
+  held_body_.clear();
+  owner_->flush_response();
+  if (phase_ == Phase::kHolding) {
+    phase_ = Phase::kIdle;
+    owner_->on_response_end();
+    return;
+  }
+  response_relay_.hold(false);
+  owner_->on_exchange_progress(true);
 }
 
 void Exchange::upgrade(std::string_view leftover) {
@@ -390,12 +511,19 @@ void Exchange::complete(bool reusable) {
     drop_upstream();
   }
   end();
+  if (holding_) {  // the backend is done; the client hears of it once the store has the sid
+    phase_ = Phase::kHolding;
+    owner_->on_exchange_progress(false);
+    return;
+  }
   owner_->on_response_end();
 }
 
 void Exchange::fail(int status, const char* why) {
   LOG_DEBUG("exchange with %s failed (%s): answering %d", backend_name(), why, status);
   if (!response_started_ && lease_) lease_.state().count_response(status);
+  cancel_store_wait();
+  holding_ = false;
   drop_upstream();
   end();
   owner_->on_exchange_failed(status);

@@ -11,9 +11,10 @@ void HandshakeLearner::begin(const balancer::Upstream& upstream, int backend,
   upstream_ = &upstream;
   backend_ = backend;
   body_.clear();
+  sid_.clear();
   for (const auto& h : head.headers) {
     if (!http::iequals(h.name, "set-cookie")) continue;
-    if (auto sid = http::engineio::sid_from_set_cookie(h.value)) upstream.learn_session(*sid, backend);
+    if (auto sid = http::engineio::sid_from_set_cookie(h.value)) learn(*sid);
   }
   active_ = head.status == 200;
   // A compressed body cannot be read here; rather than guess, count it (design §2).
@@ -34,7 +35,7 @@ void HandshakeLearner::parse(bool final) {
   auto parsed = http::engineio::parse_handshake(body_);
   switch (parsed.status) {
     case http::engineio::HandshakeStatus::kFound:
-      upstream_->learn_session(parsed.sid, backend_);
+      learn(parsed.sid);
       active_ = false;
       return;
     case http::engineio::HandshakeStatus::kNeedMore:
@@ -44,6 +45,11 @@ void HandshakeLearner::parse(bool final) {
       break;
   }
   give_up();
+}
+
+void HandshakeLearner::learn(std::string_view sid) {
+  upstream_->learn_session(sid, backend_);
+  sid_.assign(sid);
 }
 
 void HandshakeLearner::give_up() {

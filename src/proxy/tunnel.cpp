@@ -40,7 +40,11 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
 Tunnel::~Tunnel() {
   drop_upstream();
   lease_.state().tunnels.fetch_sub(1, std::memory_order_relaxed);
-  if (!session_id_.empty()) conn_.listener().upstream->forget_session(session_id_);
+  if (!session_id_.empty()) {
+    const balancer::Upstream& upstream = *conn_.listener().upstream;
+    upstream.forget_session(session_id_);
+    if (store::SessionStore* sessions = conn_.worker()->sessions) sessions->forget(upstream.config().name, session_id_);
+  }
 }
 
 void Tunnel::start(std::string_view upstream_leftover, std::string_view early_client_bytes) {

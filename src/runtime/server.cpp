@@ -36,6 +36,41 @@ admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table) {
   return m;
 }
 
+admin::SessionStoreMetrics store_metrics(const store::StoreStats& stats, const store::StoreSetup& setup,
+                                         const std::string& instance) {
+  admin::SessionStoreMetrics m;
+  m.enabled = true;
+  m.up = stats.up();
+  m.address = setup.config.address.text;
+  m.instance = instance;
+  for (size_t i = 0; i < store::kLookupResults; ++i) {
+    m.lookups.emplace_back(store::to_string(static_cast<store::LookupResult>(i)), stats.lookups[i].load());
+  }
+  for (size_t i = 0; i < store::kPublishResults; ++i) {
+    m.publishes.emplace_back(store::to_string(static_cast<store::PublishResult>(i)), stats.publishes[i].load());
+  }
+  m.refreshes = stats.refreshes.load();
+  m.deletes = stats.deletes.load();
+  m.connection_errors = stats.connection_errors.load();
+  m.latency = stats.latency.values();
+  return m;
+}
+
+// This instance's name among the fleet's counts: configured, else host:pid (unique while it runs).
+std::string store_instance_name(const config::SessionStoreConfig& c) {
+  if (!c.instance.empty()) return c.instance;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "limpet");
+  return std::string(host) + ":" + std::to_string(::getpid());
+}
+
+void warn_if_store_changed(const store::StoreSetup* running, const store::StoreSetup* loaded) {
+  const config::SessionStoreConfig none;
+  if (store::same_settings(running ? running->config : none, loaded ? loaded->config : none)) return;
+  LOG_WARN("reload: [session_store] changed; the change takes effect at the next restart (the running "
+           "instance keeps %s)", running ? running->config.address.text.c_str() : "no session store");
+}
+
 std::vector<health::Target> health_targets(const Snapshot& snapshot) {
   std::vector<health::Target> targets;
   for (const auto& [name, upstream] : snapshot.upstreams) {
@@ -161,6 +196,7 @@ admin::MetricsSnapshot Server::collect_metrics() const {
       bm.in_flight = st.in_flight.load();
       bm.tunnels = st.tunnels.load();
       bm.sessions = st.sessions.load();
+      bm.fleet_sessions = st.fleet_sessions.load();
       bm.requests = st.requests.load();
       bm.failures = st.failures.load();
       for (int c = 1; c <= 5; ++c) bm.responses_by_class[c] = st.responses_by_class[c].load();
@@ -194,6 +230,7 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.connect_latency.add(c.connect_latency.values());
   }
   m.affinity = affinity_metrics(*shared_.affinity);
+  if (running_store_) m.session_store = store_metrics(shared_.store_stats, *running_store_, fleet_->instance());
   return m;
 }
 
@@ -269,6 +306,16 @@ int Server::run() {
   apply_admin(config->admin);
   checker_ = std::make_unique<health::Checker>(&loop_, shared_.clock);
   checker_->update(health_targets(*snapshot_));
+  running_store_ = snapshot_->session_store;
+  if (running_store_) {
+    fleet_ = std::make_unique<store::FleetCounts>(&loop_, &fleet_buffers_, snapshot_->session_store,
+                                                  &shared_.store_stats, &fleet_tls_counters_,
+                                                  store_instance_name(snapshot_->session_store->config));
+    share_backends_with_fleet();
+    fleet_->start();
+    LOG_INFO("session store %s (instance %s)", snapshot_->session_store->config.address.text.c_str(),
+             fleet_->instance().c_str());
+  }
 
   workers_running_ = static_cast<int>(n);
   for (size_t i = 0; i < n; ++i) {
@@ -276,6 +323,7 @@ int Server::run() {
       --workers_running_;
       uv_async_send(&worker_exit_);
     }));
+    if (snapshot_->session_store) workers_.back()->use_session_store(snapshot_->session_store, &shared_.store_stats);
   }
   for (size_t i = 0; i < n; ++i) workers_[i]->start(snapshot_, std::move(per_worker[i]));
   for (const auto& listener : config->listeners) {
@@ -356,9 +404,11 @@ void Server::reload() {
              listener.name.c_str(), listener.upstream.c_str());
   }
 
+  warn_if_store_changed(running_store_.get(), (*snapshot)->session_store.get());
   note_removed_backends(*snapshot_, **snapshot);
   generation_ = (*snapshot)->generation;
   snapshot_ = *snapshot;
+  share_backends_with_fleet();
   apply_logging(config->server);
   apply_admin(config->admin);
   checker_->update(health_targets(*snapshot_));
@@ -443,7 +493,21 @@ void Server::end_retirement(const std::vector<uint32_t>& backend_ids) {
   if (!changed) return;
   snapshot_ = std::move(next);
   checker_->update(health_targets(*snapshot_));
+  share_backends_with_fleet();
   for (auto& w : workers_) w->publish(snapshot_, {});
+}
+
+// Every backend of the running snapshot, once per name (the registry shares states by name).
+void Server::share_backends_with_fleet() {
+  if (!fleet_) return;
+  std::vector<std::shared_ptr<balancer::BackendState>> states;
+  std::set<uint32_t> seen;
+  for (const auto& [name, upstream] : snapshot_->upstreams) {
+    for (const auto& b : upstream->backends()) {
+      if (seen.insert(b.state->id).second) states.push_back(b.state);
+    }
+  }
+  fleet_->set_backends(std::move(states));
 }
 
 void Server::begin_shutdown() {
@@ -454,6 +518,7 @@ void Server::begin_shutdown() {
   if (admin_) admin_->close();
   admin_.reset();
   checker_->stop();
+  if (fleet_) fleet_->stop();  // the others stop counting our sessions now, not in 3 s
   uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb,
                  static_cast<uint64_t>(snapshot_->config->server.shutdown_timeout.count()), 0);
   for (auto& w : workers_) w->stop();

@@ -37,6 +37,19 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
     }
     snapshot->upstream_tls.emplace(upstream_config.name, std::move(*built));
   }
+  if (config->session_store.enabled) {
+    auto setup = std::make_shared<store::StoreSetup>();
+    setup->config = config->session_store;
+    if (setup->config.tls.enabled) {
+      auto built = tls::ClientContext::build(setup->config.tls, "session_store");
+      if (!built) {
+        return Result<std::shared_ptr<const Snapshot>>::fail(setup->config.tls.where +
+                                                             ": [session_store]: " + built.message());
+      }
+      setup->tls = std::move(*built);
+    }
+    snapshot->session_store = std::move(setup);
+  }
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
 }
 

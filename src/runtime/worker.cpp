@@ -34,13 +34,24 @@ Worker::~Worker() {
   uv_loop_close(&loop_);
 }
 
+void Worker::use_session_store(std::shared_ptr<const store::StoreSetup> setup, store::StoreStats* stats) {
+  sessions_ = std::make_unique<store::SessionStore>(&loop_, &context_.buffers, std::move(setup), stats,
+                                                    &context_.counters.tls_backends,
+                                                    "worker " + std::to_string(index_));
+  context_.sessions = sessions_.get();
+}
+
 void Worker::start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets) {
+  if (sessions_) sessions_->start();  // the loop runs on the thread from here on
   apply(std::move(snapshot), std::move(sockets));
   thread_ = std::thread([this] { run(); });
 }
 
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
+  // Every connection is gone (the store's handles do not keep the loop running).
+  context_.sessions = nullptr;
+  if (sessions_) sessions_->stop();
   context_.graveyard.close();
   uv_run(&loop_, UV_RUN_DEFAULT);  // the graveyard's close callback
   LOG_DEBUG("worker %d stopped", index_);

@@ -34,6 +34,7 @@ void RedisClient::start() {
   if (state_ != State::kIdle) return;
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
+  uv_unref(reinterpret_cast<uv_handle_t*>(timer_));  // a store connection never keeps a loop running
   timer_->data = this;
   connect();
 }
@@ -54,6 +55,7 @@ void RedisClient::stop() {
 
 void RedisClient::connect() {
   stream_ = new net::Stream(loop_, buffers_);
+  uv_unref(reinterpret_cast<uv_handle_t*>(stream_->tcp()));
   stream_->set_delegate(this);
   if (settings_.tls != nullptr) {
     config::BackendConfig target;

@@ -1,7 +1,9 @@
 #include "limpet/store/session_store.hpp"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <tuple>
 
 #include "limpet/util/log.hpp"
 
@@ -68,6 +70,15 @@ void StoreStats::connection_state(bool up, bool& counted_down, const std::string
   }
 }
 
+bool same_settings(const config::SessionStoreConfig& a, const config::SessionStoreConfig& b) {
+  auto tie = [](const config::SessionStoreConfig& c) {
+    return std::tie(c.enabled, c.address.text, c.username, c.password, c.database, c.key_prefix, c.connect_timeout,
+                    c.store_timeout, c.lookup_timeout, c.instance, c.tls.enabled, c.tls.verify, c.tls.ca_file,
+                    c.tls.server_name);
+  };
+  return tie(a) == tie(b);
+}
+
 RedisSettings StoreSetup::redis() const {
   RedisSettings s;
   auto addr = net::resolve_numeric(config.address.host, config.address.port);
@@ -121,6 +132,10 @@ uint64_t SessionStore::lookup_timeout_ms() const {
   return static_cast<uint64_t>(setup_->config.lookup_timeout.count());
 }
 
+uint64_t SessionStore::max_wait_ms() const {
+  return static_cast<uint64_t>(std::max(setup_->config.lookup_timeout, setup_->config.store_timeout).count());
+}
+
 void SessionStore::cancel(uint64_t ticket) {
   if (publishing_.erase(ticket) == 0) looking_up_.erase(ticket);
 }
@@ -141,10 +156,17 @@ uint64_t SessionStore::publish(std::string_view upstream, std::string_view sid, 
     PublishResult result = PublishResult::kStored;
     if (r.type == Reply::Type::kTimeout) {
       result = PublishResult::kTimeout;
+      if (!stats_->publish_incident.exchange(true)) {
+        LOG_WARN("session store %s: a handshake response waited store_timeout (%lld ms) for the store and was "
+                 "released unconfirmed; its session may be unknown to the other instances (logged once until "
+                 "the store keeps up again)",
+                 setup_->config.address.text.c_str(), static_cast<long long>(setup_->config.store_timeout.count()));
+      }
     } else if (r.failed()) {
       result = PublishResult::kError;
     } else {
       stats_->latency.observe_us((uv_hrtime() - started) / 1000);
+      stats_->publish_incident.store(false, std::memory_order_relaxed);
     }
     count(result);
     auto it = publishing_.find(ticket);

@@ -219,10 +219,13 @@ DEFAULT_LISTENER = {"header_timeout": "2s", "max_body_size": "100m"}
 DEFAULT_UPSTREAM = {"balance": "round_robin", "read_timeout": "3s", "connect_timeout": "1s"}
 
 
-def render_config(listener_ports, upstreams, server=None, listeners=None):
+def render_config(listener_ports, upstreams, server=None, listeners=None, tables=None):
     """TOML text. `upstreams`: [{"name": ..., "backends": [addr or (name, addr)], **settings}];
-    `listeners`: [{"upstream": ..., **settings}] matched with `listener_ports` by position."""
+    `listeners`: [{"upstream": ..., **settings}] matched with `listener_ports` by position;
+    `tables`: more top-level tables, {"[admin]": {...}, "[session_store]": {...}}."""
     out = [toml_table("[server]", {**DEFAULT_SERVER, **(server or {})})]
+    for header, values in (tables or {}).items():
+        out.append(toml_table(header, values))
     listeners = listeners or [{"upstream": upstreams[0]["name"]}]
     for port, lst in zip(listener_ports, listeners):
         out.append(toml_table("[[listener]]", {"address": f"127.0.0.1:{port}", **DEFAULT_LISTENER, **lst}))
@@ -241,8 +244,9 @@ RUNNING = []  # every Limpet started, for failure reports
 class Limpet:
     """A limpet process. ports[i] is listener i's port; `port` is listener 0's."""
 
-    def __init__(self, tmp_path, upstreams, server=None, listeners=None, name="limpet"):
+    def __init__(self, tmp_path, upstreams, server=None, listeners=None, name="limpet", tables=None):
         self.tmp_path = tmp_path
+        self.tables = tables
         self.upstreams = upstreams
         self.server = {**DEFAULT_SERVER, **(server or {})}
         self.listeners = listeners or [{"upstream": upstreams[0]["name"]}]
@@ -260,7 +264,8 @@ class Limpet:
         for _ in range(attempts):
             self.ports = [free_port() for _ in self.listeners]
             self.port = self.ports[0]
-            self.config_path.write_text(render_config(self.ports, self.upstreams, self.server, self.listeners))
+            self.config_path.write_text(render_config(self.ports, self.upstreams, self.server, self.listeners,
+                                                        self.tables))
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen([str(limpet_bin()), "-c", str(self.config_path)],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -372,13 +377,13 @@ class Cluster:
         return b
 
     def limpet(self, backends, server=None, listener=None, upstream=None, name="limpet",
-               upstreams=None, listeners=None):
+               upstreams=None, listeners=None, tables=None):
         """Start limpet in front of `backends` (Backend objects, addresses or (name, address))."""
         if upstreams is None:
             addrs = [(b.name, b.address) if isinstance(b, Backend) else b for b in backends]
             upstreams = [{"name": "app", "backends": addrs, **(upstream or {})}]
             listeners = [{"upstream": "app", **(listener or {})}]
-        lp = Limpet(self.tmp_path, upstreams, server, listeners, name)
+        lp = Limpet(self.tmp_path, upstreams, server, listeners, name, tables)
         self.limpets.append(lp)
         return lp.start()
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "limpet/util/histogram.hpp"
@@ -20,6 +21,7 @@ struct BackendMetrics {
   int64_t in_flight = 0;
   int64_t tunnels = 0;
   int64_t sessions = 0;
+  int64_t fleet_sessions = 0;  // the other instances' live sessions here (session store)
   uint64_t requests = 0;
   uint64_t failures = 0;
   uint64_t responses_by_class[6] = {};  // index status/100
@@ -46,6 +48,20 @@ struct AffinityMetrics {
   uint64_t unparsable_handshakes = 0;
 };
 
+// [session_store], as this instance sees it. Results are named by the store layer.
+struct SessionStoreMetrics {
+  bool enabled = false;
+  bool up = false;
+  std::string address;
+  std::string instance;
+  std::vector<std::pair<std::string, uint64_t>> lookups;    // by result
+  std::vector<std::pair<std::string, uint64_t>> publishes;  // by result
+  uint64_t refreshes = 0;
+  uint64_t deletes = 0;
+  uint64_t connection_errors = 0;
+  Histogram::Values latency;
+};
+
 struct MetricsSnapshot {
   std::string version;
   std::string config_file;
@@ -54,6 +70,7 @@ struct MetricsSnapshot {
   std::vector<BackendMetrics> backends;
   std::vector<WorkerMetrics> workers;
   AffinityMetrics affinity;
+  SessionStoreMetrics session_store;
   uint64_t responses_by_class[6] = {};  // index status/100 (1xx..5xx)
   uint64_t tunnels_opened = 0;
   uint64_t tunnels_closed_cleanly = 0;

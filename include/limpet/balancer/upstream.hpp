@@ -59,6 +59,11 @@ struct Route {
   // counts it in the backend's `placing` from now until the session is learned, established or
   // failed (proxy::BackendLease), so a burst spreads instead of herding.
   bool new_session = false;
+  // A sid the affinity table does not know (not an expired or down one): another instance may
+  // have learned it, so the proxy asks the session store before it uses this route.
+  bool sid_unknown = false;
+  // Known, and the session store last heard of it at least session_ttl/2 ago: refresh its TTL.
+  bool refresh_store = false;
 };
 
 class Upstream {
@@ -90,6 +95,9 @@ class Upstream {
   // Session hooks, called by the proxy on the worker that handled the request. The proxy parses
   // the handshake (http/engineio) and reports the sid the backend at index `backend` issued.
   void learn_session(std::string_view session_id, int backend) const;
+  // A session another instance learned, read from the session store: `backend_name` names the
+  // backend. False (nothing learned) when this upstream has no backend of that name.
+  bool adopt_session(std::string_view session_id, std::string_view backend_name) const;
   // A handshake response whose sid could not be read (compressed, garbage): counted only.
   void note_unparsable_handshake() const;
   // The session's WebSocket tunnel ended: the session is over.

@@ -15,6 +15,7 @@
 #include "limpet/proxy/access_log.hpp"
 #include "limpet/proxy/graveyard.hpp"
 #include "limpet/proxy/upstream_pool.hpp"
+#include "limpet/store/session_store.hpp"
 #include "limpet/tls/context.hpp"
 #include "limpet/util/buffer_pool.hpp"
 #include "limpet/util/histogram.hpp"
@@ -77,6 +78,8 @@ struct WorkerContext {
   // A tunnel's clean close waits this long: drawn from [0, close_spread), so closes spread out.
   uint64_t close_delay_ms() { return close_spread_ms > 0 ? rng() % close_spread_ms : 0; }
   ConnectionList connections;
+  // The worker's connection to the shared session store ([session_store]); null without one.
+  store::SessionStore* sessions = nullptr;
 };
 
 struct ListenerContext {

@@ -24,6 +24,8 @@ enum class Deadline : uint8_t {
   kCloseDelay,    // a clean tunnel close waits for its slot in close_spread
   kCloseReply,    // both sides have to answer our Close frame
   kLinger,        // after an error answer: drain the client's input, then close
+  kSessionStore,  // a lookup or a handshake's publish waits for the session store (a backstop:
+                  // the store answers within its own timeouts)
 };
 
 const char* to_string(Deadline kind);

@@ -72,6 +72,8 @@ class Exchange : public net::StreamDelegate {
     kSending,       // connected, the request body still flows, no response head yet
     kAwaitingHead,  // the request is sent, no response head yet
     kReceiving,     // the response head arrived (the request body may still flow: full duplex)
+    kLookingUp,     // the request's sid is unknown here: the session store is asked before routing
+    kHolding,       // a handshake response is complete, held until the store has its sid
   };
 
   Exchange(WorkerContext* worker, const ListenerContext* listener, ExchangeOwner* owner);
@@ -118,6 +120,14 @@ class Exchange : public net::StreamDelegate {
     void on_message_end() override { self->on_response_end(); }
   };
 
+  // The request is routed (route_): refresh the store's TTL if due, then the first attempt.
+  void dispatch();
+  bool ask_store();
+  void on_store_lookup(store::LookupResult result, std::string_view backend);
+  // Learn before release: the held handshake response goes once the store has its sid.
+  void publish_learned_sid();
+  void release_response();
+  void cancel_store_wait();
   void attempt(int backend, std::vector<std::string> payload);
   void send_payload(const std::vector<std::string>& payload);
   void on_connected(int status);
@@ -152,6 +162,12 @@ class Exchange : public net::StreamDelegate {
   HandshakeLearner learner_;
   ResponseSide response_side_;
   std::unique_ptr<http::Parser> response_parser_;
+  // Session store: the lookup or publish being waited for (0: none), the request's body while a
+  // lookup runs, and a held handshake response (its head stays in response_parser_).
+  uint64_t store_ticket_ = 0;
+  std::vector<std::string> held_request_;
+  std::string held_body_;
+  std::string held_cookie_;
   uint64_t sent_ns_ = 0;  // uv_hrtime() when the request was handed to the backend's connection
   uint64_t connect_started_ns_ = 0;
   Phase phase_ = Phase::kIdle;
@@ -161,6 +177,8 @@ class Exchange : public net::StreamDelegate {
   bool response_started_ = false;  // the final head went to the owner
   bool interim_ = false;         // the head being parsed is a 1xx
   bool upstream_ended_ = false;
+  bool holding_ = false;       // the response goes to the owner only once the store has the sid
+  bool published_ = false;     // the learned sid was handed to the store (or could not be)
 };
 
 }  // namespace limpet::proxy

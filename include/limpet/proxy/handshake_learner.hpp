@@ -19,14 +19,25 @@ class HandshakeLearner {
   void on_body(std::string_view data);
   // The body ended: a sid still not found is counted as an unparsable handshake.
   void on_end();
-  void reset() { active_ = false; }
+  void reset() {
+    active_ = false;
+    sid_.clear();
+  }
+
+  // Still reading the body for a sid.
+  bool reading() const { return active_; }
+  // The sid learned from this response (the last one, if a cookie and the body both carried
+  // one); empty while none was.
+  std::string_view sid() const { return sid_; }
 
  private:
+  void learn(std::string_view sid);
   void parse(bool final);
   void give_up();
 
   const balancer::Upstream* upstream_ = nullptr;
   std::string body_;  // first bytes of the body
+  std::string sid_;
   int backend_ = 0;
   bool active_ = false;
 };

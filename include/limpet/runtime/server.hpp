@@ -15,6 +15,7 @@
 #include "limpet/health/checker.hpp"
 #include "limpet/runtime/snapshot.hpp"
 #include "limpet/runtime/worker.hpp"
+#include "limpet/store/fleet_counts.hpp"
 
 namespace limpet::runtime {
 
@@ -59,6 +60,12 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<health::Checker> checker_;  // from run() until shutdown begins
+  // With [session_store]: this instance's share of the fleet's counts (main loop).
+  BufferPool fleet_buffers_{2};
+  tls::Counters fleet_tls_counters_;
+  std::unique_ptr<store::FleetCounts> fleet_;
+  std::shared_ptr<const store::StoreSetup> running_store_;  // the one read at start (restart to change)
+  void share_backends_with_fleet();
   std::string admin_address_;  // address the admin listener is bound to ("" = none)
   uint64_t started_ms_ = 0;
   std::atomic<int> workers_running_{0};

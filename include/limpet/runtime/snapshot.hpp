@@ -13,6 +13,7 @@
 #include "limpet/balancer/backend.hpp"
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
+#include "limpet/store/session_store.hpp"
 #include "limpet/tls/context.hpp"
 #include "limpet/util/clock.hpp"
 #include "limpet/util/result.hpp"
@@ -26,6 +27,9 @@ struct Snapshot {
   // TLS contexts by listener name and by upstream name; absent = plaintext.
   std::map<std::string, std::shared_ptr<const tls::ServerContext>> listener_tls;
   std::map<std::string, std::shared_ptr<const tls::ClientContext>> upstream_tls;
+  // [session_store] with its TLS context; null without one. Read at start only: a reload that
+  // changes it is told so (store::same_settings) and the running store stays.
+  std::shared_ptr<const store::StoreSetup> session_store;
 
   const balancer::Upstream* upstream(const std::string& name) const {
     auto it = upstreams.find(name);
@@ -49,6 +53,7 @@ struct SharedState {
   const Clock& clock = steady_clock();
   balancer::BackendRegistry registry;
   std::shared_ptr<balancer::AffinityTable> affinity;
+  store::StoreStats store_stats;  // every worker's session store and the fleet counts
 };
 
 // Backends a reload removed that still drain, by upstream name (see balancer::Upstream::build).

@@ -33,6 +33,8 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
+  // Before start(): this worker opens its own connection to the session store.
+  void use_session_store(std::shared_ptr<const store::StoreSetup> setup, store::StoreStats* stats);
   // Starts the thread serving `snapshot` on `sockets` (ownership of the fds passes to it).
   void start(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets);
   // Main thread: a new snapshot and the sockets of listeners that are new in it.
@@ -73,6 +75,7 @@ class Worker {
   uv_async_t async_{};
   uv_timer_t idle_sweep_{};  // idle tunnels hold no timer of their own: this looks at them
   proxy::WorkerContext context_;
+  std::unique_ptr<store::SessionStore> sessions_;  // context_.sessions
   std::map<std::string, std::unique_ptr<Listener>> listeners_;  // by address text
   std::shared_ptr<const Snapshot> snapshot_;
 

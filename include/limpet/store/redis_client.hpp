@@ -5,6 +5,7 @@
 // once, so that callers fall back to what they know locally instead of waiting. A dead
 // connection (refused, reset, a protocol error, or a reply overdue by connect_timeout) fails
 // every waiting command and reconnects with exponential backoff (100 ms doubling to 5 s).
+// Its handles are unreferenced: a loop with nothing else to do ends (then stop() the client).
 // Owning loop only.
 #pragma once
 

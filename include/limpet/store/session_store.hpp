@@ -48,6 +48,7 @@ struct StoreStats {
   // Connections (one per worker, one for the fleet counts) not ready now; 0 = the store is up.
   std::atomic<int64_t> connections_down{0};
   std::atomic<int64_t> connections{0};
+  std::atomic<bool> publish_incident{false};  // publishes are timing out (logged once, at its start)
   std::atomic<bool> ever_up{false};
   std::atomic<bool> told_unreachable{false};
   // A connection's transition. `counted_down` is that connection's own flag: every connection
@@ -65,6 +66,10 @@ struct StoreSetup {
   RedisSettings redis() const;
   std::string session_key(std::string_view upstream, std::string_view sid) const;
 };
+
+// Whether two [session_store] tables mean the same store and behaviour (where they were
+// written aside): a reload that changes it must say the change waits for a restart.
+bool same_settings(const config::SessionStoreConfig& a, const config::SessionStoreConfig& b);
 
 class SessionStore {
  public:
@@ -84,6 +89,8 @@ class SessionStore {
 
   bool ready() const { return client_.ready(); }
   uint64_t lookup_timeout_ms() const;
+  // The longest a caller waits for a callback (a lookup or a publish): its own deadline's base.
+  uint64_t max_wait_ms() const;
 
   // 0: not written (store unreachable, or too busy) and `done` never runs — release now.
   uint64_t publish(std::string_view upstream, std::string_view sid, std::string_view backend,
