@@ -256,7 +256,7 @@ function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = '
   adminPort, sessionTtl, sessionStore }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
-    '# written by tests/e2e/run_e2e.js',
+    '# written by tests/e2e/harness.js (limpetToml)',
     '[server]',
     `workers = ${workers}`,
     'access_log = "off"',
@@ -347,12 +347,26 @@ async function startFront(group, { kind, name, dir, listenPort, backends, balanc
   } else {
     throw new Error(`unknown front kind ${kind}`);
   }
-  await waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
-    if (rec.exitInfo) throw new Error(`${name} exited: ${JSON.stringify(rec.exitInfo)}`);
+  await readyOrExited(group, rec, waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
     const s = await httpJson('GET', `${frontUrl(listenPort, tls)}/__stats`, undefined, { ca: tls && tls.ca });
     return backends.some((b) => b.name === s.name);
-  }, { timeoutMs: 15000 });
+  }, { timeoutMs: 15000 }));
   return rec;
+}
+
+// Resolves when `ready` does; rejects at once, with the last lines of its log, if the child
+// exits first (a config error, a port in use), instead of running the wait to its deadline.
+async function readyOrExited(group, rec, ready) {
+  let done = false;
+  const exited = rec.exited.then((info) => {
+    if (!done) throw new Error(`${rec.name} exited ${JSON.stringify(info)}: ${group.tail(rec.name, 5)}`);
+  });
+  exited.catch(() => {});
+  try {
+    await Promise.race([exited, ready]);
+  } finally {
+    done = true;
+  }
 }
 
 // HAProxy as the L4 balancer in front of several limpet instances (run_scale.js): `mode tcp`,
@@ -391,16 +405,10 @@ async function startHaproxy(group, { name = 'haproxy', dir, listenPort, servers,
   fs.writeFileSync(conf, haproxyConf({ listenPort, servers }));
   execFileSync('haproxy', ['-c', '-q', '-f', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   const rec = group.spawn(name, 'haproxy', ['-db', '-f', conf], { cwd: dir });
-  let ready = false;
-  const exited = rec.exited.then((info) => {
-    if (!ready) throw new Error(`${name} exited ${JSON.stringify(info)}: ${group.tail(name, 5)}`);
-  });
-  await Promise.race([exited, waitUntil(`${name} on port ${listenPort}`, async () => {
+  await readyOrExited(group, rec, waitUntil(`${name} on port ${listenPort}`, async () => {
     const s = await httpJson('GET', `http://127.0.0.1:${listenPort}/__stats`);
     return backends.some((b) => b.name === s.name);
-  }, { timeoutMs })]);
-  ready = true;
-  exited.catch(() => {});
+  }, { timeoutMs }));
   return rec;
 }
 
