@@ -104,12 +104,18 @@ function httpText(url, timeoutMs = 3000) {
   });
 }
 
-// The value of an unlabelled Prometheus sample (or the sum over its label sets); null if absent.
-function metric(text, name) {
+// The values of a Prometheus metric's samples, one per label set ([] if absent).
+function samples(text, name) {
   const re = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm');
-  let sum = null;
-  for (let m = re.exec(text); m; m = re.exec(text)) sum = (sum || 0) + Number(m[1]);
-  return sum;
+  const out = [];
+  for (let m = re.exec(text); m; m = re.exec(text)) out.push(Number(m[1]));
+  return out;
+}
+
+// A counter's value summed over its label sets; null if absent.
+function metric(text, name) {
+  const v = samples(text, name);
+  return v.length ? v.reduce((a, b) => a + b, 0) : null;
 }
 
 async function instanceMetrics(fleet) {
@@ -206,7 +212,11 @@ async function checkStoreUp(ctx, fleet, want, { label, timeoutMs }) {
     await harness.waitUntil(`${STORE_UP_METRIC} ${want} on every instance`, async () => {
       const m = await instanceMetrics(fleet);
       last = {};
-      for (const [name, text] of Object.entries(m)) last[name] = text === null ? 'no /metrics' : metric(text, STORE_UP_METRIC);
+      // Every sample of the gauge (whatever its labels) must say `want`.
+      for (const [name, text] of Object.entries(m)) {
+        const v = text === null ? [] : samples(text, STORE_UP_METRIC);
+        last[name] = text === null ? 'no /metrics' : v.length === 0 ? null : v.every((x) => x === want) ? want : v.join(',');
+      }
       return Object.values(last).every((v) => v === want);
     }, { timeoutMs, intervalMs: 200 });
   } catch (_) { /* judged below */ }
