@@ -179,8 +179,9 @@ function makeTempDir(prefix = 'limpet-e2e-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-function startRedis(group, { port }) {
-  const rec = group.spawn('redis', 'redis-server', [
+// `name` names the child and its log: run_scale.js runs a second one as the session store.
+function startRedis(group, { port, name = 'redis' }) {
+  const rec = group.spawn(name, 'redis-server', [
     '--port', String(port), '--bind', '127.0.0.1',
     '--save', '', '--appendonly', 'no', '--daemonize', 'no',
   ]);
@@ -248,14 +249,22 @@ function makeTestPki(dir) {
 // limpet's config for the suite: 2 workers, no access log, one listener, one upstream.
 // `tls` ({cert, key}) makes the listener TLS-only.
 // `health` ({key: value}) becomes an [upstream.health] table.
-function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health, workers = 2 }) {
+// `adminPort` adds an [admin] listener on 127.0.0.1 (/metrics, /status). `sessionTtl` ("60s")
+// sets upstream.session_ttl. `sessionStore` ({address, keyPrefix, instance}) becomes a
+// [session_store] table (the Redis session store shared by several instances: run_scale.js).
+function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health, workers = 2,
+  adminPort, sessionTtl, sessionStore }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
-    '# written by tests/e2e/run_e2e.js',
+    '# written by tests/e2e/harness.js (limpetToml)',
     '[server]',
     `workers = ${workers}`,
     'access_log = "off"',
     `log_level = ${q(logLevel)}`,
+    ...(adminPort ? ['', '[admin]', `address = ${q(`127.0.0.1:${adminPort}`)}`] : []),
+    ...(sessionStore ? ['', '[session_store]', `address = ${q(sessionStore.address)}`,
+      `key_prefix = ${q(sessionStore.keyPrefix)}`,
+      ...(sessionStore.instance ? [`instance = ${q(sessionStore.instance)}`] : [])] : []),
     '',
     '[[listener]]',
     `address = ${q(`127.0.0.1:${listenPort}`)}`,
@@ -266,6 +275,7 @@ function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = '
     'name = "io"',
     `balance = ${q(balance)}`,
     `engineio_paths = [${engineioPaths.map(q).join(', ')}]`,
+    ...(sessionTtl ? [`session_ttl = ${q(sessionTtl)}`] : []),
   ];
   if (health) {
     lines.push('', '[upstream.health]');
@@ -315,12 +325,15 @@ http {
 // node. kind: "limpet" (the real thing) or "nginx-rr" / "nginx-iphash" (harness development).
 // With `tls` ({cert, key, ca}) limpet's listener is TLS-only and the check goes over https,
 // trusting `ca`. Returns the child's record; its URL is `frontUrl(listenPort, tls)`.
-async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health, workers }) {
+// adminPort, sessionTtl, sessionStore: see limpetToml (limpet only).
+async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health, workers,
+  adminPort, sessionTtl, sessionStore }) {
   let rec;
   if (tls && kind !== 'limpet') throw new Error(`TLS is implemented for limpet only, not ${kind}`);
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
-    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health, workers }));
+    fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health, workers,
+      adminPort, sessionTtl, sessionStore }));
     // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
     rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {
@@ -334,11 +347,68 @@ async function startFront(group, { kind, name, dir, listenPort, backends, balanc
   } else {
     throw new Error(`unknown front kind ${kind}`);
   }
-  await waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
-    if (rec.exitInfo) throw new Error(`${name} exited: ${JSON.stringify(rec.exitInfo)}`);
+  await readyOrExited(group, rec, waitUntil(`${name} (${kind}) on port ${listenPort}`, async () => {
     const s = await httpJson('GET', `${frontUrl(listenPort, tls)}/__stats`, undefined, { ca: tls && tls.ca });
     return backends.some((b) => b.name === s.name);
-  }, { timeoutMs: 15000 });
+  }, { timeoutMs: 15000 }));
+  return rec;
+}
+
+// Resolves when `ready` does; rejects at once, with the last lines of its log, if the child
+// exits first (a config error, a port in use), instead of running the wait to its deadline.
+async function readyOrExited(group, rec, ready) {
+  let done = false;
+  const exited = rec.exited.then((info) => {
+    if (!done) throw new Error(`${rec.name} exited ${JSON.stringify(info)}: ${group.tail(rec.name, 5)}`);
+  });
+  exited.catch(() => {});
+  try {
+    await Promise.race([exited, ready]);
+  } finally {
+    done = true;
+  }
+}
+
+// HAProxy as the L4 balancer in front of several limpet instances (run_scale.js): `mode tcp`,
+// `balance roundrobin`, no health checks and no stickiness, so every new TCP connection (each
+// polling request of a Node client, which keeps no connections alive) goes to the next instance.
+// `servers`: [{name, port}]. Long client/server timeouts: a WebSocket or a held long-poll is one
+// idle TCP connection as far as HAProxy knows. `maxconn` 8000: HAProxy needs about two file
+// descriptors per connection and refuses to start when it cannot raise its limit that far
+// (run.sh sets 20000).
+function haproxyConf({ listenPort, servers, maxconn = 8000 }) {
+  return [
+    '# written by tests/e2e/harness.js (startHaproxy)',
+    'global',
+    `  maxconn ${maxconn}`,
+    '  nbthread 1',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 5s',
+    '  timeout client 10m',
+    '  timeout server 10m',
+    'frontend fe',
+    `  bind 127.0.0.1:${listenPort}`,
+    `  maxconn ${maxconn}`,
+    '  default_backend limpets',
+    'backend limpets',
+    '  balance roundrobin',
+    ...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.port}`),
+    '',
+  ].join('\n');
+}
+
+// Writes <dir>/<name>.cfg, checks it (`haproxy -c`), starts HAProxy in the foreground (-db) and
+// waits until a request through it reaches one of `backends` (the nodes' /__stats).
+async function startHaproxy(group, { name = 'haproxy', dir, listenPort, servers, backends, timeoutMs = 15000 }) {
+  const conf = path.join(dir, `${name}.cfg`);
+  fs.writeFileSync(conf, haproxyConf({ listenPort, servers }));
+  execFileSync('haproxy', ['-c', '-q', '-f', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const rec = group.spawn(name, 'haproxy', ['-db', '-f', conf], { cwd: dir });
+  await readyOrExited(group, rec, waitUntil(`${name} on port ${listenPort}`, async () => {
+    const s = await httpJson('GET', `http://127.0.0.1:${listenPort}/__stats`);
+    return backends.some((b) => b.name === s.name);
+  }, { timeoutMs }));
   return rec;
 }
 
@@ -350,12 +420,14 @@ module.exports = {
   ProcessGroup,
   freePort,
   frontUrl,
+  haproxyConf,
   httpJson,
   limpetToml,
   makeTempDir,
   makeTestPki,
   sleep,
   startFront,
+  startHaproxy,
   startNode,
   startRedis,
   waitForRedis,

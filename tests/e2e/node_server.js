@@ -73,6 +73,10 @@ function makeStats(name, port) {
     health_checks: 0,       // Engine.IO handshakes of limpet's health checker (not in `handshakes`)
     health_check_closes: {},  // how those sessions ended, by reason ("transport close": its close packet)
     session_unknown_errors: 0,
+    // The same by the client's `e2e_group` query parameter (run_scale.js tags each client with
+    // its transport mode: polling, default, websocket); "none" when absent.
+    session_unknown_by_group: {},
+    connected_by_group: {},  // like `connected`, by the e2e_group of the socket's handshake
     connection_errors: {},  // by name, all codes (ERROR_NAMES)
     upgrade_count: 0,       // polling → websocket upgrades completed
     transports: { polling: 0, websocket: 0 },  // current Engine.IO transports of open sessions
@@ -119,6 +123,11 @@ function makeHttpHandler(opts, stats, io) {
       if (req.method === 'GET' && url.pathname === '/__stats') {
         stats.engine_clients = io.engine.clientsCount;
         stats.connected = io.of('/').sockets.size;
+        stats.connected_by_group = {};
+        for (const socket of io.of('/').sockets.values()) {
+          const g = String(socket.handshake.query.e2e_group || 'none');
+          stats.connected_by_group[g] = (stats.connected_by_group[g] || 0) + 1;
+        }
         stats.transports = countTransports(io);
         return sendJson(res, 200, stats);
       }
@@ -175,7 +184,14 @@ function attachSocketHandlers(opts, stats, io) {
   io.engine.on('connection_error', (err) => {
     const key = ERROR_NAMES[err.code] || `code_${err.code}`;
     stats.connection_errors[key] = (stats.connection_errors[key] || 0) + 1;
-    if (err.code === 1) stats.session_unknown_errors++;
+    if (err.code === 1) {
+      stats.session_unknown_errors++;
+      let g = 'none';
+      try {
+        g = new URL(err.req.url, 'http://localhost').searchParams.get('e2e_group') || 'none';
+      } catch (_) { /* keep "none" */ }
+      stats.session_unknown_by_group[g] = (stats.session_unknown_by_group[g] || 0) + 1;
+    }
   });
 
   io.on('connection', (socket) => {

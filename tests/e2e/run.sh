@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the e2e suite: installs tests/e2e/node_modules from package-lock.json when it is missing
-# or was installed from another lock file, then `node run_e2e.js`. LIMPET_BIN names the binary;
+# or was installed from another lock file, then `node run_e2e.js` (or E2E_SCRIPT, e.g. run_scale.js,
+# with this script's arguments). LIMPET_BIN names the binary;
 # E2E_TLS=1 makes it the TLS run (see run_e2e.js), which needs the `openssl` command.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# A relative LIMPET_BIN (build/limpet) names a file relative to the caller's directory, not this one.
+if [[ -n "${LIMPET_BIN:-}" && "$LIMPET_BIN" != /* ]]; then LIMPET_BIN="$PWD/$LIMPET_BIN"; export LIMPET_BIN; fi
 cd "$here"
 
 tools=(node npm redis-server)
