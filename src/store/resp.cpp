@@ -89,7 +89,6 @@ void append_command(std::string& out, std::span<const std::string_view> argv) {
 struct ReplyReader::Impl {
   redisReader* reader = nullptr;
   ReaderState state;
-  size_t unparsed = 0;  // bytes fed since the last complete reply
 };
 
 ReplyReader::ReplyReader() : impl_(std::make_unique<Impl>()) {
@@ -107,11 +106,6 @@ ReplyReader::~ReplyReader() {
 
 void ReplyReader::feed(std::string_view data) {
   if (error() || data.empty()) return;
-  impl_->unparsed += data.size();
-  if (impl_->unparsed > kMaxUnparsed) {
-    error_ = "reply larger than 1 MiB";
-    return;
-  }
   if (redisReaderFeed(impl_->reader, data.data(), data.size()) != 0) error_ = impl_->reader->errstr;
 }
 
@@ -122,12 +116,15 @@ bool ReplyReader::next(Reply& out) {
     error_ = impl_->state.refusal != nullptr ? impl_->state.refusal : impl_->reader->errstr;
     return false;
   }
-  if (reply == nullptr) return false;
+  if (reply == nullptr) {
+    // An incomplete reply: checked here, not per feed, so the bound does not depend on how
+    // the bytes were split into reads.
+    if (impl_->reader->len - impl_->reader->pos > kMaxUnparsed) error_ = "reply larger than 1 MiB";
+    return false;
+  }
   auto* r = static_cast<Reply*>(reply);
   out = std::move(*r);
   delete r;
-  // What is left unparsed after this reply still counts toward the bound.
-  impl_->unparsed = impl_->reader->len - impl_->reader->pos;
   return true;
 }
 
