@@ -32,7 +32,8 @@ Endpoints (query parameters in brackets):
   /ws-raw-hello          WebSocket upgrade answered by hand: the 101 and a first text frame in one
                          write (bytes that arrive with the response head)
   /socket.io/            an Engine.IO v4 polling handshake when the query has no sid (the sid names
-                         this backend); with a sid, JSON {"backend", "sid"}. Only what the
+                         this backend; abuse=long-sid|not-json|gzip answers a broken one: a 10 KB
+                         sid, a non-JSON open packet, a gzip body); with a sid, JSON {"backend", "sid"}. Only what the
                          balancer reads: the real Socket.IO cluster is in tests/e2e
   /healthz               answers the status last set with /_healthz (200 at start): what a health
                          check asks
@@ -45,6 +46,7 @@ Endpoints (query parameters in brackets):
 
 import argparse
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -390,8 +392,18 @@ class Handler(BaseHTTPRequestHandler):
             self.respond_json(200, {"backend": STATE.name, "sid": q["sid"][0]})
             return
         sid = "%s-%d" % (STATE.name, STATE.new_conn_id())
-        self.respond(200, '0{"sid":"%s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
-                     '"maxPayload":1000000}' % sid, "text/plain; charset=UTF-8")
+        abuse = q.get("abuse", [""])[0]  # a broken backend, for the balancer's sid learning
+        if abuse == "long-sid":
+            sid = "x" * 10240
+        if abuse == "not-json":
+            self.respond(200, "0<html>" + "y" * 5000, "text/plain; charset=UTF-8")
+            return
+        body = '0{"sid":"%s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}' % sid
+        if abuse == "gzip":
+            self.respond(200, gzip.compress(body.encode()), "text/plain; charset=UTF-8",
+                         [("Content-Encoding", "gzip")])
+            return
+        self.respond(200, body, "text/plain; charset=UTF-8")
 
     def r_healthz(self, q, entry):
         self.read_body()
