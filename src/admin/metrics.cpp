@@ -192,6 +192,11 @@ std::string render_prometheus(const MetricsSnapshot& m) {
            static_cast<double>(m.ws_messages_to_backend));
   w.sample("limpet_websocket_messages_total", "direction=\"to_client\"",
            static_cast<double>(m.ws_messages_to_client));
+  w.family("limpet_tunnels_refused_frames_total", "counter",
+           "Tunnels closed by limpet over a frame it would not forward, by reason.");
+  w.sample("limpet_tunnels_refused_frames_total", "reason=\"too_big\"", static_cast<double>(m.ws_refused_too_big));
+  w.sample("limpet_tunnels_refused_frames_total", "reason=\"protocol_error\"",
+           static_cast<double>(m.ws_refused_protocol_error));
 
   w.family("limpet_affinity_entries", "gauge", "Sessions in the affinity table.");
   w.sample("limpet_affinity_entries", "", static_cast<double>(m.affinity.entries));

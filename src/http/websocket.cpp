@@ -28,6 +28,12 @@ bool FrameTracker::parse_header() {
   frame_fin_ = (h[0] & kFin) != 0;
   frame_opcode_ = h[0] & 0x0F;
   uint8_t len7 = h[1] & 0x7F;
+  const bool masked = (h[1] & kMaskBit) != 0;
+  if ((masking_ == Masking::kRequired && !masked) || (masking_ == Masking::kForbidden && masked) ||
+      (len7 == 127 && (h[2] & 0x80) != 0)) {
+    error_ = Error::kProtocol;
+    return false;
+  }
   uint64_t len = len7;
   if (len7 == 126) {
     len = (uint64_t{h[2]} << 8) | h[3];
@@ -36,7 +42,7 @@ bool FrameTracker::parse_header() {
     for (int i = 0; i < 8; ++i) len = (len << 8) | h[2 + i];
   }
   bool control = is_control(frame_opcode_);
-  if (control && (!frame_fin_ || len > 125)) {
+  if (control && (!frame_fin_ || len > 125 || frame_opcode_ > kPong)) {
     error_ = Error::kProtocol;
     return false;
   }

@@ -14,6 +14,7 @@ constexpr uint64_t kCloseReplyMs = 3000;
 const char* close_reason(uint16_t code) {
   switch (code) {
     case Tunnel::kCloseGoingAway: return "going away";
+    case Tunnel::kCloseProtocolError: return "protocol error";
     case Tunnel::kCloseTooBig: return "message too big";
     default: return "service restart";
   }
@@ -27,9 +28,11 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
       lease_(std::move(handoff.lease)),
       session_id_(handoff.session_id),
       up_{Relay(conn.client(), handoff.upstream),
-          http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size)},
+          http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
+                                        http::websocket::FrameTracker::Masking::kRequired)},
       down_{Relay(handoff.upstream, conn.client()),
-            http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size)} {
+            http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
+                                          http::websocket::FrameTracker::Masking::kForbidden)} {
   upstream_->set_delegate(this);
   last_activity_ms_ = uv_now(conn_.worker()->loop);
   lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
@@ -68,55 +71,56 @@ void Tunnel::drop_upstream() {
 void Tunnel::forward(Direction& d, std::string_view data) {
   if (upstream_ == nullptr) return;
   last_activity_ms_ = uv_now(conn_.worker()->loop);  // the loop's cached time: no system call
-  if (tracking_) {
-    if (d.frames.error() == http::websocket::FrameTracker::Error::kTooBig) return;  // closing
-    uint64_t before = d.frames.messages();
-    size_t boundary = d.frames.feed(data);
-    auto& counter = toward_backend(d) ? conn_.worker()->counters.ws_messages_to_backend
-                                      : conn_.worker()->counters.ws_messages_to_client;
-    counter.fetch_add(d.frames.messages() - before, std::memory_order_relaxed);
-    switch (d.frames.error()) {
-      case http::websocket::FrameTracker::Error::kTooBig:
-        message_too_big(d, data.substr(0, boundary));
-        return;
-      case http::websocket::FrameTracker::Error::kProtocol:
-        LOG_DEBUG("tunnel from %s: not WebSocket framing, passing bytes through", conn_.client_ip().data());
-        tracking_ = false;
-        if (close_code_ != 0) {
-          conn_.close();  // a clean close needs frame boundaries
-          return;
-        }
-        break;
-      case http::websocket::FrameTracker::Error::kNone:
-        if (d.close_sent) {
-          // That side already got our Close: nothing more may follow it; watch for the answers.
-          finish_if_answered();
-          return;
-        }
-        if (close_started_ && boundary > 0) {
-          // Up to the last frame that ends in this chunk, then our Close; what follows is
-          // dropped. No boundary yet: the frame in progress goes on whole.
-          d.relay.write(data.substr(0, boundary));
-          inject_close(d);
-          return;
-        }
-        break;
-    }
+  if (d.frames.error() != http::websocket::FrameTracker::Error::kNone) return;  // refused: closing
+  uint64_t before = d.frames.messages();
+  size_t boundary = d.frames.feed(data);
+  auto& counter = toward_backend(d) ? conn_.worker()->counters.ws_messages_to_backend
+                                    : conn_.worker()->counters.ws_messages_to_client;
+  counter.fetch_add(d.frames.messages() - before, std::memory_order_relaxed);
+  switch (d.frames.error()) {
+    case http::websocket::FrameTracker::Error::kTooBig:
+      refuse_frame(d, data.substr(0, boundary), kCloseTooBig);
+      return;
+    case http::websocket::FrameTracker::Error::kProtocol:
+      refuse_frame(d, data.substr(0, boundary), kCloseProtocolError);
+      return;
+    case http::websocket::FrameTracker::Error::kNone:
+      break;
+  }
+  if (d.close_sent) {
+    // That side already got our Close: nothing more may follow it; watch for the answers.
+    finish_if_answered();
+    return;
+  }
+  if (close_started_ && boundary > 0) {
+    // Up to the last frame that ends in this chunk, then our Close; what follows is dropped.
+    // No boundary yet: the frame in progress goes on whole.
+    d.relay.write(data.substr(0, boundary));
+    inject_close(d);
+    return;
   }
   d.relay.write(data);
 }
 
-// A message over max_message_size: what came before its frame goes on, the receiver gets a
-// Close (control frames may interleave a fragmented message), and so does the sender once its
-// own direction reaches a frame boundary.
-void Tunnel::message_too_big(Direction& d, std::string_view up_to_boundary) {
-  LOG_INFO("tunnel from %s: a message %s exceeds max_message_size (%llu bytes): closing with 1009",
-           conn_.client_ip().data(), toward_backend(d) ? "to the backend" : "to the client",
-           static_cast<unsigned long long>(conn_.listener().upstream->config().max_message_size));
-  conn_.worker()->counters.ws_messages_too_big.fetch_add(1, std::memory_order_relaxed);
+// The frame that broke the rules (a framing error: 1002; over max_message_size: 1009) and all
+// after it are never forwarded: the receiver would have to fail the connection anyway (RFC 6455
+// §7.1.7), and a proxy that passes frames it cannot delimit cannot close cleanly later. What came
+// before the frame goes on, the receiver gets a Close (control frames may interleave a
+// fragmented message), and so does the sender once its own direction reaches a frame boundary.
+void Tunnel::refuse_frame(Direction& d, std::string_view up_to_boundary, uint16_t code) {
+  const char* toward = toward_backend(d) ? "to the backend" : "to the client";
+  if (code == kCloseTooBig) {
+    LOG_INFO("tunnel from %s: a message %s exceeds max_message_size (%llu bytes): closing with 1009",
+             conn_.client_ip().data(), toward,
+             static_cast<unsigned long long>(conn_.listener().upstream->config().max_message_size));
+    conn_.worker()->counters.ws_messages_too_big.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    LOG_INFO("tunnel from %s: a malformed WebSocket frame %s: closing with 1002", conn_.client_ip().data(), toward);
+    conn_.worker()->counters.ws_protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!up_to_boundary.empty()) d.relay.write(up_to_boundary);
-  d.relay.hold(true);  // the rest of the sender's message is never forwarded
-  close_code_ = kCloseTooBig;
+  d.relay.hold(true);  // the rest of the sender's bytes are never forwarded
+  close_code_ = code;
   close_started_ = true;
   inject_close(d);
   Direction& toward_sender = other(d);
@@ -126,10 +130,6 @@ void Tunnel::message_too_big(Direction& d, std::string_view up_to_boundary) {
 
 void Tunnel::close_cleanly(uint16_t code, uint64_t delay_ms) {
   if (close_code_ != 0) return;
-  if (!tracking_) {
-    conn_.close();
-    return;
-  }
   close_code_ = code;
   close_deadline_ = uv_now(conn_.worker()->loop) + delay_ms;
   conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
@@ -192,7 +192,7 @@ void Tunnel::inject_close(Direction& d) {
 
 void Tunnel::finish_if_answered() {
   if (!up_.close_sent || !down_.close_sent) return;
-  if (close_code_ == kCloseTooBig) {
+  if (close_code_ == kCloseTooBig || close_code_ == kCloseProtocolError) {
     finish();  // the sender's framing is lost: no answer can be read, only written out
     return;
   }

@@ -223,6 +223,8 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.tunnels_closed_cleanly += c.tunnels_closed_cleanly.load();
     m.ws_messages_to_backend += c.ws_messages_to_backend.load();
     m.ws_messages_to_client += c.ws_messages_to_client.load();
+    m.ws_refused_too_big += c.ws_messages_too_big.load();
+    m.ws_refused_protocol_error += c.ws_protocol_errors.load();
     m.bytes_from_clients += c.bytes_from_clients.load();
     m.bytes_to_clients += c.bytes_to_clients.load();
     m.retries += c.retries.load();

@@ -276,3 +276,45 @@ def read_frame(c):
     if mask:
         payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return b0 & 0x0F, payload
+
+
+# ---- malformed client frames (issue 12): Close 1002 for that tunnel, nothing else disturbed ---
+
+BAD_FRAMES = {
+    "unmasked": struct.pack("!BB", 0x81, 3) + b"abc",
+    "reserved_opcode": client_frame(b"x", opcode=3),
+    "reserved_control_opcode": client_frame(b"x", opcode=0xB),
+    "length_top_bit": struct.pack("!BBQ", 0x82, 0x80 | 127, (1 << 63) | 5) + os.urandom(4) + b"abcde",
+    "fragmented_ping": bytes([0x09]) + client_frame(b"p", opcode=9)[1:],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FRAMES))
+def test_malformed_client_frame_closes_that_tunnel_with_1002(lp, case):
+    with RawHttp(lp.port) as neighbour, RawHttp(lp.port) as c:
+        for conn in (neighbour, c):
+            conn.send(handshake("/echo"))
+            assert conn.read_head()[1] == 101
+        c.send(client_frame(b"before"))
+        assert read_frame(c) == (1, b"before")
+        c.send(BAD_FRAMES[case])
+        opcode, payload = read_frame(c)
+        assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1002
+        assert c.read_to_eof() == b""  # nothing after the Close, then closed
+        neighbour.send(client_frame(b"still here"))  # the other tunnel of the same worker goes on
+        assert read_frame(neighbour) == (1, b"still here")
+
+
+def test_a_frame_split_byte_by_byte_and_100000_tiny_frames(lp):
+    with RawHttp(lp.port) as neighbour, RawHttp(lp.port) as c:
+        for conn in (neighbour, c):
+            conn.send(handshake("/echo"))
+            assert conn.read_head()[1] == 101
+        for byte in client_frame(b"one byte at a time"):
+            c.send(bytes([byte]))
+        assert read_frame(c) == (1, b"one byte at a time")
+        c.send(b"".join(client_frame(b"") for _ in range(100000)))
+        neighbour.send(client_frame(b"not stalled"))
+        assert read_frame(neighbour) == (1, b"not stalled")
+        for _ in range(100000):
+            assert read_frame(c) == (1, b"")

@@ -76,6 +76,8 @@ struct MetricsSnapshot {
   uint64_t tunnels_closed_cleanly = 0;
   uint64_t ws_messages_to_backend = 0;
   uint64_t ws_messages_to_client = 0;
+  uint64_t ws_refused_too_big = 0;        // tunnels closed with 1009
+  uint64_t ws_refused_protocol_error = 0; // tunnels closed with 1002
   uint64_t bytes_from_clients = 0;
   uint64_t bytes_to_clients = 0;
   uint64_t retries = 0;

@@ -23,8 +23,15 @@ enum Opcode : uint8_t {
 class FrameTracker {
  public:
   enum class Error : uint8_t { kNone, kProtocol, kTooBig };
+  // RFC 6455 §5.1: every frame from a client is masked, none from a server.
+  enum class Masking : uint8_t { kAny, kRequired, kForbidden };
 
-  explicit FrameTracker(uint64_t max_message = 0) : max_message_(max_message) {}
+  // Protocol errors: a continuation outside a message or a new message inside one, reserved
+  // opcodes (data 3-7, control 0xB-0xF), a fragmented or over-125-byte control frame, a 64-bit
+  // length with its top bit set, and the wrong masking for the direction. RSV bits are left to
+  // the endpoints (extensions such as permessage-deflate use them).
+  explicit FrameTracker(uint64_t max_message = 0, Masking masking = Masking::kAny)
+      : max_message_(max_message), masking_(masking) {}
 
   // Consumes `data`; returns how many of its leading bytes end exactly at the last frame
   // boundary reached inside it (0 if none). Stops at the first error.
@@ -52,6 +59,7 @@ class FrameTracker {
   bool in_message_ = false;  // a fragmented data message has started
   bool frame_fin_ = false;
   uint8_t frame_opcode_ = 0;
+  Masking masking_;
 };
 
 // A Close frame with `code` and `reason` (<= 123 bytes). Frames toward a server must be masked

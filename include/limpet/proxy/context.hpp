@@ -36,6 +36,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> ws_messages_to_backend{0};
   std::atomic<uint64_t> ws_messages_to_client{0};
   std::atomic<uint64_t> ws_messages_too_big{0};  // tunnels closed with 1009 (max_message_size)
+  std::atomic<uint64_t> ws_protocol_errors{0};   // tunnels closed with 1002 (a malformed frame)
   std::atomic<uint64_t> retries{0};
   std::atomic<int64_t> active_connections{0};
   std::atomic<uint64_t> bytes_from_clients{0};  // added when a connection closes

@@ -25,6 +25,7 @@ class ClientConnection;
 class Tunnel : public net::StreamDelegate {
  public:
   static constexpr uint16_t kCloseGoingAway = 1001;
+  static constexpr uint16_t kCloseProtocolError = 1002;
   static constexpr uint16_t kCloseTooBig = 1009;
   static constexpr uint16_t kCloseServiceRestart = 1012;
 
@@ -69,7 +70,8 @@ class Tunnel : public net::StreamDelegate {
   Direction& other(Direction& d) { return &d == &up_ ? down_ : up_; }
   bool toward_backend(const Direction& d) const { return &d == &up_; }
   void forward(Direction& d, std::string_view data);
-  void message_too_big(Direction& d, std::string_view up_to_boundary);
+  // A frame limpet will not forward (a framing error, or over max_message_size): see tunnel.cpp.
+  void refuse_frame(Direction& d, std::string_view up_to_boundary, uint16_t code);
   void inject_close(Direction& d);
   void finish_if_answered();
   void on_source_end(Direction& d, int status);
@@ -87,7 +89,6 @@ class Tunnel : public net::StreamDelegate {
   uint64_t last_activity_ms_ = 0;  // loop time of the last bytes either way
   uint64_t close_deadline_ = 0;  // loop time (ms) of the next clean-close step; 0: none
   uint16_t close_code_ = 0;      // a clean close was asked for
-  bool tracking_ = true;         // false once the bytes stopped looking like WebSocket frames
   bool close_started_ = false;   // its delay has passed: Close frames go out at boundaries
   bool finished_ = false;        // both directions done: close once the queues are written
 };

@@ -78,6 +78,30 @@ TEST(FrameTracker, ProtocolErrors) {
   EXPECT_EQ(reserved.error(), FrameTracker::Error::kProtocol);
 }
 
+TEST(FrameTracker, MoreProtocolErrors) {
+  FrameTracker reserved_control;
+  reserved_control.feed(frame(0xB, 1));
+  EXPECT_EQ(reserved_control.error(), FrameTracker::Error::kProtocol);
+  FrameTracker fragmented_ping;
+  fragmented_ping.feed(frame(kPing, 1, false));
+  EXPECT_EQ(fragmented_ping.error(), FrameTracker::Error::kProtocol);
+  FrameTracker top_bit;  // a 64-bit length with its most significant bit set
+  top_bit.feed(std::string("\x82\x7f\x80\x00\x00\x00\x00\x00\x00\x01", 10));
+  EXPECT_EQ(top_bit.error(), FrameTracker::Error::kProtocol);
+  FrameTracker from_client(0, FrameTracker::Masking::kRequired);
+  from_client.feed(frame(kText, 3, true, true));
+  EXPECT_EQ(from_client.error(), FrameTracker::Error::kNone);
+  from_client.feed(frame(kText, 3, true, false));
+  EXPECT_EQ(from_client.error(), FrameTracker::Error::kProtocol);
+  FrameTracker from_server(0, FrameTracker::Masking::kForbidden);
+  from_server.feed(frame(kText, 3, true, true));
+  EXPECT_EQ(from_server.error(), FrameTracker::Error::kProtocol);
+  FrameTracker rsv(0, FrameTracker::Masking::kForbidden);  // extensions' bits are the endpoints' business
+  rsv.feed(std::string("\xc1\x01x", 3));
+  EXPECT_EQ(rsv.error(), FrameTracker::Error::kNone);
+  EXPECT_EQ(rsv.messages(), 1u);
+}
+
 TEST(CloseFrame, UnmaskedAndMasked) {
   std::string plain = close_frame(1012, "restart", false, 0);
   EXPECT_EQ(plain, std::string("\x88\x09\x03\xf4restart", 11));

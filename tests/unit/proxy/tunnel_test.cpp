@@ -268,3 +268,63 @@ TEST_F(TunnelTest, UnansweredCloseStillClosesTheConnections) {
 
 }  // namespace
 }  // namespace limpet::proxy::testing
+
+namespace limpet::proxy::testing {
+namespace {
+
+// Frames limpet will not forward (design: doc/security.md): the receiver would have to fail the
+// connection (RFC 6455 §7.1.7), and what follows cannot be delimited. Each case: what came before
+// goes on, both sides get a Close 1002, none of the bad frame's bytes reach the backend.
+struct BadFrame {
+  const char* name;
+  std::string bytes;
+};
+
+class TunnelBadFrameTest : public TunnelTest, public ::testing::WithParamInterface<BadFrame> {};
+
+TEST_P(TunnelBadFrameTest, ClosesWith1002AndForwardsNoneOfIt) {
+  RawConn& c = open();
+  const std::string good = ws_frame(1, "fine", true);
+  c.write(good + GetParam().bytes);
+  ASSERT_TRUE(run_until([&] { return frames(c).size() == 1 && read_frames(up_->in).size() == 2; }));
+  EXPECT_EQ(frames(c)[0].close_code(), 1002);
+  auto up_frames = read_frames(up_->in);
+  EXPECT_EQ(up_frames[0].payload, "fine");
+  EXPECT_EQ(up_frames[1].close_code(), 1002);
+  EXPECT_TRUE(up_frames[1].masked);
+  size_t consumed = 0;
+  read_frames(up_->in, &consumed);
+  EXPECT_EQ(consumed, up_->in.size());  // nothing after the Close
+  ASSERT_TRUE(run_until([&] { return all_closed(); }));
+  EXPECT_EQ(worker_.counters.ws_protocol_errors.load(), 1u);
+}
+
+std::string with_length_top_bit() {
+  return std::string("\x82\xff\x80\x00\x00\x00\x00\x00\x00\x05", 10) + std::string("\x01\x02\x03\x04", 4) + "abcde";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Frames, TunnelBadFrameTest,
+    ::testing::Values(BadFrame{"unmasked", ws_frame(1, "no mask", false)},
+                      BadFrame{"reserved_data_opcode", ws_frame(3, "x", true)},
+                      BadFrame{"reserved_control_opcode", ws_frame(0xB, "x", true)},
+                      BadFrame{"length_top_bit", with_length_top_bit()},
+                      BadFrame{"fragmented_ping", ws_frame(9, "p", true, 0x11223344, false)},
+                      BadFrame{"orphan_continuation", ws_frame(0, "c", true)}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST_F(TunnelTest, AFrameSplitByteByByteAndManyTinyFramesPassIntact) {
+  RawConn& c = open();
+  const std::string one = ws_frame(2, std::string(300, 'b'), true);
+  for (char byte : one) c.write(std::string(1, byte));
+  ASSERT_TRUE(run_until([&] { return up_->in.size() == one.size(); }));
+  std::string tiny;
+  for (int i = 0; i < 100000; ++i) tiny += ws_frame(1, "", true);
+  c.write(tiny);
+  ASSERT_TRUE(run_until([&] { return up_->in.size() == one.size() + tiny.size(); }, 10000));
+  EXPECT_EQ(worker_.counters.ws_messages_to_backend.load(), 100001u);
+  EXPECT_EQ(worker_.counters.ws_protocol_errors.load(), 0u);
+}
+
+}  // namespace
+}  // namespace limpet::proxy::testing
