@@ -43,6 +43,9 @@ max_header_size = "16k"
 max_request_line = "8k"
 max_body_size = "16m"
 add_forwarded = true
+proxy_protocol = true
+trusted_proxies = ["10.0.0.0/8"]
+proxy_protocol_timeout = "5s"
 
 [listener.tls]
 cert = "default.pem"

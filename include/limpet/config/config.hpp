@@ -154,6 +154,11 @@ struct ListenerConfig {
   size_t max_request_line = 8 * 1024;   // request line (414)
   size_t max_body_size = 16 * 1024 * 1024;  // 413; 0 = unlimited
   bool add_forwarded = false;           // RFC 7239 Forwarded header besides X-Forwarded-*
+  // PROXY protocol v1/v2 header expected first on every connection, only from trusted_proxies
+  // (CIDRs, normalised "10.0.0.0/8"; required when on), within proxy_protocol_timeout.
+  bool proxy_protocol = false;
+  std::vector<std::string> trusted_proxies;
+  Millis proxy_protocol_timeout{5000};
   ListenerTls tls;
 };
 
