@@ -316,6 +316,8 @@ UpstreamConfig read_upstream(TableReader r) {
   r.read_duration("send_timeout", u.send_timeout, Millis(1));
   r.read_size("max_message_size", u.max_message_size);
   r.read_duration("keepalive_idle_timeout", u.keepalive_idle_timeout, Millis(1));
+  r.read_enum("send_proxy_protocol", u.send_proxy_protocol,
+              {{"off", SendProxyProtocol::kOff}, {"v1", SendProxyProtocol::kV1}, {"v2", SendProxyProtocol::kV2}});
   r.read_int("max_tries", u.max_tries, 1, 100);
   r.read_int("keepalive_max_idle", u.keepalive_max_idle, 0, 100'000);
   if (const toml::value* t = r.find_table("sticky_cookie")) {

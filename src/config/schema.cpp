@@ -77,6 +77,7 @@ max_message_size = "1m"
 keepalive_idle_timeout = "60s"
 max_tries = 3
 keepalive_max_idle = 64
+send_proxy_protocol = "v2"
 
 [upstream.sticky_cookie]
 enabled = true

@@ -1,6 +1,7 @@
 """PROXY protocol: HAProxy 2.6 (mode tcp, `send-proxy` / `send-proxy-v2`) in front of a
 proxy_protocol listener, hand-made headers on raw sockets (malformed, split, slow, untrusted
-peers), and a TLS listener behind HAProxy.
+peers), a TLS listener behind HAProxy, and `send_proxy_protocol` toward a backend written here
+(it parses the header itself, shares no code with limpet, and answers HTTP on the connection).
 
 Clients connect from 127.0.0.2 and up (any 127/8 address is local on Linux) so that the client's
 address differs from HAProxy's and from a direct peer's (127.0.0.1).
@@ -11,9 +12,11 @@ import json
 import re
 import shutil
 import socket
+import socketserver
 import ssl
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -273,3 +276,121 @@ def test_without_proxy_protocol_a_header_is_just_a_bad_request(cluster):
     with RawHttp(lp.ports[1]) as c:  # the plain listener
         c.send(b"PROXY TCP4 198.51.100.7 127.0.0.1 1 2\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
         assert c.read_response().status == 400
+
+
+# ---------------------------------------------------------------------------------------------
+# send_proxy_protocol toward a backend
+
+def read_proxy_header(f):
+    """(version, source ip or None for LOCAL/UNKNOWN) from a file object, read exactly."""
+    first = f.read(1)
+    if first == b"P":
+        line = first + f.readline(106)
+        assert line.endswith(b"\r\n"), line
+        parts = line[:-2].decode().split(" ")
+        assert parts[0] == "PROXY", line
+        if parts[1] == "UNKNOWN":
+            return 1, None
+        assert parts[1] in ("TCP4", "TCP6") and len(parts) == 6, line
+        return 1, parts[2]
+    fixed = first + f.read(15)
+    assert fixed[:12] == V2_SIGNATURE, fixed
+    length = struct.unpack("!H", fixed[14:16])[0]
+    block = f.read(length)
+    if fixed[12] == 0x20:
+        return 2, None
+    assert fixed[12] == 0x21, fixed
+    if fixed[13] == 0x11:
+        return 2, socket.inet_ntop(socket.AF_INET, block[0:4])
+    assert fixed[13] == 0x21, fixed
+    return 2, socket.inet_ntop(socket.AF_INET6, block[0:16])
+
+
+class ProxyProtocolBackend:
+    """Expects a PROXY header on every connection, then answers HTTP/1.1 with keep-alive: each
+    response says which connection served it and what its header claimed."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connections = []  # (version, source) per connection, in accept order
+        backend = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                try:
+                    version, source = read_proxy_header(self.rfile)
+                except (AssertionError, IndexError, OSError):
+                    return  # no valid header: the connection is dropped, as such servers do
+                with backend.lock:
+                    conn_id = len(backend.connections)
+                    backend.connections.append((version, source))
+                while True:
+                    request_line = self.rfile.readline(8192)
+                    if not request_line:
+                        return
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+                        pass
+                    path = request_line.split(b" ")[1].decode()
+                    body = json.dumps({"conn": conn_id, "source": source, "path": path}).encode()
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pp_backend():
+    b = ProxyProtocolBackend()
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_send_proxy_protocol_to_the_backend(cluster, pp_backend, version):
+    lp = start_ops_limpet(cluster, [("ppb", pp_backend.address)],
+                          upstream={"send_proxy_protocol": version,
+                                    "health": {"type": "http", "path": "/healthz", "interval": "100ms"}})
+    number = int(version[1])
+    # The health checks send a header without a client (LOCAL / UNKNOWN) and are answered.
+    wait_until(lambda: (number, None) in pp_backend.connections, 5, "a health check with a LOCAL header")
+    assert lp.backend_states() == {"ppb": "up"}
+
+    # Two clients, keep-alive each, interleaved: every backend connection carries one client's
+    # address and serves that client only.
+    clients = {src: RawHttp(lp.port, source=src) for src in ("127.0.0.2", "127.0.0.3")}
+    served = []
+    try:
+        for i in range(3):
+            for src, c in clients.items():
+                resp = c.request("GET", f"/r{i}")
+                assert resp.status == 200, resp
+                served.append((src, resp.json()))
+    finally:
+        for c in clients.values():
+            c.close()
+    owner = {}
+    for src, r in served:
+        version_seen, source = pp_backend.connections[r["conn"]]
+        assert (version_seen, source) == (number, src), (src, r, pp_backend.connections)
+        assert owner.setdefault(r["conn"], src) == src, f"connection {r['conn']} served two clients"
+
+
+def test_send_proxy_protocol_passes_on_the_address_received(cluster, pp_backend):
+    lp = pp_limpet(cluster, [("ppb", pp_backend.address)], upstream={"send_proxy_protocol": "v2"})
+    with RawHttp(lp.port) as c:
+        c.send(b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n")
+        resp = c.request("GET", "/through")
+        assert resp.status == 200
+        assert pp_backend.connections[resp.json()["conn"]] == (2, "198.51.100.9")

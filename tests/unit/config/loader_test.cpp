@@ -697,13 +697,15 @@ TEST(LoaderTls, ListenerErrors) {
 namespace limpet::config {
 namespace {
 
-// [[listener]] proxy_protocol / trusted_proxies / proxy_protocol_timeout.
+// [[listener]] proxy_protocol / trusted_proxies / proxy_protocol_timeout, [[upstream]]
+// send_proxy_protocol.
 TEST(LoaderProxyProtocol, KeysAndDefaults) {
   const std::string m = kMinimal;
   const Config plain = load_ok(m);
   EXPECT_FALSE(plain.listeners[0].proxy_protocol);
   EXPECT_TRUE(plain.listeners[0].trusted_proxies.empty());
   EXPECT_EQ(plain.listeners[0].proxy_protocol_timeout, Millis(5000));
+  EXPECT_EQ(plain.upstreams[0].send_proxy_protocol, SendProxyProtocol::kOff);
 
   std::string text = m;
   text.insert(text.find("upstream = \"app\"\n") + 17,
@@ -713,6 +715,10 @@ TEST(LoaderProxyProtocol, KeysAndDefaults) {
   EXPECT_TRUE(on.listeners[0].proxy_protocol);
   EXPECT_EQ(on.listeners[0].trusted_proxies, (std::vector<std::string>{"10.0.0.0/8", "127.0.0.1/32", "::1/128"}));
   EXPECT_EQ(on.listeners[0].proxy_protocol_timeout, Millis(250));
+
+  std::string v1 = m;
+  v1.replace(v1.find("name = \"app\"\n"), 13, "name = \"app\"\nsend_proxy_protocol = \"v1\"\n");
+  EXPECT_EQ(load_ok(v1).upstreams[0].send_proxy_protocol, SendProxyProtocol::kV1);
 }
 
 TEST(LoaderProxyProtocol, Errors) {
@@ -731,6 +737,9 @@ TEST(LoaderProxyProtocol, Errors) {
                "\"localhost\"");
   expect_error(listener("proxy_protocol = \"yes\"\n"), "4:18", "proxy_protocol: expected true or false");
   expect_error(listener("proxy_protocol_timeout = \"0s\"\n"), "4:26", "proxy_protocol_timeout:");
+  std::string up = m;
+  up.replace(up.find("name = \"app\"\n"), 13, "name = \"app\"\nsend_proxy_protocol = \"v3\"\n");
+  expect_error(up, "7:23", "send_proxy_protocol: expected one of \"off\", \"v1\", \"v2\", got \"v3\"");
 }
 
 }  // namespace
