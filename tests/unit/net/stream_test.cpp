@@ -229,6 +229,7 @@ TEST_F(Loopback, ConnectPreambleGoesFirstAndIsNeverHandedBack) {
   EXPECT_NE(status, 0);
   EXPECT_EQ(refused->out().take_queued(), std::vector<std::string>{"payload"});
   refused->close();
+  run_until([&] { return rec.closed == 2; });  // `rec` must outlive both close callbacks
 }
 
 TEST(OutQueue, QueuesUntilAttachedAndHandsOverOnFailure) {
