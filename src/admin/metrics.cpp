@@ -146,6 +146,14 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   w.family("limpet_upstream_retries_total", "counter",
            "Requests sent to another backend after a connect failure.");
   w.sample("limpet_upstream_retries_total", "", static_cast<double>(m.retries));
+  w.family("limpet_proxy_protocol_rejected_total", "counter",
+           "Connections to proxy_protocol listeners closed before any HTTP: from an address outside "
+           "trusted_proxies, with a malformed PROXY header, or without one within proxy_protocol_timeout.");
+  w.sample("limpet_proxy_protocol_rejected_total", "reason=\"untrusted\"",
+           static_cast<double>(m.proxy_protocol_untrusted));
+  w.sample("limpet_proxy_protocol_rejected_total", "reason=\"malformed\"",
+           static_cast<double>(m.proxy_protocol_malformed));
+  w.sample("limpet_proxy_protocol_rejected_total", "reason=\"timeout\"", static_cast<double>(m.proxy_protocol_timeout));
   w.family("limpet_bytes_total", "counter", "Bytes exchanged with clients.");
   w.sample("limpet_bytes_total", "direction=\"in\"", static_cast<double>(m.bytes_from_clients));
   w.sample("limpet_bytes_total", "direction=\"out\"", static_cast<double>(m.bytes_to_clients));

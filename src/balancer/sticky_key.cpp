@@ -1,6 +1,7 @@
 #include "limpet/balancer/sticky_key.hpp"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -188,6 +189,25 @@ std::optional<IpAddress> parse_ip(std::string_view text) {
     return ip;
   }
   return parse_plain_ip(text);
+}
+
+std::optional<IpAddress> ip_of(const sockaddr* addr) {
+  IpAddress ip;
+  if (addr->sa_family == AF_INET) {
+    std::memcpy(ip.bytes, &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, 4);
+    ip.family = AF_INET;
+    return ip;
+  }
+  if (addr->sa_family != AF_INET6) return std::nullopt;
+  const uint8_t* v6 = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr.s6_addr;
+  if (std::memcmp(v6, kV4Mapped, sizeof kV4Mapped) == 0) {
+    std::memcpy(ip.bytes, v6 + 12, 4);
+    ip.family = AF_INET;
+  } else {
+    std::memcpy(ip.bytes, v6, 16);
+    ip.family = AF_INET6;
+  }
+  return ip;
 }
 
 std::string to_string(const IpAddress& ip) {

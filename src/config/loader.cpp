@@ -174,6 +174,18 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   r.read_size("max_request_line", l.max_request_line);
   r.read_size("max_body_size", l.max_body_size);
   r.read("add_forwarded", l.add_forwarded);
+  r.read("proxy_protocol", l.proxy_protocol);
+  const bool has_trusted =
+      r.read_list("trusted_proxies", l.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
+  r.read_duration("proxy_protocol_timeout", l.proxy_protocol_timeout, Millis(1));
+  // Without a list anyone could claim any client address.
+  if (l.proxy_protocol && !has_trusted) {
+    r.fail("proxy_protocol", "proxy_protocol = true needs trusted_proxies, the addresses allowed to send the "
+                             "header, such as [\"10.0.0.0/8\", \"127.0.0.1\"]");
+  }
+  if (has_trusted && l.trusted_proxies.empty()) {
+    r.fail("trusted_proxies", "expected at least one address or CIDR such as \"10.0.0.0/8\"");
+  }
   if (const toml::value* t = r.find_table("tls")) l.tls = read_listener_tls(TableReader(*t, "[listener.tls]"));
   if (l.max_header_size == 0) r.fail("max_header_size", "expected a size greater than 0");
   if (l.max_request_line == 0) r.fail("max_request_line", "expected a size greater than 0");
@@ -304,6 +316,8 @@ UpstreamConfig read_upstream(TableReader r) {
   r.read_duration("send_timeout", u.send_timeout, Millis(1));
   r.read_size("max_message_size", u.max_message_size);
   r.read_duration("keepalive_idle_timeout", u.keepalive_idle_timeout, Millis(1));
+  r.read_enum("send_proxy_protocol", u.send_proxy_protocol,
+              {{"off", SendProxyProtocol::kOff}, {"v1", SendProxyProtocol::kV1}, {"v2", SendProxyProtocol::kV2}});
   r.read_int("max_tries", u.max_tries, 1, 100);
   r.read_int("keepalive_max_idle", u.keepalive_max_idle, 0, 100'000);
   if (const toml::value* t = r.find_table("sticky_cookie")) {

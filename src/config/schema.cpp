@@ -59,6 +59,9 @@ max_header_size = "16k"
 max_request_line = "8k"
 max_body_size = "16m"
 add_forwarded = true
+proxy_protocol = true
+trusted_proxies = ["10.0.0.0/8"]
+proxy_protocol_timeout = "5s"
 
 [listener.tls]
 cert = "default.pem"
@@ -90,6 +93,7 @@ max_message_size = "1m"
 keepalive_idle_timeout = "60s"
 max_tries = 3
 keepalive_max_idle = 64
+send_proxy_protocol = "v2"
 
 [upstream.sticky_cookie]
 enabled = true

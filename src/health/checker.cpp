@@ -3,6 +3,7 @@
 #include <random>
 
 #include "limpet/http/parser.hpp"
+#include "limpet/net/proxy_protocol.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/http/engineio.hpp"
 #include "limpet/util/log.hpp"
@@ -96,8 +97,19 @@ class Probe final : public net::StreamDelegate, public http::ParserDelegate {
     if (target_.tls) stream_->set_filter(target_.tls->new_filter(*backend().config, &checker_->tls_counters_));
     stream_->set_timeout(static_cast<uint64_t>(check().timeout.count()));
     const int rc = stream_->connect(reinterpret_cast<const sockaddr*>(&backend().addr),
-                                    [this](int status) { on_connected(status); });
+                                    [this](int status) { on_connected(status); }, proxy_preamble());
     if (rc != 0) on_connected(rc);
+  }
+
+  // A backend that expects PROXY headers refuses a connection without one: a probe sends the
+  // header of a connection with no client behind it.
+  std::string proxy_preamble() const {
+    std::string header;
+    const auto send = target_.upstream->config().send_proxy_protocol;
+    if (send != config::SendProxyProtocol::kOff) {
+      net::append_proxy_local_header(static_cast<net::ProxyVersion>(send), &header);
+    }
+    return header;
   }
 
   void on_connected(int status) {

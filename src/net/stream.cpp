@@ -31,6 +31,7 @@ struct Stream::ConnectRequest {
   uv_connect_t req;
   Stream* stream;
   std::function<void(int)> on_done;
+  std::string preamble;
 };
 
 Stream::Stream(uv_loop_t* loop, BufferPool* buffers) : buffers_(buffers), out_(this) {
@@ -43,6 +44,12 @@ Stream::~Stream() = default;
 void Stream::set_filter(std::unique_ptr<StreamFilter> filter) {
   filter_ = std::make_unique<Filtering>();
   filter_->filter = std::move(filter);
+}
+
+void Stream::attach_filter(std::unique_ptr<StreamFilter> filter, std::string_view already_read) {
+  set_filter(std::move(filter));
+  start_filter();
+  if (!already_read.empty() && delegate_ && !closing_) deliver(already_read);
 }
 
 void Stream::on_queue_writable() {
@@ -116,8 +123,8 @@ void Stream::deliver(std::string_view wire) {
   }
 }
 
-int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done) {
-  auto* request = new ConnectRequest{uv_connect_t{}, this, std::move(on_done)};
+int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done, std::string preamble) {
+  auto* request = new ConnectRequest{uv_connect_t{}, this, std::move(on_done), std::move(preamble)};
   request->req.data = request;
   int rc = uv_tcp_connect(&request->req, &tcp_, addr, on_connect_cb);
   if (rc != 0) delete request;
@@ -129,10 +136,12 @@ void Stream::on_connect_cb(uv_connect_t* req, int status) {
   Stream* self = request->stream;
   if (status == UV_ECANCELED || self->closing_) return;
   if (status == 0) {
-    // Plaintext queued during the connect follows the filter's first flight, encrypted.
+    // Plaintext queued during the connect follows the preamble and the filter's first flight,
+    // encrypted.
     std::vector<std::string> early;
-    if (self->filter_) early = self->out_.take_queued();
+    if (self->filter_ || !request->preamble.empty()) early = self->out_.take_queued();
     self->out_.attach(self->uv());
+    self->out_.write(request->preamble);
     self->start_filter();
     for (const auto& chunk : early) self->write(chunk);
   }

@@ -1,6 +1,7 @@
 #include "limpet/proxy/client_connection.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "limpet/net/socket.hpp"
 #include "limpet/proxy/http_session.hpp"
@@ -9,16 +10,107 @@
 
 namespace limpet::proxy {
 
+namespace {
+
+bool from_trusted_proxy(const ListenerContext& listener, net::Stream* client) {
+  sockaddr_storage peer{};
+  int length = sizeof peer;
+  if (listener.trusted_proxies == nullptr ||
+      uv_tcp_getpeername(client->tcp(), reinterpret_cast<sockaddr*>(&peer), &length) != 0) {
+    return false;
+  }
+  auto ip = balancer::ip_of(reinterpret_cast<const sockaddr*>(&peer));
+  return ip && listener.trusted_proxies->contains(*ip);
+}
+
+bool socket_endpoints(uv_tcp_t* tcp, net::ProxyHeader* out) {
+  int length = sizeof out->source.storage;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&out->source.storage), &length) != 0) return false;
+  out->source.length = static_cast<socklen_t>(length);
+  length = sizeof out->destination.storage;
+  if (uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&out->destination.storage), &length) != 0) return false;
+  out->destination.length = static_cast<socklen_t>(length);
+  return true;
+}
+
+}  // namespace
+
+struct ClientConnection::Proxied {
+  std::optional<net::ProxyHeaderReader> reader;  // while the header is awaited
+  net::ProxyHeader endpoints;
+  bool endpoints_known = false;
+};
+
 void ClientConnection::start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
                              net::Stream* client) {
+  const bool proxy_protocol = listener->config->proxy_protocol;
+  // Before anything is allocated for it: a flood from elsewhere costs an accept and a close.
+  if (proxy_protocol && !from_trusted_proxy(*listener, client)) {
+    worker->counters.count_proxy_reject(ProxyReject::kUntrusted);
+    LOG_DEBUG("listener %s: connection from %s closed: not in trusted_proxies", listener->config->name.c_str(),
+              net::peer_ip(client->tcp()).c_str());
+    client->close();
+    return;
+  }
   auto* conn = new ClientConnection(worker, std::move(listener), client);
   worker->connections.insert(conn);
   client->set_delegate(conn);
   client->accepted();
   client->set_nodelay();
-  conn->http_ = std::make_unique<HttpSession>(*conn);
+  if (proxy_protocol) {
+    conn->proxied_ = std::make_unique<Proxied>();
+    conn->proxied_->reader.emplace();
+  } else {
+    conn->http_ = std::make_unique<HttpSession>(*conn);
+  }
   conn->refresh_deadline(Refresh::kRestart);
   client->start_reading();
+}
+
+const net::ProxyHeader& ClientConnection::endpoints() {
+  if (!proxied_) proxied_ = std::make_unique<Proxied>();
+  if (!proxied_->endpoints_known) {
+    proxied_->endpoints_known = true;
+    if (!socket_endpoints(client_->tcp(), &proxied_->endpoints)) proxied_->endpoints = {};
+    proxied_->endpoints.has_addresses = proxied_->endpoints.source.length != 0;
+  }
+  return proxied_->endpoints;
+}
+
+bool ClientConnection::awaiting_proxy_header() const { return proxied_ && proxied_->reader; }
+
+void ClientConnection::reject_proxy(ProxyReject why, const char* detail) {
+  worker_->counters.count_proxy_reject(why);
+  LOG_DEBUG("listener %s: connection from %s closed: %s", listener_->config->name.c_str(), client_ip_.c_str(), detail);
+  close();
+}
+
+// Bytes before the HTTP session exists: the PROXY header, then whatever followed it in the same
+// read, which is the start of the HTTP request or of the TLS handshake.
+void ClientConnection::on_proxy_header_data(std::string_view data) {
+  const net::ProxyParse r = proxied_->reader->feed(data);
+  if (r.status == net::ProxyParse::Status::kNeedMore) return;  // its deadline runs from the accept
+  if (r.status == net::ProxyParse::Status::kError) {
+    reject_proxy(ProxyReject::kMalformed, r.error);
+    return;
+  }
+  const net::ProxyHeader& header = proxied_->reader->header();
+  if (header.has_addresses) {
+    client_ip_ = net::ip_text(header.source.get());
+    proxied_->endpoints = header;
+    proxied_->endpoints_known = true;
+  }
+  // LOCAL / UNKNOWN: the socket's own endpoints, looked up if a backend ever needs them.
+  proxied_->reader.reset();
+  http_ = std::make_unique<HttpSession>(*this);
+  refresh_deadline(Refresh::kRestart);
+  const std::string_view rest = data.substr(r.consumed);
+  if (listener_->tls != nullptr) {
+    // The header came in the clear, ahead of the ClientHello: TLS starts with the next byte.
+    client_->attach_filter(listener_->tls->new_filter(&worker_->counters.tls_clients, client_ip_), rest);
+  } else if (!rest.empty()) {
+    on_data(client_, rest);
+  }
 }
 
 ClientConnection::ClientConnection(WorkerContext* worker,
@@ -43,7 +135,9 @@ ClientConnection::~ClientConnection() {
 }
 
 void ClientConnection::begin_shutdown() {
-  if (tunnel_) {
+  if (awaiting_proxy_header()) {
+    close();
+  } else if (tunnel_) {
     tunnel_->close_cleanly(Tunnel::kCloseGoingAway, worker_->close_delay_ms());
   } else if (http_) {
     http_->begin_shutdown();
@@ -87,6 +181,7 @@ void ClientConnection::close() {
 // The one timer
 
 DeadlineSpec ClientConnection::current_deadline() const {
+  if (awaiting_proxy_header()) return {Deadline::kProxyHeader, to_ms(listener_->config->proxy_protocol_timeout)};
   if (tunnel_) return tunnel_->deadline();
   if (http_) return http_->deadline();
   return {};
@@ -109,7 +204,9 @@ void ClientConnection::refresh_deadline(Refresh how) {
 void ClientConnection::on_timeout(net::Stream*) {
   Deadline kind = std::exchange(deadline_, Deadline::kNone);
   LOG_DEBUG("client %s: %s deadline passed", client_ip_.c_str(), to_string(kind));
-  if (tunnel_) {
+  if (kind == Deadline::kProxyHeader) {
+    reject_proxy(ProxyReject::kTimeout, "no complete PROXY header within proxy_protocol_timeout");
+  } else if (tunnel_) {
     tunnel_->on_deadline(kind);
   } else if (http_) {
     http_->on_deadline(kind);
@@ -121,6 +218,10 @@ void ClientConnection::on_timeout(net::Stream*) {
 // Client stream events (the upstream stream's go to the exchange or the tunnel directly)
 
 void ClientConnection::on_data(net::Stream*, std::string_view data) {
+  if (awaiting_proxy_header()) {
+    on_proxy_header_data(data);
+    return;
+  }
   if (tunnel_) {
     tunnel_->on_client_data(data);
   } else {
@@ -130,6 +231,12 @@ void ClientConnection::on_data(net::Stream*, std::string_view data) {
 }
 
 void ClientConnection::on_end(net::Stream*, int status) {
+  if (awaiting_proxy_header()) {
+    // A TCP check that connects and leaves (HAProxy's `check` without send-proxy) is no error.
+    if (client_->bytes_read() > 0) reject_proxy(ProxyReject::kMalformed, "closed inside the PROXY header");
+    close();
+    return;
+  }
   if (tunnel_) {
     tunnel_->on_client_end(status);
   } else {
@@ -141,7 +248,7 @@ void ClientConnection::on_end(net::Stream*, int status) {
 void ClientConnection::on_writable(net::Stream*) {
   if (tunnel_) {
     tunnel_->on_client_writable();
-  } else {
+  } else if (http_) {
     http_->on_client_writable();
   }
   refresh_deadline(Refresh::kActivity);

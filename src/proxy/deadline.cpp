@@ -5,6 +5,7 @@ namespace limpet::proxy {
 const char* to_string(Deadline kind) {
   switch (kind) {
     case Deadline::kNone: return "none";
+    case Deadline::kProxyHeader: return "PROXY header";
     case Deadline::kRequestHead: return "request head";
     case Deadline::kKeepAlive: return "keep-alive";
     case Deadline::kClientBody: return "client body";

@@ -144,7 +144,7 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
   upstream_ended_ = false;
 
   // After a stale pooled connection, the resend goes on a fresh one: one resend, no more.
-  net::Stream* pooled = resent_ ? nullptr : worker_->pool.take(pool_key_);
+  net::Stream* pooled = resent_ || private_connections() ? nullptr : worker_->pool.take(pool_key_);
   if (pooled != nullptr) {
     upstream_ = pooled;
     reused_ = true;
@@ -170,8 +170,23 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
     return;
   }
   int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
-                              [this](int status) { on_connected(status); });
+                              [this](int status) { on_connected(status); }, proxy_header());
   if (rc != 0) on_connected(rc);
+}
+
+// Empty without send_proxy_protocol. Built per connection: a retry elsewhere gets its own.
+std::string Exchange::proxy_header() const {
+  std::string header;
+  const auto send = upstream().config().send_proxy_protocol;
+  if (send == config::SendProxyProtocol::kOff) return header;
+  const auto version = static_cast<net::ProxyVersion>(send);
+  const net::ProxyHeader* e = request_.endpoints;
+  if (e != nullptr && e->has_addresses) {
+    net::append_proxy_header(version, e->source.get(), e->destination.get(), &header);
+  } else {
+    net::append_proxy_local_header(version, &header);
+  }
+  return header;
 }
 
 void Exchange::send_payload(const std::vector<std::string>& payload) {
@@ -499,7 +514,7 @@ void Exchange::upgrade(std::string_view leftover) {
 
 void Exchange::complete(bool reusable) {
   reusable = reusable && !upstream_ended_ && request_complete_ && !worker_->shutting_down &&
-             response_parser_->response().keep_alive;
+             response_parser_->response().keep_alive && !private_connections();
   if (reusable) {
     // It keeps reading: the pool watches it for a close, and stopping and restarting the read
     // would cost two epoll_ctl calls per request.

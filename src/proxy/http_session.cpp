@@ -198,7 +198,9 @@ bool HttpSession::on_head() {
     return false;
   }
   phase_ = Phase::kExchange;
-  exchange_.start({request_, conn_.client_ip(), &client_in_});
+  const bool send_proxy =
+      conn_.listener().upstream->config().send_proxy_protocol != config::SendProxyProtocol::kOff;
+  exchange_.start({request_, conn_.client_ip(), &client_in_, send_proxy ? &conn_.endpoints() : nullptr});
   if (phase_ == Phase::kExchange) conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
   return false;
 }

@@ -228,6 +228,12 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.bytes_from_clients += c.bytes_from_clients.load();
     m.bytes_to_clients += c.bytes_to_clients.load();
     m.retries += c.retries.load();
+    const auto rejected = [&c](proxy::ProxyReject why) {
+      return c.proxy_protocol_rejected[static_cast<size_t>(why)].load();
+    };
+    m.proxy_protocol_untrusted += rejected(proxy::ProxyReject::kUntrusted);
+    m.proxy_protocol_malformed += rejected(proxy::ProxyReject::kMalformed);
+    m.proxy_protocol_timeout += rejected(proxy::ProxyReject::kTimeout);
     m.request_latency.add(c.request_latency.values());
     m.connect_latency.add(c.connect_latency.values());
   }

@@ -28,6 +28,15 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
     }
     snapshot->listener_tls.emplace(listener.name, std::move(*built));
   }
+  for (const auto& listener : config->listeners) {
+    if (!listener.proxy_protocol) continue;
+    auto trusted = balancer::CidrSet::parse(listener.trusted_proxies);
+    if (!trusted) {
+      return Result<std::shared_ptr<const Snapshot>>::fail(config->file + ": listener \"" + listener.name +
+                                                           "\": " + trusted.message());
+    }
+    snapshot->listener_trusted.emplace(listener.name, std::move(*trusted));
+  }
   for (const auto& upstream_config : config->upstreams) {
     if (!upstream_config.tls.enabled) continue;
     auto built = tls::ClientContext::build(upstream_config.tls, upstream_config.name);

@@ -144,6 +144,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
     ctx->upstream = snapshot_->upstream(want->second->upstream);
     ctx->tls = snapshot_->server_tls(want->second->name);
     ctx->upstream_tls = snapshot_->client_tls(want->second->upstream);
+    ctx->trusted_proxies = snapshot_->trusted_proxies(want->second->name);
     ctx->open_connections = it->second->open_connections;
     it->second->context = std::move(ctx);
     ++it;
@@ -201,7 +202,8 @@ void Worker::on_connection(Listener* listener, int status) {
     return;
   }
   context_.counters.accepted.fetch_add(1, std::memory_order_relaxed);
-  if (ctx->tls != nullptr) {
+  // Behind a PROXY header the TLS filter starts once the header is read (ClientConnection).
+  if (ctx->tls != nullptr && !ctx->config->proxy_protocol) {
     client->set_filter(ctx->tls->new_filter(&context_.counters.tls_clients, net::peer_ip(client->tcp())));
   }
   proxy::ClientConnection::start(&context_, ctx, client);

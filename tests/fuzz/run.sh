@@ -8,7 +8,8 @@
 #
 #   -t SECONDS   per target (default 20); libFuzzer's -max_total_time
 #   BUILD_DIR    default build-fuzz
-#   TARGET       request response engineio sticky_key websocket config differential redis_reply (default all)
+#   TARGET       request response engineio sticky_key websocket config differential
+#                redis_reply proxy_protocol (default all)
 #
 # Environment: FUZZ_ARGS (more libFuzzer flags, e.g. "-jobs=2"), FUZZ_KEEP=1 keeps the scratch
 # corpora (their path is printed).
@@ -23,11 +24,11 @@ fi
 builddir="${1:-build-fuzz}"
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(request response engineio sticky_key websocket config differential redis_reply)
+[[ ${#targets[@]} -gt 0 ]] || targets=(request response engineio sticky_key websocket config differential redis_reply proxy_protocol)
 
 declare -A dicts=(
   [request]=http [response]=http [differential]=http [sticky_key]=http
-  [engineio]=engineio [websocket]=websocket [config]=toml [redis_reply]=resp
+  [engineio]=engineio [websocket]=websocket [config]=toml [redis_reply]=resp [proxy_protocol]=proxy
 )
 
 artifacts="$builddir/fuzz-artifacts"

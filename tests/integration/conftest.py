@@ -500,8 +500,10 @@ class RawHttp:
     """A deliberately simple HTTP/1.1 client on a raw socket: send exact bytes, parse responses
     one after the other from one buffer (so pipelined responses stay in order)."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, source=None):
+        """`source`: the local address to connect from (127.0.0.2, any of 127/8 on Linux)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.timeout = timeout

@@ -81,6 +81,10 @@ struct MetricsSnapshot {
   uint64_t bytes_from_clients = 0;
   uint64_t bytes_to_clients = 0;
   uint64_t retries = 0;
+  // proxy_protocol listeners: connections closed before any HTTP, by reason.
+  uint64_t proxy_protocol_untrusted = 0;
+  uint64_t proxy_protocol_malformed = 0;
+  uint64_t proxy_protocol_timeout = 0;
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
   Histogram::Values request_latency;

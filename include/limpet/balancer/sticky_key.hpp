@@ -3,6 +3,8 @@
 // called by Upstream::route on any worker. CidrSet is built on the main thread, then read-only.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -59,9 +61,12 @@ struct IpAddress {
 // Parses "1.2.3.4", "::1", "[::1]", "1.2.3.4:5678" and "[::1]:443" (ports appear in some
 // X-Forwarded-For hops). Blanks around the text are ignored.
 std::optional<IpAddress> parse_ip(std::string_view text);
+// The address of a socket address (AF_INET/AF_INET6, IPv4-mapped stored as IPv4); nullopt else.
+std::optional<IpAddress> ip_of(const sockaddr* addr);
 std::string to_string(const IpAddress& ip);
 
-// A set of CIDR blocks ("10.0.0.0/8", "::1/128", "127.0.0.1" = /32): upstream.trusted_proxies.
+// A set of CIDR blocks ("10.0.0.0/8", "::1/128", "127.0.0.1" = /32): upstream.trusted_proxies
+// and listener.trusted_proxies.
 class CidrSet {
  public:
   static Result<CidrSet> parse(const std::vector<std::string>& cidrs);

@@ -111,6 +111,14 @@ struct BackendConfig {
   int line = 0;
 };
 
+// PROXY protocol header sent first on every new connection to the backends (upstream
+// send_proxy_protocol). The values are the protocol's version numbers (net::ProxyVersion).
+enum class SendProxyProtocol : uint8_t {
+  kOff = 0,  // "off"
+  kV1 = 1,   // "v1": the text form
+  kV2 = 2,   // "v2": the binary form
+};
+
 struct UpstreamConfig {
   std::string name;
   Balance balance = Balance::kLeastSessions;
@@ -134,6 +142,8 @@ struct UpstreamConfig {
   uint32_t max_tries = 3;  // connect attempts over distinct backends (never for sid requests once sent)
   uint32_t keepalive_max_idle = 64;  // idle pooled connections per backend per worker
   Millis keepalive_idle_timeout{60000};
+  // On: such connections carry one client's address, so they are never pooled (see the man page).
+  SendProxyProtocol send_proxy_protocol = SendProxyProtocol::kOff;
 
   HealthCheck health;
   UpstreamTls tls;
@@ -154,6 +164,11 @@ struct ListenerConfig {
   size_t max_request_line = 8 * 1024;   // request line (414)
   size_t max_body_size = 16 * 1024 * 1024;  // 413; 0 = unlimited
   bool add_forwarded = false;           // RFC 7239 Forwarded header besides X-Forwarded-*
+  // PROXY protocol v1/v2 header expected first on every connection, only from trusted_proxies
+  // (CIDRs, normalised "10.0.0.0/8"; required when on), within proxy_protocol_timeout.
+  bool proxy_protocol = false;
+  std::vector<std::string> trusted_proxies;
+  Millis proxy_protocol_timeout{5000};
   ListenerTls tls;
 };
 

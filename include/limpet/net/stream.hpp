@@ -48,7 +48,10 @@ class Stream : private OutQueueListener {
   StreamDelegate* delegate() const { return delegate_; }
 
   // Outgoing connection; `on_done(status)` runs on the loop. The queue attaches on success.
-  int connect(const sockaddr* addr, std::function<void(int status)> on_done);
+  // `preamble` (a PROXY protocol header) is the first thing on the wire once connected: before
+  // the filter's first flight, never through the filter, and not part of what take_queued()
+  // hands back when the connect fails.
+  int connect(const sockaddr* addr, std::function<void(int status)> on_done, std::string preamble = {});
   // The stream was accepted by a listener: attach the queue now.
   void accepted();
   void set_nodelay();
@@ -59,6 +62,10 @@ class Stream : private OutQueueListener {
 
   // Install before accepted()/connect: every byte then goes through `filter` (TLS).
   void set_filter(std::unique_ptr<StreamFilter> filter);
+  // The same on an accepted stream whose first bytes were the owner's (a PROXY protocol header
+  // precedes the TLS ClientHello): the filter starts now, and `already_read`, the rest of the
+  // read that ended the preamble, goes through it first (plaintext reaches on_data from here).
+  void attach_filter(std::unique_ptr<StreamFilter> filter, std::string_view already_read);
   bool filtered() const { return filter_ != nullptr; }
 
   void write(std::string_view data) { write(std::span<const std::string_view>(&data, 1)); }

@@ -1,5 +1,7 @@
 // One accepted client connection: owns the client stream, its one timer and what the timer
 // currently stands for (a typed deadline), and either an HTTP session or, after a 101, a tunnel.
+// On a proxy_protocol listener it first reads the PROXY header itself (before any TLS filter),
+// and only then starts the HTTP session.
 // It routes the client stream's events to whichever it holds and is the entry point for shutdown
 // and drain. Self-deleting when the client stream has closed. Owning worker only.
 #pragma once
@@ -10,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "limpet/net/proxy_protocol.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/context.hpp"
 #include "limpet/proxy/deadline.hpp"
@@ -42,7 +45,12 @@ class ClientConnection : public net::StreamDelegate {
   WorkerContext* worker() const { return worker_; }
   const ListenerContext& listener() const { return *listener_; }
   net::Stream* client() const { return client_; }
+  // The client's address: the PROXY header's source when there was one, else the peer's.
   std::string_view client_ip() const { return client_ip_; }  // NUL-terminated
+  // The client's address and port and the address it connected to, for a PROXY header toward a
+  // backend: those of the PROXY header received, else the socket's (looked up on first use).
+  // has_addresses is false when neither is known (a LOCAL header then).
+  const net::ProxyHeader& endpoints();
   enum class Refresh : uint8_t {
     kIfChanged,  // re-arm only if the kind of deadline changed
     kActivity,   // also move an inactivity deadline on
@@ -66,12 +74,19 @@ class ClientConnection : public net::StreamDelegate {
                    net::Stream* client);
   ~ClientConnection() override;
   DeadlineSpec current_deadline() const;
+  bool awaiting_proxy_header() const;
+  void on_proxy_header_data(std::string_view data);
+  void reject_proxy(ProxyReject why, const char* detail);
 
   WorkerContext* worker_;
   std::shared_ptr<const ListenerContext> listener_;
   net::Stream* client_;
   std::string client_ip_;
-  std::unique_ptr<HttpSession> http_;  // until a 101
+  // Only on proxy_protocol listeners, or once a backend wants a PROXY header: a plain
+  // connection carries the pointer alone.
+  struct Proxied;
+  std::unique_ptr<Proxied> proxied_;
+  std::unique_ptr<HttpSession> http_;  // until a 101 (and, behind a PROXY header, from its end)
   std::unique_ptr<Tunnel> tunnel_;     // after it
   ClientConnection* list_prev_ = nullptr;  // WorkerContext::connections
   ClientConnection* list_next_ = nullptr;

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "limpet/balancer/sticky_key.hpp"
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/proxy/access_log.hpp"
@@ -23,6 +24,11 @@
 namespace limpet::proxy {
 
 class ClientConnection;
+
+// Why a proxy_protocol listener closed a connection before any HTTP (index into
+// WorkerCounters::proxy_protocol_rejected, the `reason` label of its metric).
+enum class ProxyReject : uint8_t { kUntrusted, kMalformed, kTimeout };
+constexpr size_t kProxyRejectReasons = 3;
 
 // Per-worker counters; the admin layer sums them over workers (relaxed atomics: written by the
 // owning worker, read by the scraper).
@@ -38,6 +44,10 @@ struct WorkerCounters {
   std::atomic<uint64_t> ws_messages_too_big{0};  // tunnels closed with 1009 (max_message_size)
   std::atomic<uint64_t> ws_protocol_errors{0};   // tunnels closed with 1002 (a malformed frame)
   std::atomic<uint64_t> retries{0};
+  std::atomic<uint64_t> proxy_protocol_rejected[kProxyRejectReasons]{};
+  void count_proxy_reject(ProxyReject why) {
+    proxy_protocol_rejected[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+  }
   std::atomic<int64_t> active_connections{0};
   std::atomic<uint64_t> bytes_from_clients{0};  // added when a connection closes
   std::atomic<uint64_t> bytes_to_clients{0};
@@ -89,6 +99,7 @@ struct ListenerContext {
   const balancer::Upstream* upstream = nullptr;
   const tls::ServerContext* tls = nullptr;           // a TLS listener's certificates and settings
   const tls::ClientContext* upstream_tls = nullptr;  // the upstream speaks TLS
+  const balancer::CidrSet* trusted_proxies = nullptr;  // with proxy_protocol: who may send the header
   // This worker's open connections on the listener (max_connections); shared with the worker's
   // listener so that a connection may outlive a listener removed by a reload.
   std::shared_ptr<uint32_t> open_connections;

@@ -12,6 +12,7 @@ namespace limpet::proxy {
 
 enum class Deadline : uint8_t {
   kNone,
+  kProxyHeader,   // listener.proxy_protocol_timeout: the whole PROXY header, from the accept
   kRequestHead,   // listener.header_timeout: the whole head, from its first byte
   kKeepAlive,     // listener.keepalive_timeout: idle between requests
   kClientBody,    // listener.body_timeout: the client sends no more of its request body

@@ -13,6 +13,7 @@
 
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/http/parser.hpp"
+#include "limpet/net/proxy_protocol.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/backend_lease.hpp"
 #include "limpet/proxy/context.hpp"
@@ -62,6 +63,8 @@ struct ExchangeRequest {
   // Decides about reading the client: the exchange points it at the upstream connection while
   // the request body flows.
   Relay* body_relay = nullptr;
+  // For upstream.send_proxy_protocol: the client's endpoints the header carries.
+  const net::ProxyHeader* endpoints = nullptr;
 };
 
 class Exchange : public net::StreamDelegate {
@@ -146,6 +149,11 @@ class Exchange : public net::StreamDelegate {
   void end();
   void drop_upstream();
   const balancer::Upstream& upstream() const { return *listener_->upstream; }
+  // A connection that starts with a PROXY header speaks for one client: never pooled.
+  bool private_connections() const {
+    return upstream().config().send_proxy_protocol != config::SendProxyProtocol::kOff;
+  }
+  std::string proxy_header() const;
 
   WorkerContext* worker_;
   const ListenerContext* listener_;

@@ -11,6 +11,7 @@
 
 #include "limpet/balancer/affinity.hpp"
 #include "limpet/balancer/backend.hpp"
+#include "limpet/balancer/sticky_key.hpp"
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
 #include "limpet/store/session_store.hpp"
@@ -30,6 +31,8 @@ struct Snapshot {
   // [session_store] with its TLS context; null without one. Read at start only: a reload that
   // changes it is told so (store::same_settings) and the running store stays.
   std::shared_ptr<const store::StoreSetup> session_store;
+  // trusted_proxies of the listeners with proxy_protocol, by listener name.
+  std::map<std::string, balancer::CidrSet> listener_trusted;
 
   const balancer::Upstream* upstream(const std::string& name) const {
     auto it = upstreams.find(name);
@@ -37,6 +40,10 @@ struct Snapshot {
   }
   const tls::ServerContext* server_tls(const std::string& listener) const { return find(listener_tls, listener); }
   const tls::ClientContext* client_tls(const std::string& upstream) const { return find(upstream_tls, upstream); }
+  const balancer::CidrSet* trusted_proxies(const std::string& listener) const {
+    auto it = listener_trusted.find(listener);
+    return it == listener_trusted.end() ? nullptr : &it->second;
+  }
 
  private:
   template <typename T>

@@ -693,3 +693,54 @@ TEST(LoaderTls, ListenerErrors) {
 
 }  // namespace
 }  // namespace limpet::config
+
+namespace limpet::config {
+namespace {
+
+// [[listener]] proxy_protocol / trusted_proxies / proxy_protocol_timeout, [[upstream]]
+// send_proxy_protocol.
+TEST(LoaderProxyProtocol, KeysAndDefaults) {
+  const std::string m = kMinimal;
+  const Config plain = load_ok(m);
+  EXPECT_FALSE(plain.listeners[0].proxy_protocol);
+  EXPECT_TRUE(plain.listeners[0].trusted_proxies.empty());
+  EXPECT_EQ(plain.listeners[0].proxy_protocol_timeout, Millis(5000));
+  EXPECT_EQ(plain.upstreams[0].send_proxy_protocol, SendProxyProtocol::kOff);
+
+  std::string text = m;
+  text.insert(text.find("upstream = \"app\"\n") + 17,
+              "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"]\n"
+              "proxy_protocol_timeout = \"250ms\"\n");
+  const Config on = load_ok(text);
+  EXPECT_TRUE(on.listeners[0].proxy_protocol);
+  EXPECT_EQ(on.listeners[0].trusted_proxies, (std::vector<std::string>{"10.0.0.0/8", "127.0.0.1/32", "::1/128"}));
+  EXPECT_EQ(on.listeners[0].proxy_protocol_timeout, Millis(250));
+
+  std::string v1 = m;
+  v1.replace(v1.find("name = \"app\"\n"), 13, "name = \"app\"\nsend_proxy_protocol = \"v1\"\n");
+  EXPECT_EQ(load_ok(v1).upstreams[0].send_proxy_protocol, SendProxyProtocol::kV1);
+}
+
+TEST(LoaderProxyProtocol, Errors) {
+  const std::string m = kMinimal;
+  const size_t at = m.find("upstream = \"app\"\n") + 17;
+  const auto listener = [&](const std::string& lines) {
+    std::string t = m;
+    t.insert(at, lines);
+    return t;
+  };
+  expect_error(listener("proxy_protocol = true\n"), "4:18", "proxy_protocol: proxy_protocol = true needs trusted_proxies");
+  expect_error(listener("proxy_protocol = true\ntrusted_proxies = []\n"), "5:19",
+               "trusted_proxies: expected at least one address or CIDR");
+  expect_error(listener("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"localhost\"]\n"), "5:34",
+               "trusted_proxies: expected an address or CIDR such as \"10.0.0.0/8\", \"127.0.0.1\" or \"::1/128\", got "
+               "\"localhost\"");
+  expect_error(listener("proxy_protocol = \"yes\"\n"), "4:18", "proxy_protocol: expected true or false");
+  expect_error(listener("proxy_protocol_timeout = \"0s\"\n"), "4:26", "proxy_protocol_timeout:");
+  std::string up = m;
+  up.replace(up.find("name = \"app\"\n"), 13, "name = \"app\"\nsend_proxy_protocol = \"v3\"\n");
+  expect_error(up, "7:23", "send_proxy_protocol: expected one of \"off\", \"v1\", \"v2\", got \"v3\"");
+}
+
+}  // namespace
+}  // namespace limpet::config

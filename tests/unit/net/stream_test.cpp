@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "limpet/net/socket.hpp"
 #include "limpet/util/buffer_pool.hpp"
@@ -145,6 +148,88 @@ TEST_F(Loopback, CloseTellsTheDelegate) {
   connected->close();
   run_until([&] { return connected_rec.closed == 1; });
   connected = nullptr;
+}
+
+// A stand-in for TLS: every byte XOR 1 on the wire.
+struct XorFilter : StreamFilter {
+  static std::string flip(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(c ^ 1);
+    return out;
+  }
+  bool start(std::string*) override { return true; }
+  bool on_wire(std::string_view wire, std::string* plain, std::string*) override {
+    plain->append(flip(wire));
+    return true;
+  }
+  bool on_plain(std::string_view plain, std::string* wire) override {
+    wire->append(flip(plain));
+    return true;
+  }
+  void on_shutdown(std::string*) override {}
+  bool handshake_complete() const override { return true; }
+  bool peer_closed() const override { return false; }
+};
+
+// Consumes a preamble of `length` bytes in the clear, then filters the rest (a PROXY header
+// before a TLS ClientHello).
+struct PreambleThenFilter : Recorder {
+  size_t length = 0;
+  std::string preamble;
+  void on_data(Stream* s, std::string_view d) override {
+    if (preamble.size() < length) {
+      const size_t take = std::min(d.size(), length - preamble.size());
+      preamble.append(d.substr(0, take));
+      if (preamble.size() == length) s->attach_filter(std::make_unique<XorFilter>(), d.substr(take));
+      return;
+    }
+    Recorder::on_data(s, d);
+  }
+};
+
+TEST_F(Loopback, FilterAttachedAfterAPreambleGetsTheRestOfTheRead) {
+  PreambleThenFilter reader;
+  reader.length = 3;
+  accepted->set_delegate(&reader);
+  connected->write("HDR" + XorFilter::flip("hello"));  // one read: preamble and filtered bytes
+  run_until([&] { return reader.received == "hello"; });
+  EXPECT_EQ(reader.preamble, "HDR");
+  connected->write(XorFilter::flip(" world"));
+  run_until([&] { return reader.received == "hello world"; });
+  connected->start_reading();
+  accepted->write("ok");
+  run_until([&] { return connected_rec.received == XorFilter::flip("ok"); });
+  accepted->set_delegate(&accepted_rec);
+}
+
+TEST_F(Loopback, ConnectPreambleGoesFirstAndIsNeverHandedBack) {
+  accepted->close();
+  connected->close();
+  accepted = connected = nullptr;
+  accepted_rec.received.clear();
+  Recorder rec;
+  auto* s = new Stream(&loop, &pool);
+  s->set_delegate(&rec);
+  int status = 1;
+  auto target = resolve_numeric("127.0.0.1", local_port(&server));
+  ASSERT_EQ(s->connect(target->get(), [&](int st) { status = st; }, "PROXY UNKNOWN\r\n"), 0);
+  s->write("GET /");  // queued while the connect is in flight
+  run_until([&] { return status == 0 && accepted != nullptr && accepted_rec.received.size() == 20; });
+  EXPECT_EQ(accepted_rec.received, "PROXY UNKNOWN\r\nGET /");
+  s->close();
+
+  // A failed connect hands back what was written, without the preamble (it is per connection).
+  auto* refused = new Stream(&loop, &pool);
+  refused->set_delegate(&rec);
+  status = 1;
+  auto nobody = resolve_numeric("127.0.0.1", 1);
+  ASSERT_EQ(refused->connect(nobody->get(), [&](int st) { status = st; }, "PRE"), 0);
+  refused->write("payload");
+  run_until([&] { return status != 1; });
+  EXPECT_NE(status, 0);
+  EXPECT_EQ(refused->out().take_queued(), std::vector<std::string>{"payload"});
+  refused->close();
+  run_until([&] { return rec.closed == 2; });  // `rec` must outlive both close callbacks
 }
 
 TEST(OutQueue, QueuesUntilAttachedAndHandsOverOnFailure) {
