@@ -416,7 +416,20 @@ function frontUrl(listenPort, tls) {
   return `${tls ? 'https' : 'http'}://127.0.0.1:${listenPort}`;
 }
 
+// The Socket.IO cluster every run puts behind limpet: a redis-server for the adapter and three
+// nodes (ctx.nodes gets {name, port}, ctx.redisUrl the adapter's URL). Returns a line for the report.
+async function startSocketIoCluster(group, ctx, { pingInterval, pingTimeout }) {
+  const redisPort = await freePort();
+  startRedis(group, { port: redisPort });
+  await waitForRedis(redisPort);
+  ctx.redisUrl = `redis://127.0.0.1:${redisPort}`;
+  for (const name of ['node1', 'node2', 'node3']) ctx.nodes.push({ name, port: await freePort() });
+  await Promise.all(ctx.nodes.map((n) => startNode(group, { ...n, redisUrl: ctx.redisUrl, pingInterval, pingTimeout })));
+  return ctx.nodes.map((n) => `${n.name}=:${n.port}`).join(' ') + ` redis=:${redisPort}`;
+}
+
 module.exports = {
+  startSocketIoCluster,
   ProcessGroup,
   freePort,
   frontUrl,

@@ -79,15 +79,7 @@ async function main() {
       });
     }
     await report.phase('start redis-server and three Socket.IO nodes', async () => {
-      const redisPort = await harness.freePort();
-      harness.startRedis(group, { port: redisPort });
-      await harness.waitForRedis(redisPort);
-      ctx.redisUrl = `redis://127.0.0.1:${redisPort}`;
-      for (const name of ['node1', 'node2', 'node3']) ctx.nodes.push({ name, port: await harness.freePort() });
-      await Promise.all(ctx.nodes.map((n) => harness.startNode(group, {
-        ...n, redisUrl: ctx.redisUrl, pingInterval: cfg.pingInterval, pingTimeout: cfg.pingTimeout,
-      })));
-      report.note(ctx.nodes.map((n) => `${n.name}=:${n.port}`).join(' ') + ` redis=:${redisPort}`);
+      report.note(await harness.startSocketIoCluster(group, ctx, cfg));
     });
 
     await report.phase('negative control: round robin, no Engine.IO paths', () => sc.scenarioNegativeControl(ctx));

@@ -139,6 +139,17 @@ def connect_refused(port):
 # ---------------------------------------------------------------------------------------------
 # backends
 
+def stop_process(proc, timeout=5):
+    """SIGTERM, and SIGKILL if it is still there `timeout` seconds later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
 class Backend:
     """One backend process; `kind` is "http" or "ws"."""
 
@@ -183,13 +194,7 @@ class Backend:
         self._log_file.close()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log_file.close()
 
 

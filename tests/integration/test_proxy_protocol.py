@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import RawHttp, free_port, wait_until
+from conftest import RawHttp, free_port, stop_process, wait_until
 from ops_util import start_ops_limpet
 from tls_util import Pki, client_context
 
@@ -68,13 +68,7 @@ backend be
             return False
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
 
 
