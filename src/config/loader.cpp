@@ -26,13 +26,11 @@ using detail::TableReader;
 constexpr int64_t kMaxRingSize = 1 << 24;
 constexpr uint32_t kRingPointsPerBackend = 100;
 
-std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
-
 // The value under `key` of a table whose reader required it and finished, so it is there.
 const toml::value& at_key(const toml::value& table, const char* key) { return table.as_table().at(key); }
 
 Result<std::string> parse_path(const std::string& text) {
-  if (!text.starts_with('/')) return Error{"expected a path starting with \"/\", got " + in_quotes(text)};
+  if (!text.starts_with('/')) return Error{"expected a path starting with \"/\", got " + quote_value(text)};
   return text;
 }
 
@@ -45,7 +43,7 @@ Result<std::string> parse_non_empty(const std::string& text) {
 Result<std::string> parse_cookie_name(const std::string& text) {
   const bool token = !text.empty() && text.find_first_of("()<>@,;:\\\"/[]?={} \t") == std::string::npos &&
                      std::all_of(text.begin(), text.end(), [](char c) { return c > 32 && c < 127; });
-  if (!token) return Error{"expected a cookie name (letters, digits, !#$%&'*+-.^_`|~), got " + in_quotes(text)};
+  if (!token) return Error{"expected a cookie name (letters, digits, !#$%&'*+-.^_`|~), got " + quote_value(text)};
   return text;
 }
 
@@ -69,7 +67,7 @@ Result<std::string> parse_tls_name(const std::string& text, bool allow_wildcard)
   if (!ok) {
     return Error{std::string(allow_wildcard ? "expected a host name such as \"api.example.com\" or \"*.example.com\""
                                             : "expected a host name such as \"backend.internal\"") +
-                 ", got " + in_quotes(text)};
+                 ", got " + quote_value(text)};
   }
   return name;
 }
@@ -124,7 +122,7 @@ void check_sni_names(const std::vector<const toml::value*>& tables, const std::v
     const auto& items = at_key(*tables[i], "names").as_array();
     for (size_t j = 0; j < items.size(); ++j) {
       if (const auto [it, inserted] = seen.emplace(certs[i].names[j], &items[j]); !inserted) {
-        fail_at(items[j], "names: " + in_quotes(it->first) + " is already served by the certificate at " +
+        fail_at(items[j], "names: " + quote_value(it->first) + " is already served by the certificate at " +
                               detail::position(*it->second));
       }
     }
@@ -265,7 +263,7 @@ void check_ring_size(TableReader& r, const UpstreamConfig& u) {
   const std::string why = is_prime(u.ring_size) ? " is too small: " : " is not a prime: ";
   const std::string what = "ring_size " + std::to_string(u.ring_size) + why + rule;
   if (explicit_size) r.fail("ring_size", what);
-  fail_at(r.table(), r.context() + " " + in_quotes(u.name) + ": the default " + what);
+  fail_at(r.table(), r.context() + " " + quote_value(u.name) + ": the default " + what);
 }
 
 // `tls = true`, or a table of settings (which turns TLS on too).
@@ -334,14 +332,14 @@ UpstreamConfig read_upstream(TableReader r) {
 
   if (backends.empty()) {
     const toml::value* v = r.find("backend");
-    fail_at(v != nullptr ? *v : r.table(), r.context() + " " + in_quotes(u.name) +
+    fail_at(v != nullptr ? *v : r.table(), r.context() + " " + quote_value(u.name) +
                                                ": no backends: add at least one [[upstream.backend]]");
   }
   std::map<std::string, const toml::value*> names;
   for (size_t i = 0; i < backends.size(); ++i) {
     const toml::value& name = at_key(*backends[i], "name");
     if (const auto [it, inserted] = names.emplace(u.backends[i].name, &name); !inserted) {
-      fail_at(name, "name: duplicate backend name " + in_quotes(it->first) + " in upstream " + in_quotes(u.name) +
+      fail_at(name, "name: duplicate backend name " + quote_value(it->first) + " in upstream " + quote_value(u.name) +
                         " (first at " + detail::position(*it->second) + ")");
     }
   }
@@ -356,7 +354,7 @@ std::vector<UpstreamConfig> read_upstreams(TableReader& root) {
     upstreams.push_back(read_upstream(TableReader(*t, "[[upstream]]")));
     const toml::value& name = at_key(*t, "name");
     if (const auto [it, inserted] = names.emplace(upstreams.back().name, &name); !inserted) {
-      fail_at(name, "name: duplicate upstream name " + in_quotes(it->first) + " (first at " +
+      fail_at(name, "name: duplicate upstream name " + quote_value(it->first) + " (first at " +
                         detail::position(*it->second) + ")");
     }
   }
@@ -380,13 +378,13 @@ ListenerTables read_listeners(TableReader& root) {
     // An unnamed listener's default name can clash too: point at its header then.
     const toml::value& name = t->as_table().count("name") != 0 ? at_key(*t, "name") : *t;
     if (const auto [it, inserted] = names.emplace(l.name, &name); !inserted) {
-      fail_at(name, "name: duplicate listener name " + in_quotes(l.name) + " (first at " +
+      fail_at(name, "name: duplicate listener name " + quote_value(l.name) + " (first at " +
                         detail::position(*it->second) + ")");
     }
     const toml::value& address = at_key(*t, "address");
     if (const auto [it, inserted] = addresses.emplace(std::pair(l.address.host, l.address.port), &address);
         !inserted) {
-      fail_at(address, "address: " + in_quotes(l.address.text) + " is already used by another listener (at " +
+      fail_at(address, "address: " + quote_value(l.address.text) + " is already used by another listener (at " +
                            detail::position(*it->second) + ")");
     }
   }
@@ -433,13 +431,13 @@ Config read_config(const toml::value& root, const std::string& name) {
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     const ListenerConfig& l = config.listeners[i];
     if (config.find_upstream(l.upstream) == nullptr) {
-      fail_at(at_key(*listeners.tables[i], "upstream"), "upstream: no [[upstream]] named " + in_quotes(l.upstream));
+      fail_at(at_key(*listeners.tables[i], "upstream"), "upstream: no [[upstream]] named " + quote_value(l.upstream));
     }
     if (config.admin.enabled && l.address.host == config.admin.address.host &&
         l.address.port == config.admin.address.port) {
       fail_at(admin->as_table().count("address") != 0 ? at_key(*admin, "address") : *admin,
-              "address: the admin address " + in_quotes(config.admin.address.text) + " is also listener " +
-                  in_quotes(l.name) + "'s address");
+              "address: the admin address " + quote_value(config.admin.address.text) + " is also listener " +
+                  quote_value(l.name) + "'s address");
     }
   }
   return config;

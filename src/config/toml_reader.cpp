@@ -86,7 +86,7 @@ size_t edit_distance(std::string_view a, std::string_view b) {
 }  // namespace
 
 std::string describe(const toml::value& v) {
-  return v.is_string() ? "\"" + v.as_string().str + "\"" : std::string(type_name(v));
+  return v.is_string() ? quote_value(v.as_string().str) : std::string(type_name(v));
 }
 
 std::string position(const toml::value& v) {

@@ -13,8 +13,6 @@ namespace {
 
 constexpr uint64_t kMaxDurationMs = 3650ULL * 24 * 3600 * 1000;  // ten years: only a typo is longer
 
-std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
-
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 bool all_digits(std::string_view s) {
@@ -58,7 +56,7 @@ constexpr std::array<Unit, 7> kSizeUnits{{{"kb", 1ULL << 10},
 
 Error duration_error(std::string_view text, std::string_view why) {
   return Error{std::string(why) + ": expected a number and a unit (ms, s, m, h, d) such as \"30s\", " +
-               "\"250ms\" or \"1.5s\", got " + in_quotes(text)};
+               "\"250ms\" or \"1.5s\", got " + quote_value(text)};
 }
 
 struct IpBytes {
@@ -83,6 +81,30 @@ std::string ip_text(const IpBytes& ip) {
 }
 
 }  // namespace
+
+std::string quote_value(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
 
 Result<Millis> parse_duration(std::string_view text) {
   if (text.empty()) return duration_error(text, "empty duration");
@@ -130,7 +152,7 @@ Result<size_t> parse_size(std::string_view text) {
       bytes > std::numeric_limits<size_t>::max()) {
     return Error{"expected a size in bytes: a whole number with an optional unit (k, kb, m, mb, g, gb) such as "
                  "\"16k\" or \"1mb\", got " +
-                 in_quotes(text)};
+                 quote_value(text)};
   }
   return static_cast<size_t>(bytes);
 }
@@ -139,7 +161,7 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
   const std::string expected = use == AddressUse::kListen
                                    ? "expected \"host:port\", \"[ipv6]:port\" or \"*:port\" such as \"127.0.0.1:8080\""
                                    : "expected \"host:port\" or \"[ipv6]:port\" such as \"127.0.0.1:3001\"";
-  auto fail = [&](const std::string& why) { return Error{why + ": " + expected + ", got " + in_quotes(text)}; };
+  auto fail = [&](const std::string& why) { return Error{why + ": " + expected + ", got " + quote_value(text)}; };
 
   std::string host;
   std::string_view port_text;
@@ -177,7 +199,7 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
   }
   const IpBytes ip = parse_ip(host);
   if (ip.family == 0 || (bracketed && ip.family != AF_INET6)) {
-    return Error{"host " + in_quotes(host) + " in " + in_quotes(text) +
+    return Error{"host " + quote_value(host) + " in " + quote_value(text) +
                  " is not a numeric IPv4/IPv6 address or \"localhost\" (host names are not resolved)"};
   }
   if (!bracketed && ip.family == AF_INET6) return fail("an IPv6 address needs brackets");
@@ -188,7 +210,7 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
 Result<std::string> parse_cidr(std::string_view text) {
   auto fail = [&]() {
     return Error{"expected an address or CIDR such as \"10.0.0.0/8\", \"127.0.0.1\" or \"::1/128\", got " +
-                 in_quotes(text)};
+                 quote_value(text)};
   };
   const size_t slash = text.find('/');
   const IpBytes ip = parse_ip(std::string(text.substr(0, slash)));
@@ -201,7 +223,7 @@ Result<std::string> parse_cidr(std::string_view text) {
 
 Result<HashKeySource> parse_hash_key(std::string_view text) {
   auto fail = [&](const std::string& why) {
-    return Error{why + ": expected \"query:NAME\", \"header:NAME\", \"cookie:NAME\" or \"ip\", got " + in_quotes(text)};
+    return Error{why + ": expected \"query:NAME\", \"header:NAME\", \"cookie:NAME\" or \"ip\", got " + quote_value(text)};
   };
   HashKeySource key;
   key.text = std::string(text);
@@ -224,7 +246,7 @@ Result<HashKeySource> parse_hash_key(std::string_view text) {
   } else if (kind == "ip") {
     return fail("\"ip\" takes no name");
   } else {
-    return fail("unknown key kind " + in_quotes(kind));
+    return fail("unknown key kind " + quote_value(kind));
   }
   const bool printable = std::all_of(name.begin(), name.end(), [](char c) {
     return std::isgraph(static_cast<unsigned char>(c)) != 0;
@@ -243,7 +265,7 @@ Result<std::pair<int, int>> parse_status_range(std::string_view text) {
                                                   : parse_uint(text.substr(dash + 1), 599, last));
   if (!ok || first < 100 || last < first) {
     return Error{"expected an HTTP status or range of statuses (100..599) such as \"200\" or \"200-399\", got " +
-                 in_quotes(text)};
+                 quote_value(text)};
   }
   return std::pair<int, int>(static_cast<int>(first), static_cast<int>(last));
 }

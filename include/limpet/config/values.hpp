@@ -14,6 +14,10 @@
 
 namespace limpet::config {
 
+// A value as an error message shows it: in double quotes, with quotes, backslashes and control
+// characters escaped as TOML writes them, so that every message stays on one line.
+std::string quote_value(std::string_view text);
+
 // A decimal number and a unit: "250ms", "30s", "1.5s", "5m", "1h", "7d". Whole milliseconds only.
 Result<Millis> parse_duration(std::string_view text);
 

@@ -744,3 +744,18 @@ TEST(LoaderProxyProtocol, Errors) {
 
 }  // namespace
 }  // namespace limpet::config
+
+namespace limpet::config {
+namespace {
+
+// Found by fuzz_config: a value written with TOML escapes came back raw inside the message, so a
+// "\n" split the one-line FILE:LINE:COL error in two.
+TEST(Loader, ValuesInErrorsAreEscapedOntoOneLine) {
+  const std::string message =
+      load_error("[[listener]]\naddress = \"127.0.0.\\nx:80\\t\\u0001\"\nupstream = \"a\"\n");
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_NE(message.find("\"127.0.0.\\nx:80\\t\\u0001\""), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace limpet::config
