@@ -139,7 +139,11 @@ int Parser::on_header_value_cb(llhttp_t* p, const char* at, size_t len) {
   return self(p)->on_header_value({at, len});
 }
 int Parser::on_header_field_complete_cb(llhttp_t* p) {
-  self(p)->in_field_ = false;
+  Parser* parser = self(p);
+  parser->in_field_ = false;
+  // A head's empty names are refused with the head (request_checks); a trailer's here.
+  if (parser->head_done_ && parser->trailer_name_length_ == 0) return parser->fail(400, "trailer field with an empty name");
+  parser->trailer_name_length_ = 0;
   return 0;
 }
 int Parser::on_headers_complete_cb(llhttp_t* p) { return self(p)->on_headers_complete(); }
@@ -169,6 +173,7 @@ int Parser::on_message_begin() {
   head_done_ = false;
   in_field_ = false;
   trailer_bytes_ = 0;
+  trailer_name_length_ = 0;
   header_spans_.clear();
   method_ = target_ = reason_ = Span{};
   if (kind_ == Kind::kRequest) {
@@ -208,7 +213,10 @@ int Parser::on_trailer_piece(size_t len) {
 }
 
 int Parser::on_header_field(std::string_view data) {
-  if (head_done_) return on_trailer_piece(data.size());
+  if (head_done_) {
+    trailer_name_length_ += data.size();
+    return on_trailer_piece(data.size());
+  }
   if (!in_field_) {
     in_field_ = true;
     header_spans_.emplace_back();

@@ -162,6 +162,7 @@ class Parser {
   std::vector<std::pair<Span, Span>> header_spans_;
   bool in_field_ = false;
   size_t trailer_bytes_ = 0;
+  size_t trailer_name_length_ = 0;  // of the trailer field name being read
 
   // Requests only (responses: line_ends_ stays off).
   LineEnds line_ends_;

@@ -410,6 +410,13 @@ TEST_F(RequestFixture, TrailersLeaveTheHeadAlone) {
   EXPECT_FALSE(head.header("x-t").has_value());
 }
 
+TEST_F(RequestFixture, TrailerWithAnEmptyNameIsRefused) {
+  const std::string req = "POST /u HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n0\r\n: y\r\n\r\n";
+  EXPECT_EQ(parser.execute(req).state, Parser::State::kError);
+  EXPECT_EQ(parser.error_status(), 400);
+  EXPECT_EQ(rec.messages, 0);
+}
+
 TEST_F(RequestFixture, TrailersAreBoundedByTheHeadLimit) {
   const std::string req = "POST /u HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: " +
                           std::string(20000, 'y') + "\r\n\r\n";
