@@ -221,6 +221,8 @@ void HttpSession::next_request() {
   phase_ = Phase::kReadingHead;
   served_one_ = true;
   request_ = nullptr;
+  // The last response is out: an error in the next head is answered, not just closed on.
+  response_started_ = false;
   if (client_ended_ && pending_in_.empty()) {
     linger();  // closes once the last answer is written
     return;

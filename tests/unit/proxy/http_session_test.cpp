@@ -290,5 +290,23 @@ TEST_F(HttpSessionTest, StalledHeadIs408) {
   EXPECT_EQ(settled_conns(a.server), 0u);
 }
 
+// A pipelined request refused after one that was served still gets its 400 (the last response's
+// state must not make it look like a response in progress).
+TEST_F(HttpSessionTest, ABadRequestAfterAServedOneIsAnswered) {
+  FakeBackend& a = backend("a");
+  build();
+  listen();
+  RawConn& c = client();
+  c.write("GET /one HTTP/1.1\r\nHost: example.test\r\n\r\n"
+          "POST /two HTTP/1.1\r\nHost: example.test\r\nContent-Length: +5\r\n\r\nhello"
+          "GET /three HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  auto r = responses(c);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 200);
+  EXPECT_EQ(r[1].status, 400);
+  EXPECT_EQ(a.requests.size(), 1u);
+}
+
 }  // namespace
 }  // namespace limpet::proxy::testing
