@@ -58,7 +58,15 @@ Parser::Outcome Parser::finish() {
   return outcome(err, nullptr, 0);
 }
 
-void Parser::resume() { llhttp_resume(&parser_); }
+void Parser::resume() {
+  // After an upgrade that was not taken (refused by the backend), the same connection goes on
+  // in HTTP.
+  if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
+    llhttp_resume_after_upgrade(&parser_);
+  } else {
+    llhttp_resume(&parser_);
+  }
+}
 
 void Parser::reset() {
   llhttp_reset(&parser_);

@@ -61,7 +61,7 @@ class Parser {
   // EOF from the peer: completes an until-close response body. Returns kError if the message was
   // cut short.
   Outcome finish();
-  void resume();  // after kPaused
+  void resume();  // after kPaused, or after a kUpgrade that is not taken (the next message is HTTP)
   // Ready for a new connection (a parser kept for the next exchange), buffers kept.
   void reset();
   // A request with Upgrade that we decline to tunnel: keep parsing it as plain HTTP.

@@ -99,6 +99,20 @@ TEST_F(RequestFixture, WebSocketUpgradeLeavesTrailingBytes) {
   EXPECT_EQ(req.size() - out.consumed, 11u);
 }
 
+// An upgrade the backend refused: resume() goes on parsing the same connection as HTTP.
+TEST_F(RequestFixture, ResumeAfterAnUpgradeNotTakenParsesHttp) {
+  const std::string req =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto out = parser.execute(req);
+  ASSERT_EQ(out.state, Parser::State::kUpgrade);
+  parser.resume();
+  out = parser.execute(std::string_view(req).substr(out.consumed));
+  ASSERT_EQ(out.state, Parser::State::kPaused) << parser.error_reason();
+  EXPECT_EQ(rec.heads, (std::vector<std::string>{"GET /ws", "GET /next"}));
+}
+
 TEST_F(RequestFixture, UpgradeWithoutKeyIsNotAWebSocket) {
   auto out = parser.execute(
       "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
