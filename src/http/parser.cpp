@@ -1,6 +1,7 @@
 #include "limpet/http/parser.hpp"
 
 #include <charconv>
+#include <cstring>
 
 #include "limpet/http/request_checks.hpp"
 
@@ -339,32 +340,61 @@ void Parser::LineEnds::start(Mode mode) {
 }
 
 Parser::LineEnds::Result Parser::LineEnds::scan(std::string_view bytes, size_t* used) {
-  *used = bytes.size();
-  for (size_t i = 0; i < bytes.size() && mode_ != Mode::kOff; ++i) {
-    const char c = bytes[i];
-    if (prev_cr_ && c != '\n') return Result::kBareCr;
-    if (c == '\r') {
-      prev_cr_ = true;
-    } else if (c == '\n') {
-      if (!prev_cr_) return Result::kBareLf;
-      prev_cr_ = false;
-      if (mode_ == Mode::kBeforeRequestLine) continue;  // RFC 9112 §2.2: ignored before a request
-      if (line_empty_) {
-        mode_ = Mode::kOff;
-        *used = i + 1;
-        return Result::kSectionEnd;
+  const char* const begin = bytes.data();
+  const char* const end = begin + bytes.size();
+  const char* p = begin;
+  Result result = Result::kOk;
+  // The state in locals for the loop, written back once.
+  Mode mode = mode_;
+  bool prev_cr = prev_cr_;
+  bool line_start = line_start_;
+  bool line_empty = line_empty_;
+  while (p < end && mode != Mode::kOff) {
+    const char c = *p;
+    if (prev_cr) {
+      if (c != '\n') {
+        result = Result::kBareCr;
+        break;
       }
-      line_start_ = line_empty_ = true;
-    } else {
-      if (mode_ == Mode::kBeforeRequestLine) {
-        mode_ = Mode::kHead;  // the request line's first byte
-      } else if (line_start_ && (c == ' ' || c == '\t')) {
-        return Result::kObsFold;
+      prev_cr = false;
+      ++p;
+      if (mode == Mode::kBeforeRequestLine) continue;  // RFC 9112 §2.2: ignored before a request
+      if (line_empty) {
+        mode = Mode::kOff;
+        result = Result::kSectionEnd;
+        break;
       }
-      line_start_ = line_empty_ = false;
+      line_start = line_empty = true;
+      continue;
     }
+    if (c == '\r') {
+      prev_cr = true;
+      ++p;
+      continue;
+    }
+    if (c == '\n') {
+      result = Result::kBareLf;
+      break;
+    }
+    if (mode == Mode::kBeforeRequestLine) {
+      mode = Mode::kHead;  // the request line's first byte
+    } else if (line_start && (c == ' ' || c == '\t')) {
+      result = Result::kObsFold;
+      break;
+    }
+    line_start = line_empty = false;
+    // The rest of the line is content: on to its next CR (or a bare LF) at memchr speed.
+    const auto* lf = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+    if (lf == nullptr) lf = end;
+    const auto* cr = static_cast<const char*>(std::memchr(p, '\r', static_cast<size_t>(lf - p)));
+    p = cr != nullptr ? cr : lf;
   }
-  return Result::kOk;
+  mode_ = mode;
+  prev_cr_ = prev_cr;
+  line_start_ = line_start;
+  line_empty_ = line_empty;
+  *used = result == Result::kSectionEnd ? static_cast<size_t>(p - begin) : bytes.size();
+  return result;
 }
 
 Parser::LineEnds::Result Parser::LineEnds::chunk_data() {
