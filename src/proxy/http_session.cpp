@@ -223,6 +223,8 @@ void HttpSession::next_request() {
   phase_ = Phase::kReadingHead;
   served_one_ = true;
   request_ = nullptr;
+  // The last response is out: an error in the next head is answered, not just closed on.
+  response_started_ = false;
   if (client_ended_ && pending_in_.empty()) {
     linger();  // closes once the last answer is written
     return;
@@ -263,8 +265,10 @@ void HttpSession::on_response_head(const http::ResponseHead& resp, std::string_v
     options.upgrade = true;
   } else {
     framing_ = response_framing(*request_, resp);
+    // An upgrade the backend refused leaves the connection in HTTP: what follows is parsed and
+    // checked as the next request, never passed on as tunnel bytes.
     close_after_response_ = close_after_response_ || !request_->keep_alive || !exchange_.request_complete() ||
-                            request_->upgrade || framing_ == http::BodyFraming::kUntilClose;
+                            framing_ == http::BodyFraming::kUntilClose;
     options.framing = framing_;
     options.close = close_after_response_;
   }

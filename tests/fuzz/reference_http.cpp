@@ -42,17 +42,12 @@ std::string_view ows_trim(std::string_view s) {
 enum class Line { kOk, kIncomplete, kBad };
 
 // One CRLF-terminated line from `pos`; a CR or LF anywhere else is kBad (RFC 9112 §2.2: a bare CR
-// must be rejected). With `lf_ends_line`, a bare LF ends a line too: the other reading §2.2
-// permits ("MAY recognize a single LF as a line terminator").
-Line read_line(std::string_view s, size_t& pos, std::string_view& line, std::string& why, bool lf_ends_line) {
+// must be rejected; a bare LF is the reading a recipient MAY take, and one a proxy must not,
+// since the next hop may not take it).
+Line read_line(std::string_view s, size_t& pos, std::string_view& line, std::string& why) {
   const size_t at = s.find_first_of("\r\n", pos);
   if (at == std::string_view::npos) return Line::kIncomplete;
   if (s[at] == '\n') {
-    if (lf_ends_line) {
-      line = s.substr(pos, at - pos);
-      pos = at + 1;
-      return Line::kOk;
-    }
     why = "bare LF at " + std::to_string(at);
     return Line::kBad;
   }
@@ -68,8 +63,6 @@ Line read_line(std::string_view s, size_t& pos, std::string_view& line, std::str
 
 struct Reader {
   std::string_view s;
-  bool lf_ends_line = false;
-  bool empty_names = false;
   size_t pos = 0;
   Request r;
 
@@ -115,7 +108,7 @@ struct Reader {
       return false;
     }
     const std::string_view name = line.substr(0, colon);
-    if (!token(name) && !(name.empty() && empty_names)) {
+    if (!token(name)) {
       hard("field name \"" + std::string(name) + "\" is not a token (whitespace before the colon?)");
       return false;
     }
@@ -135,8 +128,6 @@ struct Reader {
     while (true) {
       if (s.substr(pos).starts_with("\r\n")) {
         pos += 2;
-      } else if (lf_ends_line && pos < s.size() && (s[pos] == '\n' || s[pos] == '\r')) {
-        pos += 1;  // llhttp skips stray CR and LF between messages (tolerated with K7)
       } else if (pos < s.size() && (s[pos] == '\n' || (s[pos] == '\r' && pos + 1 < s.size()))) {
         return hard("stray CR or LF before the request line");
       } else {
@@ -145,7 +136,7 @@ struct Reader {
     }
     std::string_view line;
     std::string why;
-    switch (read_line(s, pos, line, why, lf_ends_line)) {
+    switch (read_line(s, pos, line, why)) {
       case Line::kIncomplete: return incomplete();
       case Line::kBad: return hard("request line: " + why);
       case Line::kOk: break;
@@ -191,7 +182,7 @@ struct Reader {
     while (true) {
       std::string_view line;
       std::string why;
-      switch (read_line(s, pos, line, why, lf_ends_line)) {
+      switch (read_line(s, pos, line, why)) {
         case Line::kIncomplete: return incomplete();
         case Line::kBad: return hard("header section: " + why);
         case Line::kOk: break;
@@ -285,7 +276,7 @@ struct Reader {
     while (true) {
       std::string_view line;
       std::string why;
-      switch (read_line(s, pos, line, why, lf_ends_line)) {
+      switch (read_line(s, pos, line, why)) {
         case Line::kIncomplete: return incomplete();
         case Line::kBad: return hard("chunk size line: " + why);
         case Line::kOk: break;
@@ -320,10 +311,6 @@ struct Reader {
       }
       r.body += s.substr(pos, static_cast<size_t>(size));
       pos += static_cast<size_t>(size);
-      if (lf_ends_line && pos < s.size() && s[pos] == '\n') {
-        pos += 1;
-        continue;
-      }
       if (s.size() - pos < 2) {
         if (s.substr(pos) == "\r" || pos == s.size()) return incomplete();
         return hard("chunk data not followed by CRLF");
@@ -336,7 +323,7 @@ struct Reader {
     while (true) {
       std::string_view line;
       std::string why;
-      switch (read_line(s, pos, line, why, lf_ends_line)) {
+      switch (read_line(s, pos, line, why)) {
         case Line::kIncomplete: return incomplete();
         case Line::kBad: return hard("trailer section: " + why);
         case Line::kOk: break;
@@ -362,11 +349,9 @@ const char* name(Verdict v) {
   return "?";
 }
 
-Request parse_request(std::string_view s, Tolerate tolerate) {
+Request parse_request(std::string_view s) {
   Reader reader;
   reader.s = s;
-  reader.lf_ends_line = tolerate.bare_lf;
-  reader.empty_names = tolerate.empty_names;
   reader.r.verdict = Verdict::kOk;
   const auto done = [&reader]() -> Request& {
     reader.r.soft_reason = reader.soft_why;

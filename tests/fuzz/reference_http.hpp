@@ -40,13 +40,8 @@ struct Request {
   size_t end = 0;    // kOk: offset just after the message (leading empty lines included)
 };
 
-struct Tolerate {
-  bool bare_lf = false;      // a bare LF ends a line too (RFC 9112 §2.2 permits that reading)
-  bool empty_names = false;  // a field line ":value" is kept as a field with an empty name
-};
-
 // Reads the request that starts at the beginning of `s` (empty lines before it are skipped).
-Request parse_request(std::string_view s, Tolerate tolerate = {});
+Request parse_request(std::string_view s);
 
 const char* name(Verdict v);
 

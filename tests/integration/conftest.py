@@ -151,12 +151,13 @@ def stop_process(proc, timeout=5):
 
 
 class Backend:
-    """One backend process; `kind` is "http" or "ws"."""
+    """One backend process; `kind` is "http", "ws" or "raw" (backends/raw_backend.py: raw bytes
+    per connection and the requests a strict reader finds in them)."""
 
     def __init__(self, name, tmp_path, kind="http", args=()):
         self.name = name
         self.kind = kind
-        script = BACKENDS / ("http_backend.py" if kind == "http" else "ws_backend.py")
+        script = BACKENDS / {"http": "http_backend.py", "ws": "ws_backend.py", "raw": "raw_backend.py"}[kind]
         port_file = tmp_path / f"backend-{name}.port"
         self.log_path = tmp_path / f"backend-{name}.log"
         self._log_file = open(self.log_path, "wb")
@@ -247,10 +248,13 @@ RUNNING = []  # every Limpet started, for failure reports
 
 
 class Limpet:
-    """A limpet process. ports[i] is listener i's port; `port` is listener 0's."""
+    """A limpet process. ports[i] is listener i's port; `port` is listener 0's. `binary` runs
+    something else from the same config (reference/nginx_as_limpet.py, haproxy_as_limpet.py)."""
 
-    def __init__(self, tmp_path, upstreams, server=None, listeners=None, name="limpet", tables=None):
+    def __init__(self, tmp_path, upstreams, server=None, listeners=None, name="limpet", tables=None, binary=None):
         self.tmp_path = tmp_path
+        self.binary = binary
+        self.stop_signal = signal.SIGTERM
         self.tables = tables
         self.upstreams = upstreams
         self.server = {**DEFAULT_SERVER, **(server or {})}
@@ -272,7 +276,7 @@ class Limpet:
             self.config_path.write_text(render_config(self.ports, self.upstreams, self.server, self.listeners,
                                                         self.tables))
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen([str(limpet_bin()), "-c", str(self.config_path)],
+                self.proc = subprocess.Popen([str(self.binary or limpet_bin()), "-c", str(self.config_path)],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             outcome = wait_until(self._ready_or_dead, 15, "limpet to listen on " + str(self.ports))
             if outcome == "ready":
@@ -333,7 +337,7 @@ class Limpet:
             assert marker not in text, f"sanitizer report in limpet's stderr:\n{text[-8000:]}"
 
     def stop(self, timeout=None):
-        """SIGTERM, then assert a clean exit (0, no sanitizer report) within shutdown_timeout + 3 s.
+        """SIGTERM (stop_signal), then assert a clean exit (0, no sanitizer report) within shutdown_timeout + 3 s.
         An exit that a test already checked is left alone; any other early exit is a crash."""
         if self.proc is None:
             return
@@ -347,9 +351,9 @@ class Limpet:
                 raise AssertionError(f"limpet exited {why} with {rc}:\n{self.stderr()[-8000:]}")
             self.check_sanitizers()
             return
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(self.stop_signal)
         rc = self.wait_exit(timeout or parse_duration(self.server["shutdown_timeout"]) + 3)
-        assert rc == 0, f"limpet exited with {rc} on SIGTERM:\n{self.stderr()[-8000:]}"
+        assert rc == 0, f"limpet exited with {rc} on {self.stop_signal.name}:\n{self.stderr()[-8000:]}"
         self.check_sanitizers()
 
     def kill(self):
@@ -382,13 +386,13 @@ class Cluster:
         return b
 
     def limpet(self, backends, server=None, listener=None, upstream=None, name="limpet",
-               upstreams=None, listeners=None, tables=None):
+               upstreams=None, listeners=None, tables=None, binary=None):
         """Start limpet in front of `backends` (Backend objects, addresses or (name, address))."""
         if upstreams is None:
             addrs = [(b.name, b.address) if isinstance(b, Backend) else b for b in backends]
             upstreams = [{"name": "app", "backends": addrs, **(upstream or {})}]
             listeners = [{"upstream": "app", **(listener or {})}]
-        lp = Limpet(self.tmp_path, upstreams, server, listeners, name, tables)
+        lp = Limpet(self.tmp_path, upstreams, server, listeners, name, tables, binary)
         self.limpets.append(lp)
         return lp.start()
 

@@ -99,6 +99,20 @@ TEST_F(RequestFixture, WebSocketUpgradeLeavesTrailingBytes) {
   EXPECT_EQ(req.size() - out.consumed, 11u);
 }
 
+// An upgrade the backend refused: resume() goes on parsing the same connection as HTTP.
+TEST_F(RequestFixture, ResumeAfterAnUpgradeNotTakenParsesHttp) {
+  const std::string req =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto out = parser.execute(req);
+  ASSERT_EQ(out.state, Parser::State::kUpgrade);
+  parser.resume();
+  out = parser.execute(std::string_view(req).substr(out.consumed));
+  ASSERT_EQ(out.state, Parser::State::kPaused) << parser.error_reason();
+  EXPECT_EQ(rec.heads, (std::vector<std::string>{"GET /ws", "GET /next"}));
+}
+
 TEST_F(RequestFixture, UpgradeWithoutKeyIsNotAWebSocket) {
   auto out = parser.execute(
       "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
@@ -268,4 +282,214 @@ TEST_F(ResponseFixture, ResetStartsAFreshConnection) {
 }
 
 }  // namespace
+// ---------------------------------------------------------------------------------------------
+// What limpet refuses although strict llhttp lets it through (tests/fuzz/README.md K1-K9): the
+// status, and that the delegate never saw the head (so nothing of it reaches a backend). Fed in
+// one read and one byte per read: the verdict must not depend on how the bytes arrive.
+
+struct Refused {
+  const char* what;
+  std::string bytes;
+  int status;
+};
+
+void expect_refused_before_head(const Refused& c) {
+  for (bool bytewise : {false, true}) {
+    SCOPED_TRACE(std::string(c.what) + (bytewise ? " (byte by byte)" : " (one read)"));
+    Recorder rec;
+    Parser parser(Parser::Kind::kRequest, {}, &rec);
+    rec.parser = &parser;
+    Parser::State state = Parser::State::kNeedMore;
+    for (size_t at = 0; at < c.bytes.size() && state == Parser::State::kNeedMore;) {
+      const size_t n = bytewise ? 1 : c.bytes.size();
+      state = parser.execute(std::string_view(c.bytes).substr(at, n)).state;
+      at += n;
+    }
+    EXPECT_EQ(state, Parser::State::kError);
+    EXPECT_EQ(parser.error_status(), c.status) << parser.error_reason();
+    EXPECT_TRUE(rec.heads.empty()) << "the head reached the delegate: " << rec.heads.front();
+  }
+}
+
+const std::string kHost = "Host: x\r\n";
+
+TEST(RequestRefusals, Http10WithTransferEncodingK1) {
+  expect_refused_before_head({"K1", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head(
+      {"K1 with CL", "POST / HTTP/1.0\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400});
+}
+
+TEST(RequestRefusals, VersionsOtherThanHttp1K2) {
+  expect_refused_before_head({"HTTP/0.9", "GET /a\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"HTTP/0.9 empty line", "GET /a\r\n\r\n", 400});
+  expect_refused_before_head({"HTTP/2.0 request line", "GET / HTTP/2.0\r\n" + kHost + "\r\n", 505});
+  expect_refused_before_head({"h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400});
+}
+
+TEST(RequestRefusals, ConnectAndUpgradesWithSkippedFramingK4) {
+  expect_refused_before_head({"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501});
+  expect_refused_before_head(
+      {"CONNECT with CL", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 5\r\n\r\nhello", 501});
+  expect_refused_before_head({"CONNECT with TE",
+                              "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                              501});
+  expect_refused_before_head({"Upgrade with TE identity",
+                              "GET / HTTP/1.1\r\n" + kHost +
+                                  "Connection: Upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: identity\r\n\r\n",
+                              400});
+}
+
+// RFC 9112 §6.3: chunked not last is 400 (MUST); §6.1: a coding limpet does not implement before
+// the final chunked is 501.
+TEST(RequestRefusals, TransferEncodingNotExactlyChunkedK6) {
+  const std::string post = "POST / HTTP/1.1\r\n" + kHost;
+  expect_refused_before_head({"gzip", post + "Transfer-Encoding: gzip\r\n\r\nabc", 400});
+  expect_refused_before_head({"xchunked", post + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head({"gzip, chunked", post + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501});
+  expect_refused_before_head({"chunked, identity", post + "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head({"chunked twice", post + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head({"empty element", post + "Transfer-Encoding: , chunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head({"empty", post + "Transfer-Encoding: \r\n\r\n", 400});
+}
+
+TEST(RequestRefusals, EmptyFieldNameK8) {
+  expect_refused_before_head({"empty name", "GET / HTTP/1.1\r\n" + kHost + ": value\r\n\r\n", 400});
+}
+
+TEST(RequestRefusals, TransferEncodingTwiceAndObsFoldK9) {
+  const std::string post = "POST / HTTP/1.1\r\n" + kHost;
+  expect_refused_before_head(
+      {"TE twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head(
+      {"TE twice around a fold",
+       post + "Transfer-Encoding: chunked\r\n \r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400});
+  expect_refused_before_head({"fold with SP", "GET / HTTP/1.1\r\n" + kHost + "X-A: b\r\n  c\r\n\r\n", 400});
+  expect_refused_before_head({"fold with HT", "GET / HTTP/1.1\r\n" + kHost + "X-A: b\r\n\tc\r\n\r\n", 400});
+  expect_refused_before_head({"fold after an empty value", "GET / HTTP/1.1\r\n" + kHost + "X-A:\r\n c\r\n\r\n", 400});
+  expect_refused_before_head({"first field line folded", "GET / HTTP/1.1\r\n Host: x\r\n\r\n", 400});
+}
+
+TEST(RequestRefusals, BareLineEndsK7) {
+  expect_refused_before_head({"LF after the request line", "GET / HTTP/1.1\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"LF as the empty line", "GET / HTTP/1.1\r\n" + kHost + "\n", 400});
+  expect_refused_before_head({"LF before the request line", "\nGET / HTTP/1.1\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"CR before the request line", "\rGET / HTTP/1.1\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"CR LF LF before the request line", "\r\n\nGET / HTTP/1.1\r\n" + kHost + "\r\n", 400});
+}
+
+// RFC 9112 §2.2: empty lines (CRLF) before a request line are ignored, a bare LF is not a line.
+TEST_F(RequestFixture, EmptyLinesBeforeARequestAreIgnored) {
+  auto out = parser.execute("\r\n\r\nGET / HTTP/1.1\r\n" + kHost + "\r\n");
+  ASSERT_EQ(out.state, Parser::State::kPaused) << parser.error_reason();
+  EXPECT_EQ(rec.heads, std::vector<std::string>{"GET /"});
+}
+
+// The empty line after the last chunk (and trailers): llhttp takes a bare LF there. The head has
+// gone on by then; the request is refused before it ends.
+TEST(RequestRefusals, BareLfEndingTheTrailersK7) {
+  for (const char* tail : {"0\r\n\n", "0\r\nX-Trailer: y\r\n\n", "5\r\nhello\r\n0\r\n\n"}) {
+    SCOPED_TRACE(tail);
+    Recorder rec;
+    Parser parser(Parser::Kind::kRequest, {}, &rec);
+    rec.parser = &parser;
+    auto out = parser.execute("POST / HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n" + tail);
+    EXPECT_EQ(out.state, Parser::State::kError);
+    EXPECT_EQ(parser.error_status(), 400);
+    EXPECT_EQ(rec.messages, 0);
+  }
+}
+
+TEST_F(RequestFixture, ChunkedBodyWithTrailersByteByByte) {
+  const std::string req = "POST /u HTTP/1.1\r\n" + kHost +
+                          "Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nh\r\nl\n\r\n1\r\n\r\r\n0\r\nX-T: y\r\n\r\n";
+  Parser::State state = Parser::State::kNeedMore;
+  for (size_t i = 0; i < req.size(); ++i) {
+    state = parser.execute(std::string_view(req).substr(i, 1)).state;
+    if (state != Parser::State::kNeedMore) break;
+  }
+  ASSERT_EQ(state, Parser::State::kPaused) << parser.error_reason();
+  EXPECT_EQ(rec.body, "h\r\nl\n\r");  // CR and LF in chunk data are data, not line ends
+}
+
+// Trailer fields are dropped, and never written into the head the finished views point into.
+TEST_F(RequestFixture, TrailersLeaveTheHeadAlone) {
+  const std::string req = "POST /u HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: " +
+                          std::string(4000, 'y') + "\r\n\r\n";
+  ASSERT_EQ(parser.execute(req).state, Parser::State::kPaused) << parser.error_reason();
+  const RequestHead& head = parser.request();
+  const char* begin = head.storage.data();
+  EXPECT_GE(head.method.data(), begin);
+  EXPECT_LE(head.target.data() + head.target.size(), begin + head.storage.size());
+  EXPECT_EQ(head.method, "POST");
+  EXPECT_FALSE(head.header("x-t").has_value());
+}
+
+TEST_F(RequestFixture, TrailerWithAnEmptyNameIsRefused) {
+  const std::string req = "POST /u HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n0\r\n: y\r\n\r\n";
+  EXPECT_EQ(parser.execute(req).state, Parser::State::kError);
+  EXPECT_EQ(parser.error_status(), 400);
+  EXPECT_EQ(rec.messages, 0);
+}
+
+TEST_F(RequestFixture, TrailersAreBoundedByTheHeadLimit) {
+  const std::string req = "POST /u HTTP/1.1\r\n" + kHost + "Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: " +
+                          std::string(20000, 'y') + "\r\n\r\n";
+  EXPECT_EQ(parser.execute(req).state, Parser::State::kError);
+  EXPECT_EQ(parser.error_status(), 431);
+}
+
+// RFC 9112 §3.2.2: the host of an absolute-form target wins over Host; origin-form goes on.
+TEST(AbsoluteForm, TargetBecomesOriginFormAndHostComesFromIt) {
+  struct Case {
+    std::string request;
+    const char* target;
+    const char* path;
+    const char* host;
+  };
+  const Case cases[] = {
+      {"GET http://Other:8080/a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n", "/a/b?c=d", "/a/b", "Other:8080"},
+      {"GET HTTPS://other?c=d HTTP/1.1\r\nHost: x\r\n\r\n", "/?c=d", "/", "other"},
+      {"GET http://other HTTP/1.1\r\nHost: other\r\n\r\n", "/", "/", "other"},
+      {"GET http://other/ HTTP/1.0\r\n\r\n", "/", "/", "other"},  // 1.0 without Host: one is added
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.request);
+    Recorder rec;
+    Parser parser(Parser::Kind::kRequest, {}, &rec);
+    rec.parser = &parser;
+    ASSERT_EQ(parser.execute(c.request).state, Parser::State::kPaused) << parser.error_reason();
+    const RequestHead& head = parser.request();
+    EXPECT_EQ(head.target, c.target);
+    EXPECT_EQ(head.path, c.path);
+    int hosts = 0;
+    for (const auto& h : head.headers) hosts += iequals(h.name, "host") ? 1 : 0;
+    EXPECT_EQ(hosts, 1);
+    EXPECT_EQ(head.header("host").value_or(""), c.host);
+  }
+}
+
+TEST(AbsoluteForm, OtherTargetsAreRefused) {
+  expect_refused_before_head({"userinfo", "GET http://u@other/ HTTP/1.1\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"no host", "GET http:///a HTTP/1.1\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"other scheme", "GET ftp://other/ HTTP/1.1\r\n" + kHost + "\r\n", 400});
+  expect_refused_before_head({"asterisk outside OPTIONS", "GET * HTTP/1.1\r\n" + kHost + "\r\n", 400});
+}
+
+TEST_F(RequestFixture, OptionsAsteriskIsAccepted) {
+  ASSERT_EQ(parser.execute("OPTIONS * HTTP/1.1\r\n" + kHost + "\r\n").state, Parser::State::kPaused);
+  EXPECT_EQ(rec.heads, std::vector<std::string>{"OPTIONS *"});
+}
+
+// A request refused after a good one on the same connection: the parser's line checks restart
+// with every message.
+TEST_F(RequestFixture, RefusalAfterAPipelinedGoodRequest) {
+  const std::string two = "GET /a HTTP/1.1\r\n" + kHost + "\r\nGET /b HTTP/1.1\r\n" + kHost + "X: y\r\n z\r\n\r\n";
+  auto out = parser.execute(two);
+  ASSERT_EQ(out.state, Parser::State::kPaused);
+  parser.resume();
+  out = parser.execute(std::string_view(two).substr(out.consumed));
+  EXPECT_EQ(out.state, Parser::State::kError);
+  EXPECT_EQ(rec.heads, std::vector<std::string>{"GET /a"});
+}
+
 }  // namespace limpet::http

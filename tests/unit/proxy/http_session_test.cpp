@@ -290,5 +290,54 @@ TEST_F(HttpSessionTest, StalledHeadIs408) {
   EXPECT_EQ(settled_conns(a.server), 0u);
 }
 
+// A pipelined request refused after one that was served still gets its 400 (the last response's
+// state must not make it look like a response in progress).
+TEST_F(HttpSessionTest, ABadRequestAfterAServedOneIsAnswered) {
+  FakeBackend& a = backend("a");
+  build();
+  listen();
+  RawConn& c = client();
+  c.write("GET /one HTTP/1.1\r\nHost: example.test\r\n\r\n"
+          "POST /two HTTP/1.1\r\nHost: example.test\r\nContent-Length: +5\r\n\r\nhello"
+          "GET /three HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  auto r = responses(c);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 200);
+  EXPECT_EQ(r[1].status, 400);
+  EXPECT_EQ(a.requests.size(), 1u);
+}
+
+// The classic WebSocket smuggling: the backend refuses the upgrade, the client goes on as if a
+// tunnel were open. The connection stays HTTP: what follows goes through the parser and its
+// checks (a CONNECT gets limpet's 501, never the backend), a plain request is served.
+TEST_F(HttpSessionTest, AnUpgradeTheBackendRefusesLeavesTheConnectionInHttp) {
+  FakeBackend& a = backend("a");
+  a.respond = [](RawConn&, const RawMessage& m) -> std::optional<std::string> {
+    return m.target == "/ws" ? "HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n" : FakeBackend::ok(m.target);
+  };
+  build();
+  listen();
+  const std::string upgrade =
+      "GET /ws HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  RawConn& c = client();
+  c.write(upgrade + "GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return responses(c).size() == 2; }));
+  EXPECT_EQ(responses(c)[0].status, 426);
+  EXPECT_EQ(responses(c)[1].body, "/next");
+  EXPECT_FALSE(c.eof);
+
+  RawConn& d = client();
+  d.write(upgrade + "CONNECT other:443 HTTP/1.1\r\nHost: other:443\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return d.eof; }));
+  auto r = responses(d);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].status, 426);
+  EXPECT_EQ(r[1].status, 501);
+  ASSERT_EQ(a.requests.size(), 3u);  // /ws, /next, /ws: never the CONNECT
+  EXPECT_EQ(a.requests[2].target, "/ws");
+}
+
 }  // namespace
 }  // namespace limpet::proxy::testing
