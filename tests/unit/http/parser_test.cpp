@@ -113,6 +113,18 @@ TEST_F(RequestFixture, ResumeAfterAnUpgradeNotTakenParsesHttp) {
   EXPECT_EQ(rec.heads, (std::vector<std::string>{"GET /ws", "GET /next"}));
 }
 
+// llhttp skips the body of an upgrade only when it has no chunked or Content-Length framing
+// (K4: a Transfer-Encoding that is not chunked, refused above); a framed body is read as a body.
+TEST_F(RequestFixture, AnUpgradeWithAContentLengthBodyReadsTheBody) {
+  const std::string req =
+      "POST /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\n"
+      "helloGET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto out = parser.execute(req);
+  ASSERT_EQ(out.state, Parser::State::kUpgrade);
+  EXPECT_EQ(rec.body, "hello");
+  EXPECT_TRUE(std::string_view(req).substr(out.consumed).starts_with("GET /next"));
+}
+
 TEST_F(RequestFixture, UpgradeWithoutKeyIsNotAWebSocket) {
   auto out = parser.execute(
       "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
