@@ -4,7 +4,8 @@
 // 16- and 64-bit lengths, garbage. Checked, with the limit and without it:
 //  - fed whole, the tracker agrees with a reference reading written here from RFC 6455 §5.2 and
 //    the tracker's documented rules (control frames FIN and <= 125 bytes, continuation only inside
-//    a fragmented message, no new data frame inside one, opcodes 3-7 refused, the limit over all
+//    a fragmented message, no new data frame inside one, opcodes 3-7 and 0xB-0xF refused, a 64-bit
+//    length with its top bit set refused, the limit over all
 //    fragments): frames, messages, closes, the error, the last boundary, at_boundary();
 //  - every split point (all of them for inputs up to 2 KB, 64 random ones beyond) and one byte per
 //    feed give the same boundary, counters and error as feeding it whole;
@@ -57,9 +58,13 @@ Reading reference(std::string_view s, uint64_t max_message) {
       len = 0;
       for (size_t i = 0; i < (len7 == 126 ? 2u : 8u); ++i) len = (len << 8) | byte(pos + 2 + i);
     }
+    if (len7 == 127 && (len >> 63) != 0) {  // RFC 6455 §5.2: the most significant bit MUST be 0
+      r.error = FrameTracker::Error::kProtocol;
+      return r;
+    }
     const bool control = opcode >= 8;
     if (control) {
-      if (!fin || len > 125) {
+      if (!fin || len > 125 || opcode > 0xA) {  // 0xB-0xF are reserved control opcodes
         r.error = FrameTracker::Error::kProtocol;
         return r;
       }
