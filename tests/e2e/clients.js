@@ -107,12 +107,13 @@ class TestClient {
 }
 
 // Creates n clients, at most `concurrency` handshakes in flight at once: a bursty but bounded
-// arrival, like a page reload wave. Resolves when each client connected or failed once, or at
-// the deadline; the caller judges the clients.
+// arrival, like a page reload wave. Resolves when each client was welcomed by its node or failed
+// once, or at the deadline; the caller judges the clients. ("connect" alone is not enough: over
+// polling the node's welcome may come in the next poll, after the CONNECT packet.)
 async function connectMany(url, n, { group, transports, concurrency = 50, idBase = 0, timeoutMs = 30000, extraOpts } = {}) {
   const clients = [];
   const deadline = Date.now() + timeoutMs;
-  const settled = (c) => c.connected || c.connectErrors.length > 0 || c.disconnects.length > 0;
+  const settled = (c) => (c.connected && c.node !== null) || c.connectErrors.length > 0 || c.disconnects.length > 0;
   for (let i = 0; i < n; i++) {
     while (clients.filter((c) => !settled(c)).length >= concurrency && Date.now() < deadline) {
       await sleep(5);

@@ -56,7 +56,8 @@ function judgeClients(clients, { label }) {
     const ex = list.slice(0, 3).map((c) => `#${c.id}`).join(', ');
     failures.push(`${label}: ${list.length}/${clients.length} ${what} (e.g. ${ex})`);
   };
-  bad('not connected', clients.filter((c) => !c.connected || !c.node));
+  bad('not connected', clients.filter((c) => !c.connected));
+  bad('connected but not welcomed by a node', clients.filter((c) => c.connected && !c.node));
   bad('with connect_error', clients.filter((c) => c.connectErrors.length > 0));
   bad('with disconnect', clients.filter((c) => c.disconnects.length > 0));
   bad('with upgradeError', clients.filter((c) => c.upgradeErrors.length > 0));
