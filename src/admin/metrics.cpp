@@ -146,6 +146,21 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   w.family("limpet_upstream_retries_total", "counter",
            "Requests sent to another backend after a connect failure.");
   w.sample("limpet_upstream_retries_total", "", static_cast<double>(m.retries));
+  w.family("limpet_client_aborts_total", "counter",
+           "Requests whose client closed the connection before the answer was complete (logged as 499 "
+           "when no response byte had been sent).");
+  w.sample("limpet_client_aborts_total", "", static_cast<double>(m.client_aborts));
+  w.family("limpet_upstream_stale_resends_total", "counter",
+           "Requests sent again on a new connection because the pooled one closed before any response byte.");
+  w.sample("limpet_upstream_stale_resends_total", "", static_cast<double>(m.stale_resends));
+  w.family("limpet_upstream_pool_not_fresh_total", "counter",
+           "Pooled connections passed over for a request that may not be resent (it carries a session "
+           "or a body), because they had been idle too long to be sure the backend keeps them.");
+  w.sample("limpet_upstream_pool_not_fresh_total", "", static_cast<double>(m.pool_not_fresh));
+  w.family("limpet_handshake_retries_total", "counter",
+           "New sessions (Engine.IO handshakes, WebSocket upgrades) sent to another backend after a "
+           "failure status (health.failure_statuses) or no answer within handshake_timeout.");
+  w.sample("limpet_handshake_retries_total", "", static_cast<double>(m.handshake_retries));
   w.family("limpet_proxy_protocol_rejected_total", "counter",
            "Connections to proxy_protocol listeners closed before any HTTP: from an address outside "
            "trusted_proxies, with a malformed PROXY header, or without one within proxy_protocol_timeout.");

@@ -104,18 +104,25 @@ uint64_t Placement::weight_permille(size_t i, int64_t now_ms) const {
 }
 
 int Placement::place(std::span<const int> exclude, uint64_t random) const {
-  const int64_t now = slow_start_ms_ > 0 ? clock_.now_ms() : 0;  // unread without slow start
+  const int64_t now = clock_.now_ms();
   auto base = [&](int i) {
     return candidates_[static_cast<size_t>(i)].state->accepts_new() && !excluded(exclude, i);
   };
+  // A backend failing new sessions gets them only when no other one accepts any.
+  const int i = place_among(random, now, exclude, [&](int j) {
+    return base(j) && !candidates_[static_cast<size_t>(j)].state->failing_new_sessions(now);
+  });
+  return i >= 0 ? i : place_among(random, now, exclude, base);
+}
+
+template <typename Ok>
+int Placement::place_among(uint64_t random, int64_t now_ms, std::span<const int> exclude, const Ok& ok) const {
   if (factor_ > 1.0) {
     const LoadBound bound(candidates_, exclude, factor_);
-    const int i = pick(random, now, [&](int j) {
-      return base(j) && bound.allows(candidates_[static_cast<size_t>(j)]);
-    });
+    const int i = pick(random, now_ms, [&](int j) { return ok(j) && bound.allows(candidates_[static_cast<size_t>(j)]); });
     if (i >= 0) return i;
   }
-  return pick(random, now, base);
+  return pick(random, now_ms, ok);
 }
 
 template <typename Ok>

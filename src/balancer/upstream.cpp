@@ -246,6 +246,13 @@ void Upstream::report_failure(int backend, const char* what) const {
   }
 }
 
+void Upstream::report_new_session_failure(int backend, const char* what) const {
+  if (backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return;
+  backends_[static_cast<size_t>(backend)].state->new_session_failed(clock_->now_ms(),
+                                                                   config_->health.fail_timeout.count());
+  report_failure(backend, what);
+}
+
 std::string Upstream::sticky_cookie_value(int backend) const {
   const config::StickyCookie& c = config_->sticky_cookie;
   if (backend < 0 || static_cast<size_t>(backend) >= backends_.size()) return {};

@@ -172,6 +172,7 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   r.read_size("max_request_line", l.max_request_line);
   r.read_size("max_body_size", l.max_body_size);
   r.read("add_forwarded", l.add_forwarded);
+  r.read("ignore_client_abort", l.ignore_client_abort);
   r.read("proxy_protocol", l.proxy_protocol);
   const bool has_trusted =
       r.read_list("trusted_proxies", l.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
@@ -238,6 +239,7 @@ HealthCheck read_health(TableReader r, const std::vector<std::string>& engineio_
   r.read_int("max_fails", h.max_fails, 0, 1000);
   r.read_duration("fail_timeout", h.fail_timeout, Millis(1));
   r.read_duration("slow_start", h.slow_start);
+  r.read_int_list("failure_statuses", h.failure_statuses, 100, 599);
   if (const toml::value* v = r.find("status"); v != nullptr && v->is_integer()) {
     r.read_int("status", h.status_min, 100, 599);
     h.status_max = h.status_min;
@@ -311,6 +313,7 @@ UpstreamConfig read_upstream(TableReader r) {
   r.read_list("trusted_proxies", u.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
   r.read_duration("connect_timeout", u.connect_timeout, Millis(1));
   r.read_duration("read_timeout", u.read_timeout, Millis(1));
+  r.read_duration("handshake_timeout", u.handshake_timeout, Millis(1));
   r.read_duration("send_timeout", u.send_timeout, Millis(1));
   r.read_size("max_message_size", u.max_message_size);
   r.read_duration("keepalive_idle_timeout", u.keepalive_idle_timeout, Millis(1));

@@ -59,6 +59,7 @@ max_header_size = "16k"
 max_request_line = "8k"
 max_body_size = "16m"
 add_forwarded = true
+ignore_client_abort = false
 proxy_protocol = true
 trusted_proxies = ["10.0.0.0/8"]
 proxy_protocol_timeout = "5s"
@@ -88,9 +89,10 @@ balance_factor = 1.25
 trusted_proxies = ["127.0.0.1"]
 connect_timeout = "5s"
 read_timeout = "60s"
+handshake_timeout = "5s"
 send_timeout = "60s"
 max_message_size = "1m"
-keepalive_idle_timeout = "60s"
+keepalive_idle_timeout = "4s"
 max_tries = 3
 keepalive_max_idle = 64
 send_proxy_protocol = "v2"
@@ -114,6 +116,7 @@ status = "200-399"
 max_fails = 3
 fail_timeout = "10s"
 slow_start = "30s"
+failure_statuses = [502, 503, 504]
 
 [upstream.tls]
 verify = true

@@ -197,14 +197,28 @@ bool TableReader::read(std::string_view key, double& out) {
 bool TableReader::read_int64(std::string_view key, int64_t& out, int64_t min, int64_t max) {
   const toml::value* v = find(key);
   if (v == nullptr) return false;
-  if (!v->is_integer()) expected(key, *v, "an integer");
-  const int64_t n = v->as_integer();
-  if (n < min || n > max) {
-    fail_at(*v, std::string(key) + ": expected an integer from " + std::to_string(min) + " to " +
-                    std::to_string(max) + ", got " + std::to_string(n));
-  }
-  out = n;
+  out = int_in_range(key, *v, min, max);
   return true;
+}
+
+bool TableReader::read_int_list(std::string_view key, std::vector<int>& out, int min, int max) {
+  const toml::value* v = find(key);
+  if (v == nullptr) return false;
+  if (!v->is_array()) expected(key, *v, "an array of integers");
+  std::vector<int> items;
+  for (const auto& item : v->as_array()) items.push_back(static_cast<int>(int_in_range(key, item, min, max)));
+  out = std::move(items);
+  return true;
+}
+
+int64_t TableReader::int_in_range(std::string_view key, const toml::value& v, int64_t min, int64_t max) {
+  if (!v.is_integer()) expected(key, v, "an integer");
+  const int64_t n = v.as_integer();
+  if (n < min || n > max) {
+    fail_at(v, std::string(key) + ": expected an integer from " + std::to_string(min) + " to " +
+                   std::to_string(max) + ", got " + std::to_string(n));
+  }
+  return n;
 }
 
 bool TableReader::read_duration(std::string_view key, Millis& out, Millis min) {

@@ -125,6 +125,9 @@ class TableReader {
     return true;
   }
 
+  // An array of integers, each within [min, max]; errors point at the element.
+  bool read_int_list(std::string_view key, std::vector<int>& out, int min, int max);
+
   // A sub-table ([a.b] or b = {...}); nullptr when absent.
   const toml::value* find_table(std::string_view key);
   // An array of tables ([[a.b]] or b = [{...}, ...]); empty when absent.
@@ -135,6 +138,7 @@ class TableReader {
 
  private:
   bool read_int64(std::string_view key, int64_t& out, int64_t min, int64_t max);
+  int64_t int_in_range(std::string_view key, const toml::value& v, int64_t min, int64_t max);
   const std::string& string_of(std::string_view key, const toml::value& v);
 
   template <typename Parse>

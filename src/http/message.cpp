@@ -1,5 +1,7 @@
 #include "limpet/http/message.hpp"
 
+#include <charconv>
+
 namespace limpet::http {
 namespace {
 
@@ -17,6 +19,24 @@ bool has_token(std::string_view list, std::string_view token) {
     list.remove_prefix(comma + 1);
   }
   return false;
+}
+
+std::optional<uint64_t> keep_alive_timeout_s(std::string_view value) {
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    std::string_view param = trim(value.substr(0, comma));
+    const size_t eq = param.find('=');
+    if (eq != std::string_view::npos && iequals(trim(param.substr(0, eq)), "timeout")) {
+      std::string_view number = trim(param.substr(eq + 1));
+      uint64_t seconds = 0;
+      auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), seconds);
+      if (ec != std::errc() || end != number.data() + number.size()) return std::nullopt;
+      return seconds;
+    }
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string_view> HeadBase::header(std::string_view name) const {

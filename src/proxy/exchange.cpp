@@ -1,5 +1,6 @@
 #include "limpet/proxy/exchange.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include "limpet/http/framing.hpp"
@@ -28,6 +29,15 @@ constexpr http::ParserLimits kResponseLimits{64 * 1024, 8 * 1024};
 // after the sid before the backend is read no more.
 constexpr size_t kMaxHeldBody = 64 * 1024;
 
+// A request that may not be sent twice (it carries a session or a body) takes a pooled
+// connection only if it was idle at most this long: the backend is surely still keeping it.
+constexpr uint64_t kFreshIdleMs = 1000;
+// A backend that says `Keep-Alive: timeout=N` closes an idle connection after N s, counted from
+// about when it sent its response: the pool gives it up this much earlier.
+constexpr uint64_t kKeepAliveMarginMs = 1000;
+
+bool has_body(const http::RequestHead& r) { return r.chunked || r.content_length.value_or(0) > 0; }
+
 }  // namespace
 
 Exchange::Exchange(WorkerContext* worker, const ListenerContext* listener, ExchangeOwner* owner)
@@ -50,6 +60,7 @@ void Exchange::start(const ExchangeRequest& request) {
   resent_ = false;
   response_started_ = false;
   interim_ = false;
+  discarding_ = false;
   holding_ = false;
   published_ = false;
   held_request_.clear();
@@ -144,7 +155,14 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
   upstream_ended_ = false;
 
   // After a stale pooled connection, the resend goes on a fresh one: one resend, no more.
-  net::Stream* pooled = resent_ || private_connections() ? nullptr : worker_->pool.take(pool_key_);
+  net::Stream* pooled = nullptr;
+  if (!resent_ && !private_connections()) {
+    const http::RequestHead& r = *request_.head;
+    const bool once_only = !route_.session_id.empty() || has_body(r) || !is_idempotent(r.method);
+    bool too_old = false;
+    pooled = worker_->pool.take(pool_key_, uv_now(worker_->loop), once_only ? kFreshIdleMs : UINT64_MAX, &too_old);
+    if (too_old) worker_->counters.pool_not_fresh.fetch_add(1, std::memory_order_relaxed);
+  }
   if (pooled != nullptr) {
     upstream_ = pooled;
     reused_ = true;
@@ -198,6 +216,12 @@ void Exchange::send_payload(const std::vector<std::string>& payload) {
 }
 
 void Exchange::on_connected(int status) {
+  if (status == UV_EMFILE || status == UV_ENFILE) {
+    // limpet's own shortage, not the backend's: never counted against it (see the fd budget).
+    LOG_WARN("connect to backend %s: %s: answering 503", lease_.name(), uv_strerror(status));
+    fail(503, "out of file descriptors");
+    return;
+  }
   if (status == 0) {
     worker_->counters.connect_latency.observe_us((uv_hrtime() - connect_started_ns_) / 1000);
     phase_ = request_complete_ ? Phase::kAwaitingHead : Phase::kSending;
@@ -211,7 +235,7 @@ void Exchange::on_connected(int status) {
            lease_.backend().config->address.text.c_str(), uv_strerror(status));
   upstream().report_failure(lease_.index(), status == UV_ETIMEDOUT ? "connect timed out" : "connect failed");
   // Nothing reached the backend: what is queued (head and body so far) may go elsewhere.
-  retry_elsewhere(502);
+  retry_elsewhere(502, worker_->counters.retries);
 }
 
 // Never for a request that carries a session: a second copy of it would kill the session.
@@ -219,15 +243,31 @@ bool Exchange::may_retry() const {
   return route_.session_id.empty() && tried_.size() < upstream().config().max_tries;
 }
 
-// A pooled connection the backend had closed before it read the request: sending the request
-// again duplicates nothing if it has no body, no session and may be repeated anyway.
+// A pooled connection that closed before any response byte: a backend closes an idle
+// keep-alive connection only when it is not working on a request, so the request was never
+// read, and sending it again duplicates nothing if it has no body (a sid's GET included: it
+// is exactly what a stale connection would otherwise lose) and may be repeated anyway.
 bool Exchange::may_resend_on_fresh_connection() const {
   const http::RequestHead& r = *request_.head;
-  return reused_ && !resent_ && !response_started_ && route_.session_id.empty() &&
-         is_idempotent(r.method) && r.content_length.value_or(0) == 0 && !r.chunked;
+  return reused_ && !resent_ && !response_started_ && is_idempotent(r.method) && !has_body(r);
 }
 
-void Exchange::retry_elsewhere(int status_if_not) {
+// An Engine.IO handshake or a WebSocket upgrade without a sid: nothing is learned before its
+// answer, so a failed one may go to another backend.
+bool Exchange::opens_session() const {
+  return route_.handshake || (request_.head->websocket && route_.session_id.empty());
+}
+
+bool Exchange::may_retry_new_session() const {
+  return opens_session() && may_retry() && request_complete_ && !has_body(*request_.head);
+}
+
+bool Exchange::fails_new_session(int status) const {
+  const auto& statuses = upstream().config().health.failure_statuses;
+  return opens_session() && std::find(statuses.begin(), statuses.end(), status) != statuses.end();
+}
+
+void Exchange::retry_elsewhere(int status_if_not, std::atomic<uint64_t>& counter) {
   if (!may_retry()) {
     fail(status_if_not, "connect failed");
     return;
@@ -242,7 +282,7 @@ void Exchange::retry_elsewhere(int status_if_not) {
     fail(status_if_not, "no other backend");
     return;
   }
-  worker_->counters.retries.fetch_add(1, std::memory_order_relaxed);
+  counter.fetch_add(1, std::memory_order_relaxed);
   attempt(route_.backend, std::move(queued));
 }
 
@@ -294,7 +334,10 @@ DeadlineSpec Exchange::deadline() const {
     }
     return {Deadline::kClientBody, to_ms(l.body_timeout)};
   }
-  if (!response_started_) return {Deadline::kFirstByte, to_ms(u.read_timeout)};
+  if (!response_started_) {
+    const auto first_byte = opens_session() ? std::min(u.read_timeout, u.handshake_timeout) : u.read_timeout;
+    return {Deadline::kFirstByte, to_ms(first_byte)};
+  }
   return {Deadline::kUpstreamIdle, to_ms(u.read_timeout)};
 }
 
@@ -311,6 +354,19 @@ void Exchange::on_deadline(Deadline kind) {
       fail(504, "send timeout");
       return;
     case Deadline::kFirstByte:
+      if (opens_session()) {
+        // A hung node (stopped, deadlocked) accepts connections and answers nothing: new
+        // sessions leave it after one such timeout, before any active check decides.
+        LOG_WARN("backend %s: no answer to a new session within handshake_timeout%s", lease_.name(),
+                 may_retry_new_session() ? ": trying another backend" : "");
+        upstream().report_new_session_failure(lease_.index(), "no answer to a new session");
+        if (may_retry_new_session()) {
+          retry_elsewhere(504, worker_->counters.handshake_retries);
+        } else {
+          fail(504, "handshake timeout");
+        }
+        return;
+      }
       LOG_WARN("backend %s: no response within read_timeout", lease_.name());
       upstream().report_failure(lease_.index(), "no response within read_timeout");
       fail(504, "read timeout");
@@ -345,6 +401,11 @@ void Exchange::parse_response(std::string_view data) {
   for (;;) {
     auto outcome = response_parser_->execute(rest);
     if (phase_ == Phase::kIdle) return;  // ended from a callback
+    if (discarding_) {  // a new session's failure status: the client never sees it
+      discarding_ = false;
+      retry_elsewhere(502, worker_->counters.handshake_retries);
+      return;
+    }
     switch (outcome.state) {
       case http::Parser::State::kNeedMore:
         owner_->flush_response();
@@ -386,6 +447,7 @@ void Exchange::on_end(net::Stream*, int status) {
   }
   if (may_resend_on_fresh_connection()) {
     LOG_DEBUG("stale pooled connection to %s, sending again on a new one", lease_.name());
+    worker_->counters.stale_resends.fetch_add(1, std::memory_order_relaxed);
     resent_ = true;
     drop_upstream();
     tried_.pop_back();
@@ -393,7 +455,7 @@ void Exchange::on_end(net::Stream*, int status) {
     return;
   }
   if (!response_started_ && upstream_->out().bytes_sent() == 0) {
-    retry_elsewhere(502);
+    retry_elsewhere(502, worker_->counters.retries);
     return;
   }
   LOG_WARN("backend %s closed the connection mid-%s: %s", lease_.name(),
@@ -424,6 +486,19 @@ bool Exchange::on_response_head() {
     fail(502, "unexpected 101");
     return false;
   }
+  if (fails_new_session(resp.status)) {
+    const bool retry = may_retry_new_session();
+    LOG_WARN("backend %s answered %d to a new session%s", lease_.name(), resp.status,
+             retry ? ": trying another backend" : "");
+    upstream().report_new_session_failure(lease_.index(), "a failure status to a new session");
+    lease_.state().count_response(resp.status);
+    if (retry) {
+      discarding_ = true;  // parse_response retries once the parser returns
+      return true;         // its body is not read
+    }
+  } else if (opens_session() && resp.status < 400) {
+    lease_.state().new_session_succeeded();
+  }
   if (route_.handshake) {
     learner_.begin(upstream(), lease_.index(), resp);
     // Learn before release: with a store, the client sees the sid only once the store has it,
@@ -446,6 +521,7 @@ bool Exchange::on_response_head() {
 }
 
 bool Exchange::on_response_body(std::string_view data) {
+  if (discarding_) return true;
   learner_.on_body(data);
   if (holding_) {
     held_body_.append(data);
@@ -459,7 +535,7 @@ bool Exchange::on_response_body(std::string_view data) {
 }
 
 void Exchange::on_response_end() {
-  if (interim_) return;
+  if (interim_ || discarding_) return;
   learner_.on_end();
   if (holding_) publish_learned_sid();  // a body that carried no sid releases the response now
 }
@@ -513,14 +589,21 @@ void Exchange::upgrade(std::string_view leftover) {
 // Ending
 
 void Exchange::complete(bool reusable) {
-  reusable = reusable && !upstream_ended_ && request_complete_ && !worker_->shutting_down &&
-             response_parser_->response().keep_alive && !private_connections();
+  const http::ResponseHead& resp = response_parser_->response();
+  uint64_t idle_ms = to_ms(upstream().config().keepalive_idle_timeout);
+  if (auto header = resp.header("keep-alive")) {
+    if (auto seconds = http::keep_alive_timeout_s(*header)) {  // the backend's own idle timeout
+      idle_ms = std::min(idle_ms, *seconds * 1000 > kKeepAliveMarginMs ? *seconds * 1000 - kKeepAliveMarginMs : 0);
+    }
+  }
+  reusable = reusable && !upstream_ended_ && request_complete_ && !worker_->shutting_down && resp.keep_alive &&
+             !private_connections() && idle_ms > 0;
   if (reusable) {
     // It keeps reading: the pool watches it for a close, and stopping and restarting the read
     // would cost two epoll_ctl calls per request.
     upstream_->set_delegate(nullptr);
-    worker_->pool.give(pool_key_, upstream_, upstream().config().keepalive_max_idle,
-                       to_ms(upstream().config().keepalive_idle_timeout));
+    worker_->pool.give(pool_key_, upstream_, upstream().config().keepalive_max_idle, idle_ms,
+                       uv_now(worker_->loop));
     upstream_ = nullptr;
   } else {
     drop_upstream();

@@ -91,8 +91,19 @@ void HttpSession::on_client_end(int status) {
     if (conn_.client()->out().drained()) conn_.close();
     return;
   }
-  if (phase_ == Phase::kExchange && exchange_.request_complete() && status == UV_EOF) {
-    return;  // a half-closed client: what it sent is answered (next_request), then it is closed
+  if (phase_ == Phase::kExchange && exchange_.active()) {
+    // A client that half-closes after its request still gets the answer with
+    // ignore_client_abort; by default its EOF is an abort, as in nginx: a browser that gave up
+    // on a long-poll closes its socket, and the backend connection must not wait for the answer.
+    if (status == UV_EOF && exchange_.request_complete() && conn_.listener().config->ignore_client_abort) return;
+    conn_.worker()->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    log_access(response_started_ ? status_ : kClientClosedRequest);  // as nginx logs it
+    exchange_.abort();
+    conn_.close();
+    return;
+  }
+  if (phase_ == Phase::kExchange && status == UV_EOF) {
+    return;  // a half-closed client whose answer is on its way: next_request closes it
   }
   exchange_.abort();
   conn_.close();

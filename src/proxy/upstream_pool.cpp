@@ -10,10 +10,16 @@ const std::string& key_of(net::Stream* s) { return *static_cast<const std::strin
 
 }  // namespace
 
-net::Stream* UpstreamPool::take(const std::string& key) {
+net::Stream* UpstreamPool::take(const std::string& key, uint64_t now_ms, uint64_t max_idle_ms,
+                               bool* too_old) {
+  if (too_old != nullptr) *too_old = false;
   auto it = idle_.find(key);
   if (it == idle_.end() || it->second.empty()) return nullptr;
-  net::Stream* s = it->second.back();
+  if (now_ms - it->second.back().since_ms > max_idle_ms) {  // the newest is the freshest
+    if (too_old != nullptr) *too_old = true;
+    return nullptr;
+  }
+  net::Stream* s = it->second.back().stream;
   it->second.pop_back();
   --idle_total_;
   ++reused_;
@@ -25,7 +31,7 @@ net::Stream* UpstreamPool::take(const std::string& key) {
 }
 
 void UpstreamPool::give(const std::string& key, net::Stream* stream, size_t max_idle,
-                        uint64_t idle_timeout_ms) {
+                        uint64_t idle_timeout_ms, uint64_t now_ms) {
   auto& list = idle_[key];
   if (list.size() >= max_idle || stream->closing()) {
     stream->set_delegate(nullptr);
@@ -37,7 +43,7 @@ void UpstreamPool::give(const std::string& key, net::Stream* stream, size_t max_
   stream->set_delegate(this);
   stream->set_timeout(idle_timeout_ms);
   stream->start_reading();
-  list.push_back(stream);
+  list.push_back({stream, now_ms});
   ++idle_total_;
 }
 
@@ -45,7 +51,7 @@ void UpstreamPool::drop(net::Stream* s) {
   auto it = idle_.find(key_of(s));
   if (it != idle_.end()) {
     auto& list = it->second;
-    auto pos = std::find(list.begin(), list.end(), s);
+    auto pos = std::find_if(list.begin(), list.end(), [s](const Idle& i) { return i.stream == s; });
     if (pos != list.end()) {
       list.erase(pos);
       --idle_total_;
@@ -64,10 +70,10 @@ void UpstreamPool::on_closed(net::Stream*) {}
 
 void UpstreamPool::close_all() {
   for (auto& [key, list] : idle_) {
-    for (net::Stream* s : list) {
-      s->user_data = nullptr;
-      s->set_delegate(nullptr);
-      s->close();
+    for (const Idle& i : list) {
+      i.stream->user_data = nullptr;
+      i.stream->set_delegate(nullptr);
+      i.stream->close();
     }
     list.clear();
   }

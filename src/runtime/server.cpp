@@ -228,6 +228,10 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.bytes_from_clients += c.bytes_from_clients.load();
     m.bytes_to_clients += c.bytes_to_clients.load();
     m.retries += c.retries.load();
+    m.client_aborts += c.client_aborts.load();
+    m.stale_resends += c.stale_resends.load();
+    m.pool_not_fresh += c.pool_not_fresh.load();
+    m.handshake_retries += c.handshake_retries.load();
     const auto rejected = [&c](proxy::ProxyReject why) {
       return c.proxy_protocol_rejected[static_cast<size_t>(why)].load();
     };

@@ -81,6 +81,10 @@ struct MetricsSnapshot {
   uint64_t bytes_from_clients = 0;
   uint64_t bytes_to_clients = 0;
   uint64_t retries = 0;
+  uint64_t client_aborts = 0;
+  uint64_t stale_resends = 0;
+  uint64_t pool_not_fresh = 0;
+  uint64_t handshake_retries = 0;
   // proxy_protocol listeners: connections closed before any HTTP, by reason.
   uint64_t proxy_protocol_untrusted = 0;
   uint64_t proxy_protocol_malformed = 0;

@@ -71,6 +71,20 @@ struct BackendState {
   }
   std::string last_check() const;  // "" before the first active check
 
+  // New sessions avoid a backend whose last new session failed there (a failure status, no
+  // answer within handshake_timeout) for `for_ms`, or until one succeeds there; placement still
+  // takes it when no other backend accepts new sessions. Lock-free: placement reads it per pick.
+  void new_session_failed(int64_t now_ms, int64_t for_ms) {
+    failing_until_ms_.store(now_ms + for_ms, std::memory_order_relaxed);
+    failing_.store(true, std::memory_order_release);
+  }
+  void new_session_succeeded() {
+    if (failing_.load(std::memory_order_relaxed)) failing_.store(false, std::memory_order_relaxed);
+  }
+  bool failing_new_sessions(int64_t now_ms) const {
+    return failing_.load(std::memory_order_acquire) && now_ms < failing_until_ms_.load(std::memory_order_relaxed);
+  }
+
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
   bool accepts_new() const { return usable() && !draining.load(std::memory_order_relaxed); }
   // This instance's live sessions (design §5): affinity entries it learned + open tunnels, plus
@@ -89,6 +103,9 @@ struct BackendState {
   // the flag with release, so a reader that sees the flag sees a time that was really set.
   std::atomic<int64_t> came_back_ms_{0};
   std::atomic<bool> came_back_{false};
+  // The same publication order for the new-session penalty.
+  std::atomic<int64_t> failing_until_ms_{0};
+  std::atomic<bool> failing_{false};
   mutable std::mutex health_mu_;  // failures and checks are rare: a mutex is cheap enough
   uint32_t window_failures_ = 0;
   int64_t window_start_ms_ = 0;  // meaningful while window_failures_ > 0

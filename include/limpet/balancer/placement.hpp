@@ -46,7 +46,8 @@ class Placement {
   Placement(config::Balance policy, std::vector<Candidate> candidates, double balance_factor,
             int64_t slow_start_ms, const Clock& clock);
 
-  // A backend that accepts new sessions, is not excluded and is under its bound; -1 if none
+  // A backend that accepts new sessions, is not excluded and is under its bound, preferring
+  // those not failing new sessions (BackendState::failing_new_sessions); -1 if none
   // accepts new sessions. If every candidate is over its bound (only possible when the loads
   // change under our feet) the bound is ignored rather than refusing the session.
   // `random` is the caller's per-request randomness (per-worker PRNG).
@@ -61,6 +62,9 @@ class Placement {
  private:
   // Candidate i's weight in thousandths, ramped during slow start.
   uint64_t weight_permille(size_t i, int64_t now_ms) const;
+  // Among the candidates `ok` takes: under the load bound if one is set, else without it.
+  template <typename Ok>
+  int place_among(uint64_t random, int64_t now_ms, std::span<const int> exclude, const Ok& ok) const;
   template <typename Ok>
   int pick(uint64_t random, int64_t now_ms, const Ok& ok) const;
   template <typename Ok>

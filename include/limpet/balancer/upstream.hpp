@@ -106,6 +106,9 @@ class Upstream {
   // Passive health: the proxy could not connect to backend i, or it did not answer in time.
   // Counted; enough of them within the window mark the backend down (logged here).
   void report_failure(int backend, const char* what) const;
+  // A new session failed on backend i (a failure status, no answer in time): a passive failure,
+  // and placement avoids the backend for fail_timeout or until a new session succeeds there.
+  void report_new_session_failure(int backend, const char* what) const;
 
   // "Set-Cookie: <name>=<token>; Path=...; ..." value for backend i (no header name, no CRLF).
   std::string sticky_cookie_value(int backend) const;

@@ -64,6 +64,10 @@ struct HealthCheck {
   uint32_t max_fails = 3;       // within fail_timeout mark the backend down; 0 = never
   Millis fail_timeout{10000};   // the window, and without active checks the time before a retry
   Millis slow_start{0};         // a backend back up ramps its share of new sessions over this
+  // Statuses that, answered to a new session (an Engine.IO handshake, a WebSocket upgrade without
+  // a sid), count as a passive failure: the new session is tried on another backend, and this one
+  // is avoided by placement for fail_timeout or until it answers a new session well.
+  std::vector<int> failure_statuses{502, 503, 504};
 
   bool operator==(const HealthCheck&) const = default;
 };
@@ -137,11 +141,16 @@ struct UpstreamConfig {
   // Upstream connections.
   Millis connect_timeout{5000};
   Millis read_timeout{60000};  // per read while waiting for the response; > Engine.IO 45 s
+  // A new session's first answer (Engine.IO handshake, WebSocket 101) must come within this: it
+  // is quick on a healthy node, so a silent one is hung (a failure, tried elsewhere).
+  Millis handshake_timeout{5000};
   Millis send_timeout{60000};
   size_t max_message_size = 0;  // WebSocket message (all its fragments); 0 = unlimited
   uint32_t max_tries = 3;  // connect attempts over distinct backends (never for sid requests once sent)
   uint32_t keepalive_max_idle = 64;  // idle pooled connections per backend per worker
-  Millis keepalive_idle_timeout{60000};
+  // Below Node's 5 s keep-alive timeout, so the pool closes before the backend does; a backend's
+  // own `Keep-Alive: timeout=N` shortens it further.
+  Millis keepalive_idle_timeout{4000};
   // On: such connections carry one client's address, so they are never pooled (see the man page).
   SendProxyProtocol send_proxy_protocol = SendProxyProtocol::kOff;
 
@@ -164,6 +173,9 @@ struct ListenerConfig {
   size_t max_request_line = 8 * 1024;   // request line (414)
   size_t max_body_size = 16 * 1024 * 1024;  // 413; 0 = unlimited
   bool add_forwarded = false;           // RFC 7239 Forwarded header besides X-Forwarded-*
+  // false (nginx's default): a client EOF while its request is proxied aborts it (499). true: a
+  // half-closed client still gets its answers (a reset always aborts).
+  bool ignore_client_abort = false;
   // PROXY protocol v1/v2 header expected first on every connection, only from trusted_proxies
   // (CIDRs, normalised "10.0.0.0/8"; required when on), within proxy_protocol_timeout.
   bool proxy_protocol = false;

@@ -25,6 +25,10 @@ using limpet::iequals;
 // True when a comma-separated header value contains `token` (case-insensitive), e.g.
 // "keep-alive, Upgrade" contains "upgrade".
 bool has_token(std::string_view list, std::string_view token);
+// The `timeout` parameter of a Keep-Alive header value ("timeout=5, max=1000"), in seconds: how
+// long the server keeps an idle connection (Node's HTTP server sends it). nullopt if absent or
+// not a number.
+std::optional<uint64_t> keep_alive_timeout_s(std::string_view value);
 
 struct HeadBase {
   std::string storage;          // raw bytes of the head the views point into

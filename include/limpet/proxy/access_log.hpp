@@ -12,6 +12,10 @@
 
 namespace limpet::proxy {
 
+// The status logged for a request whose client closed before any answer (nginx's 499): never
+// sent, only logged.
+constexpr int kClientClosedRequest = 499;
+
 struct AccessEntry {
   std::string_view client_ip;
   const http::RequestHead* request = nullptr;

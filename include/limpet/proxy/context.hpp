@@ -44,6 +44,17 @@ struct WorkerCounters {
   std::atomic<uint64_t> ws_messages_too_big{0};  // tunnels closed with 1009 (max_message_size)
   std::atomic<uint64_t> ws_protocol_errors{0};   // tunnels closed with 1002 (a malformed frame)
   std::atomic<uint64_t> retries{0};
+  // Clients that closed (or half-closed, without ignore_client_abort) while their request was
+  // being proxied: logged as 499 before any response byte, the upstream connection closed.
+  std::atomic<uint64_t> client_aborts{0};
+  // Requests sent again on a new connection because the pooled one closed before any response.
+  std::atomic<uint64_t> stale_resends{0};
+  // Pooled connections passed over for a request that may not be resent (a sid, a body): idle
+  // longer than kFreshIdleMs, the backend may be closing them.
+  std::atomic<uint64_t> pool_not_fresh{0};
+  // New-session requests (handshakes, upgrades) retried on another backend after a failure
+  // status or the handshake timeout.
+  std::atomic<uint64_t> handshake_retries{0};
   std::atomic<uint64_t> proxy_protocol_rejected[kProxyRejectReasons]{};
   void count_proxy_reject(ProxyReject why) {
     proxy_protocol_rejected[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);

@@ -136,7 +136,13 @@ class Exchange : public net::StreamDelegate {
   void on_connected(int status);
   bool may_retry() const;
   bool may_resend_on_fresh_connection() const;
-  void retry_elsewhere(int status_if_not);
+  bool opens_session() const;
+  bool may_retry_new_session() const;
+  // `status` answered to a new session counts as its backend's failure (health.failure_statuses).
+  bool fails_new_session(int status) const;
+  // Routes again without the backends tried and sends there (counted in `counter`), or fails
+  // with `status_if_not`.
+  void retry_elsewhere(int status_if_not, std::atomic<uint64_t>& counter);
   bool on_response_head();
   bool on_response_body(std::string_view data);
   void on_response_end();
@@ -184,6 +190,7 @@ class Exchange : public net::StreamDelegate {
   bool resent_ = false;          // the one resend after a stale pooled connection was used
   bool response_started_ = false;  // the final head went to the owner
   bool interim_ = false;         // the head being parsed is a 1xx
+  bool discarding_ = false;      // a new session's failure status, dropped for another backend
   bool upstream_ended_ = false;
   bool holding_ = false;       // the response goes to the owner only once the store has the sid
   bool published_ = false;     // the learned sid was handed to the store (or could not be)

@@ -98,3 +98,15 @@ TEST(Rewrite, SimpleResponseIsComplete) {
 
 }  // namespace
 }  // namespace limpet::http
+
+// Node's HTTP server announces when it closes an idle connection: limpet's pool closes it first.
+TEST(KeepAliveHeader, TimeoutParameterInSeconds) {
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("timeout=5"), 5u);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("max=100, Timeout = 30"), 30u);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s(" timeout=0 , max=5"), 0u);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("max=100"), std::nullopt);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("timeout=5s"), std::nullopt);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("timeout="), std::nullopt);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s("timeout=-1"), std::nullopt);
+  EXPECT_EQ(limpet::http::keep_alive_timeout_s(""), std::nullopt);
+}

@@ -367,9 +367,11 @@ TEST_F(ExchangeTest, StaleResendHappensOnlyOnce) {
   EXPECT_EQ(total_in_flight(), 0);
 }
 
-// A request with an Engine.IO sid that reached the backend is never sent again: a second copy
-// would kill the session. The same stale pooled connection as above ends in a 502.
-TEST_F(ExchangeTest, SidRequestIsNeverResentOnceSent) {
+// An Engine.IO poll (a sid, no body) on a pooled connection that closes before any response
+// byte is sent again on a new connection to the same backend: a backend closes an idle
+// keep-alive connection only when it holds no request, so this is what keeps the session
+// alive (issue: Node's 5 s keep-alive timeout lost polling sessions). Never elsewhere.
+TEST_F(ExchangeTest, SidPollOnAStalePooledConnectionIsResentToTheSameBackend) {
   FakeBackend& a = backend("a");
   FakeBackend& b = backend("b");
   a.respond = [&](RawConn& c, const RawMessage& m) -> std::optional<std::string> {
@@ -389,11 +391,38 @@ TEST_F(ExchangeTest, SidRequestIsNeverResentOnceSent) {
 
   get("/socket.io/?EIO=4&transport=polling&sid=sid-1");
   ASSERT_TRUE(run_until([&] { return over(); }));
+  EXPECT_TRUE(failed_.empty());
+  EXPECT_EQ(ends_, 1);
+  EXPECT_EQ(a.requests.size(), 3u);        // the first, the second, its one resend
+  EXPECT_EQ(settled_conns(a.server), 2u);  // the resend went on a new connection
+  EXPECT_EQ(settled_conns(b.server), 0u);  // and never elsewhere
+  EXPECT_EQ(worker_.counters.stale_resends.load(), 1u);
+  EXPECT_EQ(worker_.counters.retries.load(), 0u);
+  EXPECT_EQ(total_in_flight(), 0);
+}
+
+// A sid request that the backend answers with a close after the response began is not sent
+// again: only a close before any response byte means the request was never read.
+TEST_F(ExchangeTest, SidRequestIsNotResentOnceTheResponseBegan) {
+  FakeBackend& a = backend("a");
+  a.respond = [&](RawConn& c, const RawMessage& m) -> std::optional<std::string> {
+    if (a.requests.size() == 2) {
+      c.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart");
+      c.close();
+      return std::nullopt;
+    }
+    return FakeBackend::ok(m.target);
+  };
+  prepare();
+  affinity_->learn("sid-1", state(0).id, ucfg_.session_ttl);
+  get("/socket.io/?EIO=4&transport=polling&sid=sid-1");
+  ASSERT_TRUE(run_until([&] { return over(); }));
+  reset_record();
+  get("/socket.io/?EIO=4&transport=polling&sid=sid-1");
+  ASSERT_TRUE(run_until([&] { return over(); }));
   EXPECT_EQ(failed_, (std::vector<int>{502}));
   EXPECT_EQ(a.requests.size(), 2u);
-  EXPECT_EQ(settled_conns(a.server), 1u);  // no fresh connection for a resend
-  EXPECT_EQ(settled_conns(b.server), 0u);  // and no retry elsewhere
-  EXPECT_EQ(worker_.counters.retries.load(), 0u);
+  EXPECT_EQ(worker_.counters.stale_resends.load(), 0u);
   EXPECT_EQ(total_in_flight(), 0);
 }
 
@@ -685,6 +714,87 @@ TEST_F(ExchangeTest, HandshakeResponseTeachesTheSid) {
   ASSERT_TRUE(run_until([&] { return over(); }));
   ASSERT_EQ(ends_, 1);
   EXPECT_EQ(affinity_->lookup("learned-1", ucfg_.session_ttl), state(0).id);
+}
+
+
+// A new session answered with a failure status (health.failure_statuses) goes to another
+// backend: the client sees that one's handshake, and placement avoids the failing backend
+// for the next new sessions (until fail_timeout or a good handshake there).
+TEST_F(ExchangeTest, HandshakeAnsweredWithAFailureStatusIsRetriedElsewhereAndTheBackendAvoided) {
+  FakeBackend& a = backend("a");
+  FakeBackend& b = backend("b");
+  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> {
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
+  };
+  ucfg_.health.max_fails = 0;  // the penalty alone, not passive marking, keeps new sessions away
+  prepare();
+  state(1).sessions.store(10);  // b is busier: the first handshake is placed on a
+  for (int i = 0; i < 6; ++i) {
+    reset_record();
+    get("/socket.io/?EIO=4&transport=polling");
+    ASSERT_TRUE(run_until([&] { return over(); }));
+    EXPECT_EQ(status_, 200) << "handshake " << i;
+    EXPECT_STREQ(exchange_->backend_name(), "b");
+  }
+  EXPECT_EQ(a.requests.size(), 1u);  // once, then avoided
+  EXPECT_EQ(b.requests.size(), 6u);
+  EXPECT_EQ(worker_.counters.handshake_retries.load(), 1u);
+  EXPECT_TRUE(state(0).failing_new_sessions(clock_.now_ms()));
+  EXPECT_EQ(total_in_flight(), 0);
+  state(1).sessions.store(0);
+  // After fail_timeout the backend is tried again; a good handshake ends the penalty.
+  clock_.advance(ucfg_.health.fail_timeout.count());
+  EXPECT_FALSE(state(0).failing_new_sessions(clock_.now_ms()));
+}
+
+// A failure status to a request that is no new session (a sid's poll) is the application's
+// answer: passed on, nothing retried.
+TEST_F(ExchangeTest, FailureStatusToAKnownSessionIsPassedOn) {
+  FakeBackend& a = backend("a");
+  backend("b");
+  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> {
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
+  };
+  prepare();
+  affinity_->learn("sid-1", state(0).id, ucfg_.session_ttl);
+  get("/socket.io/?EIO=4&transport=polling&sid=sid-1");
+  ASSERT_TRUE(run_until([&] { return over(); }));
+  EXPECT_EQ(status_, 503);
+  EXPECT_EQ(body_, "busy");
+  EXPECT_EQ(worker_.counters.handshake_retries.load(), 0u);
+  EXPECT_FALSE(state(0).failing_new_sessions(clock_.now_ms()));
+}
+
+// A hung backend (accepts, answers nothing): the handshake goes elsewhere after
+// handshake_timeout, not read_timeout, and new sessions avoid the backend from then on.
+TEST_F(ExchangeTest, HandshakeWithoutAnAnswerWithinHandshakeTimeoutGoesElsewhere) {
+  FakeBackend& a = backend("a");
+  FakeBackend& b = backend("b");
+  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> { return std::nullopt; };
+  ucfg_.handshake_timeout = std::chrono::milliseconds(200);
+  ucfg_.read_timeout = std::chrono::milliseconds(60000);
+  prepare();
+  // Place the first handshake on the hung backend: b is busier.
+  state(1).sessions.store(10);
+  get("/socket.io/?EIO=4&transport=polling");
+  ASSERT_TRUE(run_until([&] { return a.requests.size() == 1; }));
+  // The owner's timer fires what deadline() names: handshake_timeout, not read_timeout.
+  DeadlineSpec d = exchange_->deadline();
+  EXPECT_EQ(d.kind, Deadline::kFirstByte);
+  EXPECT_EQ(d.ms, 200u);
+  exchange_->on_deadline(d.kind);
+  ASSERT_TRUE(run_until([&] { return over(); }));
+  EXPECT_EQ(status_, 200);
+  EXPECT_STREQ(exchange_->backend_name(), "b");
+  EXPECT_EQ(worker_.counters.handshake_retries.load(), 1u);
+  ASSERT_TRUE(run_until([&] { return a.request_conns[0]->eof; }));  // its connection was closed
+  reset_record();
+  get("/socket.io/?EIO=4&transport=polling");  // b still busier, a avoided
+  ASSERT_TRUE(run_until([&] { return over(); }));
+  EXPECT_STREQ(exchange_->backend_name(), "b");
+  EXPECT_EQ(a.requests.size(), 1u);
+  EXPECT_EQ(b.requests.size(), 2u);
+  state(1).sessions.store(0);
 }
 
 }  // namespace

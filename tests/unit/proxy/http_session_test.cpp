@@ -249,9 +249,11 @@ TEST_F(HttpSessionTest, UnreachableBackendIs502) {
   EXPECT_EQ(total_in_flight(), 0);
 }
 
-// A client that half-closes after a complete request still gets its answer, then the close.
-TEST_F(HttpSessionTest, HalfClosedClientIsAnsweredThenClosed) {
+// With ignore_client_abort, a client that half-closes after a complete request still gets its
+// answer, then the close.
+TEST_F(HttpSessionTest, HalfClosedClientIsAnsweredThenClosedWithIgnoreClientAbort) {
   backend("a");
+  lcfg_.ignore_client_abort = true;
   build();
   listen();
   RawConn& c = client();
@@ -261,6 +263,25 @@ TEST_F(HttpSessionTest, HalfClosedClientIsAnsweredThenClosed) {
   auto r = responses(c);
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].body, "/bye");
+  ASSERT_TRUE(run_until([&] { return open_count() == 0; }));
+}
+
+// By default (nginx's), a client EOF while the backend works on its request aborts it: the
+// backend connection is closed at once, never pooled, and the backend's in-flight count is back.
+TEST_F(HttpSessionTest, ClientEofWhileTheBackendWorksAbortsTheExchange) {
+  FakeBackend& a = backend("a");
+  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> { return std::nullopt; };
+  build();
+  listen();
+  RawConn& c = client();
+  c.write("GET /socket.io/?EIO=4&transport=polling&sid=s1 HTTP/1.1\r\nHost: example.test\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return a.requests.size() == 1 && total_in_flight() == 1; }));
+  c.shutdown();
+  ASSERT_TRUE(run_until([&] { return c.eof && a.request_conns[0]->eof; }));
+  EXPECT_TRUE(c.in.empty());  // no answer: the client is gone
+  EXPECT_EQ(total_in_flight(), 0);
+  EXPECT_EQ(worker_.counters.client_aborts.load(), 1u);
+  EXPECT_EQ(worker_.pool.idle_count(), 0u);
   ASSERT_TRUE(run_until([&] { return open_count() == 0; }));
 }
 

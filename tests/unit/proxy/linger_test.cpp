@@ -70,6 +70,7 @@ TEST_F(LingerTest, HalfClosedSlowReaderGetsTheWholeResponseAndNoStaleBackendDead
   a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> { return std::nullopt; };
   ucfg_.read_timeout = std::chrono::milliseconds(300);
   lcfg_.send_timeout = std::chrono::milliseconds(5000);
+  lcfg_.ignore_client_abort = true;  // the half-close comes before the answer
   build();
   listen();
   RawConn& c = client();
@@ -103,9 +104,10 @@ TEST_F(LingerTest, LingerStartsOnlyOnceTheAnswerIsWritten) {
 }
 
 
-// Two pipelined requests, then the client half-closes: both are answered.
+// Two pipelined requests, then the client half-closes: with ignore_client_abort both are answered.
 TEST_F(LingerTest, PipelinedRequestsBeforeAHalfCloseAreAllAnswered) {
   backend("a");
+  lcfg_.ignore_client_abort = true;
   build();
   listen();
   RawConn& c = client();
