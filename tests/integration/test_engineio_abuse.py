@@ -4,24 +4,17 @@ most one lookup and is never written."""
 
 import concurrent.futures
 import json
-import re
 import secrets
-import urllib.request
 
 import pytest
 
-from conftest import free_port, http_session
+from conftest import admin_metric, free_port, http_session
 from store_util import Redis
 
 UPSTREAM = {"balance": "least_sessions", "engineio_paths": ["/socket.io/"], "session_ttl": "60s"}
 
 
-def metric(admin, name, labels=""):
-    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    pattern = r"^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
-    m = re.search(pattern, text, re.M)
-    return float(m.group(1)) if m else None
+metric = admin_metric
 
 
 def start(cluster, redis=None):

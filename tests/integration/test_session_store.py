@@ -5,13 +5,12 @@ trip for known sids, garbage sids never written, a store that dies and comes bac
 an ACL user and TLS."""
 
 import json
-import re
 import secrets
 import urllib.request
 
 import pytest
 
-from conftest import free_port, http_session, wait_until
+from conftest import admin_metric, free_port, http_session, wait_until
 from store_util import Redis
 
 UPSTREAM = {"balance": "least_sessions", "engineio_paths": ["/socket.io/"], "session_ttl": "60s"}
@@ -29,10 +28,7 @@ def admin_get(lp, path):
 
 
 def metric(lp, name, labels=""):
-    text = admin_get(lp, "/metrics")
-    m = re.search(r"^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$",
-                  text, re.M)
-    return float(m.group(1)) if m else None
+    return admin_metric(lp.admin_address, name, labels)
 
 
 def start_pair(cluster, backends, store=None):

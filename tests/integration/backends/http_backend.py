@@ -76,6 +76,7 @@ class State:
         self.log = []
         self.next_conn = 0
         self.health_status = 200
+        self.engineio_status = 200
         self.stopping = threading.Event()
 
     def new_conn_id(self):
@@ -388,6 +389,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def r_engineio(self, q, entry):
         self.read_body()
+        if STATE.engineio_status != 200:  # a broken node: this status to every Engine.IO request
+            self.respond(STATE.engineio_status, "engineio status %d\n" % STATE.engineio_status)
+            return
         if "sid" in q:
             self.respond_json(200, {"backend": STATE.name, "sid": q["sid"][0]})
             return
@@ -510,9 +514,12 @@ def main():
     ap.add_argument("--port-file")
     ap.add_argument("--idle-timeout", type=float, default=30.0,
                     help="close a keep-alive connection idle this long (seconds)")
+    ap.add_argument("--engineio-status", type=int, default=200,
+                    help="answer every Engine.IO request with this status (a broken node)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     STATE = State(args.name)
+    STATE.engineio_status = args.engineio_status
     VERBOSE = args.verbose
     Handler.timeout = args.idle_timeout
     server = Server((args.host, args.port), Handler)
