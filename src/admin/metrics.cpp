@@ -157,6 +157,15 @@ std::string render_prometheus(const MetricsSnapshot& m) {
            "Pooled connections passed over for a request that may not be resent (it carries a session "
            "or a body), because they had been idle too long to be sure the backend keeps them.");
   w.sample("limpet_upstream_pool_not_fresh_total", "", static_cast<double>(m.pool_not_fresh));
+  w.family("limpet_fds", "gauge",
+           "File descriptors: the limit (RLIMIT_NOFILE), the budget for client connections (the limit "
+           "less a reserve), and the sockets in use (clients, backends, pooled, checks, store).");
+  w.sample("limpet_fds", "kind=\"limit\"", static_cast<double>(m.fd_limit));
+  w.sample("limpet_fds", "kind=\"budget\"", static_cast<double>(m.fd_capacity));
+  w.sample("limpet_fds", "kind=\"in_use\"", static_cast<double>(m.fd_in_use));
+  w.family("limpet_fd_budget_full_total", "counter",
+           "Times the fd budget filled up and the listeners paused (new connections waited in the backlog).");
+  w.sample("limpet_fd_budget_full_total", "", static_cast<double>(m.fd_budget_full));
   w.family("limpet_handshake_retries_total", "counter",
            "New sessions (Engine.IO handshakes, WebSocket upgrades) sent to another backend after a "
            "failure status (health.failure_statuses) or no answer within handshake_timeout.");

@@ -162,7 +162,7 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   r.require("upstream");
   r.read("upstream", l.upstream);
   r.read_int("backlog", l.backlog, 1, 65535);
-  r.read_int("max_connections", l.max_connections, 1, 10'000'000);
+  r.read_int("max_connections", l.max_connections, 0, 10'000'000);
   r.read_duration("header_timeout", l.header_timeout, Millis(1));
   r.read_duration("keepalive_timeout", l.keepalive_timeout, Millis(1));
   r.read_duration("send_timeout", l.send_timeout, Millis(1));

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "limpet/net/fd_budget.hpp"
+
 namespace limpet::net {
 namespace {
 
@@ -127,6 +129,7 @@ int Stream::connect(const sockaddr* addr, std::function<void(int)> on_done, std:
   auto* request = new ConnectRequest{uv_connect_t{}, this, std::move(on_done), std::move(preamble)};
   request->req.data = request;
   int rc = uv_tcp_connect(&request->req, &tcp_, addr, on_connect_cb);
+  count_fd();  // the socket exists from here, even when the connect failed at once
   if (rc != 0) delete request;
   return rc;
 }
@@ -148,7 +151,15 @@ void Stream::on_connect_cb(uv_connect_t* req, int status) {
   if (request->on_done) request->on_done(status);
 }
 
+void Stream::count_fd() {
+  uv_os_fd_t fd;
+  if (counted_fd_ || uv_fileno(reinterpret_cast<const uv_handle_t*>(&tcp_), &fd) != 0) return;
+  counted_fd_ = true;
+  fd_budget().opened();
+}
+
 void Stream::accepted() {
+  count_fd();
   out_.attach(uv());
   start_filter();
 }
@@ -251,7 +262,8 @@ void Stream::close() {
   closing_ = true;
   reading_ = false;
   out_.detach();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close_cb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close_cb);  // closes the fd at once
+  if (counted_fd_) fd_budget().closed();
   if (timer_ != nullptr) uv_close(reinterpret_cast<uv_handle_t*>(&timer_->handle), on_close_cb);
 }
 

@@ -178,6 +178,7 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
     phase_ = Phase::kConnecting;
     connect_started_ns_ = uv_hrtime();
   }
+  if (request_.backend_fd != nullptr) request_.backend_fd->release();  // the socket counts itself now
   response_relay_ = Relay(upstream_, owner_->response_sink());
   sent_ns_ = uv_hrtime();
   send_payload(payload);

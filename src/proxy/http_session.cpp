@@ -211,7 +211,8 @@ bool HttpSession::on_head() {
   phase_ = Phase::kExchange;
   const bool send_proxy =
       conn_.listener().upstream->config().send_proxy_protocol != config::SendProxyProtocol::kOff;
-  exchange_.start({request_, conn_.client_ip(), &client_in_, send_proxy ? &conn_.endpoints() : nullptr});
+  exchange_.start({request_, conn_.client_ip(), &client_in_, send_proxy ? &conn_.endpoints() : nullptr,
+                   &conn_.backend_fd()});
   if (phase_ == Phase::kExchange) conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
   return false;
 }

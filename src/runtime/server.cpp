@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "limpet/config/loader.hpp"
+#include "limpet/net/fd_budget.hpp"
 #include "limpet/net/socket.hpp"
 #include "limpet/util/log.hpp"
 
@@ -241,6 +242,11 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.request_latency.add(c.request_latency.values());
     m.connect_latency.add(c.connect_latency.values());
   }
+  const net::FdBudget& fds = net::fd_budget();
+  m.fd_limit = fds.limit();
+  m.fd_capacity = fds.capacity();
+  m.fd_in_use = fds.in_use();
+  m.fd_budget_full = fds.incidents();
   m.affinity = affinity_metrics(*shared_.affinity);
   if (running_store_) m.session_store = store_metrics(shared_.store_stats, *running_store_, fleet_->instance());
   return m;
@@ -263,7 +269,22 @@ Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerCon
   return sockets;
 }
 
+// fds limpet does not count per socket (net/fd_budget.hpp): stdio, logs, the pid file, each
+// worker's loop (epoll, eventfd, a listening socket per listener), the admin listener's few
+// connections, and a health check's connection per backend.
+uint64_t Server::fd_reserve(const config::Config& config, size_t workers) {
+  uint64_t backends = 0;
+  for (const auto& u : config.upstreams) backends += u.backends.size();
+  return 64 + workers * (4 + config.listeners.size()) + backends;
+}
+
+void Server::configure_fd_budget(const config::Config& config) {
+  const uint64_t reserve = fd_reserve(config, workers_.empty() ? worker_count(config.server) : workers_.size());
+  net::fd_budget().configure(fd_limit_, reserve);
+}
+
 int Server::run() {
+  fd_limit_ = net::FdBudget::raise_limit();
   auto loaded = config::load_file(config_path_);
   if (!loaded) {
     std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
@@ -281,6 +302,9 @@ int Server::run() {
   snapshot_ = *snapshot;
 
   size_t n = worker_count(config->server);
+  configure_fd_budget(*config);
+  LOG_INFO("file descriptors: limit %lld, %lld for client connections (2 each)",
+           static_cast<long long>(net::fd_budget().limit()), static_cast<long long>(net::fd_budget().capacity()));
   std::vector<std::vector<ListenSocket>> per_worker(n);
   for (const auto& listener : config->listeners) {
     auto sockets = open_sockets(listener, n);
@@ -423,6 +447,7 @@ void Server::reload() {
   share_backends_with_fleet();
   apply_logging(config->server);
   apply_admin(config->admin);
+  configure_fd_budget(*config);
   checker_->update(health_targets(*snapshot_));
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);

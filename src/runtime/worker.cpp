@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "limpet/net/fd_budget.hpp"
 #include "limpet/net/socket.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/client_connection.hpp"
@@ -14,6 +15,10 @@ namespace {
 
 // How often idle tunnels are looked at: tunnel_idle_timeout is honoured within this.
 constexpr uint64_t kIdleSweepMs = 1000;
+// While the fd budget is full: how often a paused listener looks for room (fds freed on any worker).
+constexpr uint64_t kResumeCheckMs = 50;
+// At most one "accept: too many open files" line per this many ms.
+constexpr uint64_t kAcceptErrorLogMs = 1000;
 
 }  // namespace
 
@@ -27,6 +32,9 @@ Worker::Worker(int index, std::function<void()> on_exit) : index_(index), on_exi
   idle_sweep_.data = this;
   uv_timer_start(&idle_sweep_, on_idle_sweep_cb, kIdleSweepMs, kIdleSweepMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&idle_sweep_));
+  uv_timer_init(&loop_, &resume_timer_);
+  resume_timer_.data = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&resume_timer_));
 }
 
 Worker::~Worker() {
@@ -185,16 +193,77 @@ void Worker::on_connection_cb(uv_stream_t* server, int status) {
 
 void Worker::on_connection(Listener* listener, int status) {
   if (status != 0) {
-    LOG_WARN("accept: %s", uv_strerror(status));
+    note_accept_error(status);
     return;
   }
+  if (!net::fd_budget().room_for_client()) {
+    context_.pool.close_all();  // idle backend connections are the cheapest fds to give back
+    if (!net::fd_budget().room_for_client()) {
+      pause(listener);
+      return;
+    }
+  }
+  accept(listener);
+}
+
+// The fd budget is full: the connection libuv accepted stays unaccepted, and libuv stops polling
+// the listener until uv_accept takes it (no busy loop, no EMFILE); the next clients wait in the
+// kernel's backlog. The resume timer looks for room.
+void Worker::pause(Listener* listener) {
+  if (listener->paused) return;
+  listener->paused = true;
+  ++paused_listeners_;
+  net::FdBudget& budget = net::fd_budget();
+  if (budget.note_full()) {
+    LOG_WARN("file descriptors: %lld of %lld for client connections in use (limit %lld): not accepting; "
+             "new connections wait in the backlog until some close",
+             static_cast<long long>(budget.in_use()), static_cast<long long>(budget.capacity()),
+             static_cast<long long>(budget.limit()));
+  }
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&resume_timer_))) {
+    uv_timer_start(&resume_timer_, on_resume_timer_cb, kResumeCheckMs, kResumeCheckMs);
+  }
+}
+
+void Worker::on_resume_timer_cb(uv_timer_t* handle) { static_cast<Worker*>(handle->data)->resume_paused(); }
+
+void Worker::resume_paused() {
+  for (auto& [address, listener] : listeners_) {
+    if (!listener->paused || !net::fd_budget().room_for_client()) continue;
+    listener->paused = false;
+    --paused_listeners_;
+    accept(listener.get());  // uv_accept restarts libuv's polling of the listener
+  }
+  if (paused_listeners_ > 0) return;
+  net::FdBudget& budget = net::fd_budget();
+  if (budget.note_room()) {
+    LOG_INFO("file descriptors: accepting again (%lld of %lld in use)", static_cast<long long>(budget.in_use()),
+             static_cast<long long>(budget.capacity()));
+  }
+  if (!budget.full()) uv_timer_stop(&resume_timer_);  // else: watching for the incident's end
+}
+
+// EMFILE despite the budget (fds limpet does not count ran out): libuv has already closed the
+// connections it could not take. One line a second at most, with the count.
+void Worker::note_accept_error(int status) {
+  ++accept_errors_;
+  const uint64_t now = uv_now(&loop_);
+  if (accept_errors_logged_ms_ && now - *accept_errors_logged_ms_ < kAcceptErrorLogMs) return;
+  LOG_WARN("accept: %s (%llu since the last such line)", uv_strerror(status),
+           static_cast<unsigned long long>(accept_errors_));
+  accept_errors_ = 0;
+  accept_errors_logged_ms_ = now;
+}
+
+void Worker::accept(Listener* listener) {
   auto* client = new net::Stream(&loop_, &context_.buffers);
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener->handle), client->uv()) != 0) {
     client->close();
     return;
   }
   const auto& ctx = listener->context;
-  if (stopping_ || !ctx || !ctx->upstream || *ctx->open_connections >= ctx->config->max_connections) {
+  const uint32_t max = ctx ? ctx->config->max_connections : 0;
+  if (stopping_ || !ctx || !ctx->upstream || (max > 0 && *ctx->open_connections >= max)) {
     // Over the limit: accepted and closed at once, so the backlog does not fill with clients
     // that would wait forever; counted for the operator.
     context_.counters.rejected.fetch_add(1, std::memory_order_relaxed);
@@ -219,6 +288,7 @@ void Worker::begin_shutdown() {
   context_.pool.close_all();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_sweep_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&resume_timer_), nullptr);
 }
 
 }  // namespace limpet::runtime

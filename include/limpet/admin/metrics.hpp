@@ -85,6 +85,11 @@ struct MetricsSnapshot {
   uint64_t stale_resends = 0;
   uint64_t pool_not_fresh = 0;
   uint64_t handshake_retries = 0;
+  // The fd budget (net/fd_budget.hpp).
+  int64_t fd_limit = 0;
+  int64_t fd_capacity = 0;
+  int64_t fd_in_use = 0;
+  uint64_t fd_budget_full = 0;
   // proxy_protocol listeners: connections closed before any HTTP, by reason.
   uint64_t proxy_protocol_untrusted = 0;
   uint64_t proxy_protocol_malformed = 0;

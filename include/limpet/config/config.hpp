@@ -163,7 +163,7 @@ struct ListenerConfig {
   Address address;
   std::string upstream;  // name of an UpstreamConfig
   uint32_t backlog = 511;
-  uint32_t max_connections = 10000;  // per worker
+  uint32_t max_connections = 0;  // per worker; 0: bounded by the fd budget (net/fd_budget.hpp) only
   Millis header_timeout{10000};      // whole request head must arrive within this (408)
   Millis keepalive_timeout{75000};   // idle client connection between requests
   Millis send_timeout{60000};        // client not reading our response

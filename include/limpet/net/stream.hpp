@@ -123,7 +123,10 @@ class Stream : private OutQueueListener {
   OutQueue out_;
   std::unique_ptr<Filtering> filter_;  // TLS streams only
   uint64_t bytes_read_ = 0;
+  // Counts the socket in net::fd_budget() once it exists (accepted, or a connect started).
+  void count_fd();
   int open_handles_ = 1;
+  bool counted_fd_ = false;
   bool filter_started_ = false;  // writes go through the filter from here on
   bool filter_eof_ = false;      // the filter's end of stream was reported
   bool reading_ = false;

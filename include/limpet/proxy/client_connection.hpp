@@ -51,6 +51,8 @@ class ClientConnection : public net::StreamDelegate {
   // backend: those of the PROXY header received, else the socket's (looked up on first use).
   // has_addresses is false when neither is known (a LOCAL header then).
   const net::ProxyHeader& endpoints();
+  // The fd budget's hold for this client's backend connection (net/fd_budget.hpp).
+  net::FdReservation& backend_fd() { return backend_fd_; }
   enum class Refresh : uint8_t {
     kIfChanged,  // re-arm only if the kind of deadline changed
     kActivity,   // also move an inactivity deadline on
@@ -81,6 +83,7 @@ class ClientConnection : public net::StreamDelegate {
   WorkerContext* worker_;
   std::shared_ptr<const ListenerContext> listener_;
   net::Stream* client_;
+  net::FdReservation backend_fd_;
   std::string client_ip_;
   // Only on proxy_protocol listeners, or once a backend wants a PROXY header: a plain
   // connection carries the pointer alone.

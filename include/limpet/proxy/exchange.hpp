@@ -13,6 +13,7 @@
 
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/http/parser.hpp"
+#include "limpet/net/fd_budget.hpp"
 #include "limpet/net/proxy_protocol.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/backend_lease.hpp"
@@ -65,6 +66,8 @@ struct ExchangeRequest {
   Relay* body_relay = nullptr;
   // For upstream.send_proxy_protocol: the client's endpoints the header carries.
   const net::ProxyHeader* endpoints = nullptr;
+  // The client's fd held back for its backend connection: released once it has one.
+  net::FdReservation* backend_fd = nullptr;
 };
 
 class Exchange : public net::StreamDelegate {

@@ -47,6 +47,10 @@ class Server {
   // Admin listener: (re)opened when its address changes, token updated on every reload.
   void apply_admin(const config::AdminConfig& admin);
   admin::MetricsSnapshot collect_metrics() const;
+  // The fd budget (net/fd_budget.hpp): RLIMIT_NOFILE less what the config needs besides client
+  // connections; set at start and on every reload.
+  static uint64_t fd_reserve(const config::Config& config, size_t workers);
+  void configure_fd_budget(const config::Config& config);
   Status backend_action(const std::string& name, const std::string& action);
 
   std::string config_path_;
@@ -68,6 +72,7 @@ class Server {
   void share_backends_with_fleet();
   std::string admin_address_;  // address the admin listener is bound to ("" = none)
   uint64_t started_ms_ = 0;
+  uint64_t fd_limit_ = 0;  // RLIMIT_NOFILE after raising it, at start
   std::atomic<int> workers_running_{0};
   uint64_t generation_ = 0;
   bool shutting_down_ = false;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -54,11 +55,13 @@ class Worker {
     std::shared_ptr<uint32_t> open_connections = std::make_shared<uint32_t>(0);
     std::shared_ptr<proxy::ListenerContext> context;
     bool closing = false;
+    bool paused = false;  // holds one connection unaccepted: the fd budget is full
   };
 
   static void on_async_cb(uv_async_t* handle);
   static void on_idle_sweep_cb(uv_timer_t* handle);
   static void on_connection_cb(uv_stream_t* server, int status);
+  static void on_resume_timer_cb(uv_timer_t* handle);
   static void on_listener_closed_cb(uv_handle_t* handle);
   void run();
   void on_async();
@@ -67,13 +70,21 @@ class Worker {
   void close_listener(Listener* listener);
   void begin_shutdown();
   void on_connection(Listener* listener, int status);
+  void accept(Listener* listener);
+  void pause(Listener* listener);
+  void resume_paused();
+  void note_accept_error(int status);
 
   int index_;
   std::function<void()> on_exit_;
   std::thread thread_;
   uv_loop_t loop_{};
   uv_async_t async_{};
-  uv_timer_t idle_sweep_{};  // idle tunnels hold no timer of their own: this looks at them
+  uv_timer_t idle_sweep_{};
+  uv_timer_t resume_timer_{};  // runs while a listener is paused (fd budget full)
+  size_t paused_listeners_ = 0;
+  uint64_t accept_errors_ = 0;           // since the last line about them
+  std::optional<uint64_t> accept_errors_logged_ms_;  // idle tunnels hold no timer of their own: this looks at them
   proxy::WorkerContext context_;
   std::unique_ptr<store::SessionStore> sessions_;  // context_.sessions
   std::map<std::string, std::unique_ptr<Listener>> listeners_;  // by address text

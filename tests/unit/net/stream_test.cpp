@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "limpet/net/fd_budget.hpp"
 #include "limpet/net/socket.hpp"
 #include "limpet/util/buffer_pool.hpp"
 
@@ -77,6 +78,43 @@ struct Loopback : ::testing::Test {
     EXPECT_EQ(pool.outstanding(), 0u);
   }
 };
+
+// Every socket a Stream holds counts in the fd budget from its accept or connect to its close.
+TEST_F(Loopback, SocketsCountInTheFdBudgetUntilClosed) {
+  FdBudget& budget = fd_budget();
+  const int64_t before = budget.in_use();  // this fixture's two
+  EXPECT_GE(before, 2);
+  connected->close();
+  EXPECT_EQ(budget.in_use(), before - 1);
+  accepted->close();
+  EXPECT_EQ(budget.in_use(), before - 2);
+}
+
+// Room means a client and its backend connection both fit; the incident flags log once.
+TEST(FdBudget, RoomForAClientAndItsBackendConnection) {
+  FdBudget budget;
+  EXPECT_TRUE(budget.room_for_client());  // unconfigured: no limit
+  budget.configure(200, 100);             // 100 for client connections
+  for (int i = 0; i < 98; ++i) budget.opened();
+  EXPECT_TRUE(budget.room_for_client());
+  budget.reserve();  // an admitted client that has not connected to its backend yet
+  EXPECT_FALSE(budget.room_for_client());
+  budget.unreserve();
+  budget.opened();
+  EXPECT_FALSE(budget.room_for_client());
+  EXPECT_TRUE(budget.note_full());
+  EXPECT_FALSE(budget.note_full());  // the same incident
+  EXPECT_EQ(budget.incidents(), 1u);
+  budget.closed();
+  EXPECT_TRUE(budget.room_for_client());
+  EXPECT_FALSE(budget.note_room());  // room for one: not yet the end of the incident
+  for (int i = 0; i < 8; ++i) budget.closed();
+  EXPECT_TRUE(budget.note_room());   // a tenth below the limit
+  EXPECT_FALSE(budget.note_room());
+  budget.configure(50, 100);  // a reserve above the limit leaves nothing
+  EXPECT_EQ(budget.capacity(), 0);
+  EXPECT_FALSE(budget.room_for_client());
+}
 
 TEST_F(Loopback, WritesArriveInOrderAndIdleStreamsHoldNoBuffer) {
   std::string big(3 * 1024 * 1024, 'x');
