@@ -3,6 +3,7 @@ a long-poll, a node that answers 503 to every handshake, a node that hangs (SIGS
 backend that closes idle keep-alive connections after its default 5 s."""
 
 import concurrent.futures
+import os
 import random
 import shutil
 import signal
@@ -13,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import RawHttp, admin_metric, build_request, free_port, http_session, wait_until
+from conftest import RawHttp, admin_metric, build_request, free_port, http_session, limpet_bin, wait_until
+from ops_util import WsFleet
 
 ENGINEIO = {"balance": "least_sessions", "engineio_paths": ["/socket.io/"], "session_ttl": "60s"}
 HANDSHAKE = "/socket.io/?EIO=4&transport=polling"
@@ -207,3 +209,71 @@ def test_polling_sessions_idle_around_nodes_5s_keepalive_lose_nothing(cluster, t
     finally:
         node.kill()
         node.wait(5)
+
+
+UPGRADE = ("GET /echo HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode()
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def read_head(sock, timeout):
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def test_fd_exhaustion_pauses_accepting_and_recovers(cluster, tmp_path):
+    """RLIMIT_NOFILE 256 and one worker: the budget (256 less the reserve, 2 per client) fills
+    with tunnels; more clients wait in the backlog while the open tunnels echo and the admin
+    answers, one line is logged, and when tunnels close the waiting clients get in."""
+    wrapper = tmp_path / "limpet-256-fds"
+    wrapper.write_text(f"#!/bin/sh\nulimit -n 256\nexec {limpet_bin()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    ws = cluster.backend("ws1", kind="ws")
+    admin, tables = with_admin()
+    lp = cluster.limpet([ws], server={"workers": 1, "access_log": "off"}, tables=tables, binary=wrapper)
+    assert admin_metric(admin, "limpet_fds", 'kind="limit"') == 256
+    budget = admin_metric(admin, "limpet_fds", 'kind="budget"')
+    fits = int(budget // 2)
+    fleet = WsFleet(lp.port, fits - 10).open()
+    extra = []
+    try:
+        for _ in range(40):  # 10 fit, 30 wait in the backlog
+            s = socket.create_connection(("127.0.0.1", lp.port), timeout=5)
+            s.sendall(UPGRADE)
+            extra.append(s)
+        wait_until(lambda: admin_metric(admin, "limpet_fd_budget_full_total") == 1, 10, "the budget to fill up")
+        # Within the budget (the admin connection of this very scrape counts too).
+        assert admin_metric(admin, "limpet_fds", 'kind="in_use"') <= budget + 1
+        # At the limit: the open tunnels work, the admin answers, limpet does not spin.
+        cpu_before = cpu_seconds(lp.proc.pid)
+        echoes = fleet.echo_all(timeout=20)
+        assert len(echoes) == fits - 10 and all(r is True for r in echoes.values()), echoes
+        time.sleep(1.0)  # a window to measure CPU in, not a wait for an event
+        cpu = cpu_seconds(lp.proc.pid) - cpu_before
+        print(f"budget {budget:.0f} fds ({fits} clients); CPU while full: {cpu:.2f} s over the echo round + 1 s")
+        assert cpu < 1.0, f"limpet burnt {cpu:.2f} s of CPU while its budget was full"
+        assert lp.stderr().count("not accepting") == 1
+        assert "too many open files" not in lp.stderr().lower()
+    finally:
+        fleet.close()
+    # Room again: every waiting client gets its 101, and a new request is served.
+    heads = [read_head(s, 15) for s in extra]
+    for s in extra:
+        s.close()
+    assert all(h.startswith(b"HTTP/1.1 101") for h in heads), heads
+    with socket.create_connection(("127.0.0.1", lp.port), timeout=5) as s:
+        s.sendall(UPGRADE)
+        assert read_head(s, 10).startswith(b"HTTP/1.1 101")
+    wait_until(lambda: "accepting again" in lp.stderr(), 10, "the end of the incident to be logged")
