@@ -18,7 +18,7 @@ namespace limpet::app {
 namespace {
 
 constexpr const char* kVersion = LIMPET_VERSION;
-constexpr const char* kDefaultConfig = "/etc/limpet/limpet.toml";
+constexpr const char* kDefaultConfig = LIMPET_DEFAULT_CONFIG;  // sysconfdir/limpet/limpet.toml
 
 void print_usage(FILE* out) {
   std::fprintf(out,
