@@ -119,6 +119,7 @@ bool Channel::read_available(std::vector<Message>* out, std::string* error) {
     }
     fds_in_.insert(fds_in_.end(), arrived.begin(), arrived.end());
     if (n == 0) {
+      peer_closed_ = true;
       extract(out);
       *error = "hand-over: the other process closed the channel";
       return false;

@@ -344,11 +344,6 @@ int Server::run() {
     }
   }
 
-  pid_file_ = config->server.pid_file;
-  if (!pid_file_.empty()) {
-    Status st = write_pid_file(pid_file_, ::getpid());
-    if (!st) LOG_WARN("%s", st.message().c_str());
-  }
   if (inherited_) {
     import_affinity(inherited_->affinity(), "sessions handed over", log::Level::kInfo);
     inherited_->drop_affinity();
@@ -367,6 +362,8 @@ int Server::run() {
   shutdown_timer_.data = this;
   uv_timer_init(&loop_, &drain_end_timer_);
   drain_end_timer_.data = this;
+  uv_async_init(&loop_, &handed_over_async_, on_handed_over_cb);
+  handed_over_async_.data = this;
   uv_timer_init(&loop_, &housekeeping_timer_);
   housekeeping_timer_.data = this;
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
@@ -393,20 +390,31 @@ int Server::run() {
     }));
     if (snapshot_->session_store) workers_.back()->use_session_store(snapshot_->session_store, &shared_.store_stats);
   }
+  auto import_journal = [this](std::string_view blob) {
+    import_affinity(blob, "sessions learned by the old process", log::Level::kDebug);
+  };
+  if (inherited_) {  // ready to serve; accept once the old process does not any more
+    inherited_->close_unclaimed();
+    inherited_->report_ready();
+    if (!inherited_->wait_released(kHandOverReadMs, import_journal)) {
+      LOG_WARN("upgrade: pid %d did not say it stopped accepting; accepting anyway",
+               static_cast<int>(inherited_->parent()));
+    }
+  }
   for (size_t i = 0; i < n; ++i) workers_[i]->start(snapshot_, std::move(per_worker[i]));
+  pid_file_ = config->server.pid_file;
+  if (!pid_file_.empty()) {
+    Status st = write_pid_file(pid_file_, ::getpid());
+    if (!st) LOG_WARN("%s", st.message().c_str());
+  }
   for (const auto& listener : config->listeners) {
     LOG_INFO("listening on %s (listener %s -> upstream %s)", listener.address.text.c_str(),
              listener.name.c_str(), listener.upstream.c_str());
   }
   LOG_INFO("limpet started: %zu workers, config %s", n, config_path_.c_str());
   if (inherited_) {
-    inherited_->close_unclaimed();
-    LOG_INFO("upgrade: serving the sockets of pid %d; it stops accepting and drains",
-             static_cast<int>(inherited_->parent()));
-    inherited_->report_ready();
-    inherited_->watch_journal(&loop_, [this](std::string_view blob) {
-      import_affinity(blob, "sessions learned by the old process", log::Level::kDebug);
-    });
+    LOG_INFO("upgrade: serving the sockets of pid %d, which drains and stops", static_cast<int>(inherited_->parent()));
+    inherited_->watch_journal(&loop_, import_journal);
   }
   service_notify::ready("serving " + std::to_string(config->listeners.size()) + " listeners, " +
                         std::to_string(n) + " workers");
@@ -700,8 +708,18 @@ void Server::on_upgrade_ready(pid_t pid) {
   if (admin_) admin_->close();  // the new process serves the same socket
   admin_.reset();
   admin_address_.clear();
-  for (auto& w : workers_) w->hand_over(static_cast<uint64_t>(spread.count()));
+  workers_handing_over_ = static_cast<int>(workers_.size());
+  for (auto& w : workers_) {
+    w->hand_over(static_cast<uint64_t>(spread.count()), [this] {
+      if (--workers_handing_over_ == 0) uv_async_send(&handed_over_async_);
+    });
+  }
   uv_timer_start(&drain_end_timer_, on_drain_end_cb, static_cast<uint64_t>(spread.count()), 0);
+}
+
+void Server::on_handed_over_cb(uv_async_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  if (self->upgrade_) self->upgrade_->release();
 }
 
 void Server::on_drain_end_cb(uv_timer_t* handle) {
@@ -733,6 +751,7 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_end_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handed_over_async_), nullptr);
 }
 
 }  // namespace limpet::runtime

@@ -130,6 +130,12 @@ void UpgradeParent::on_message(handover::Message& m) {
   }
 }
 
+void UpgradeParent::release() {
+  if (!channel_) return;
+  Status st = channel_->send(handover::Type::kReleased, "", {}, 1000);
+  if (!st) LOG_WARN("upgrade: telling the new process to accept: %s", st.message().c_str());
+}
+
 void UpgradeParent::on_channel_closed(const std::string& why) {
   if (state_ == State::kWaiting) {
     fail("the new process (pid " + std::to_string(child_) + ") closed the hand-over channel: " + why);
@@ -290,6 +296,15 @@ void UpgradeChild::report_failed(const std::string& why) {
   if (reported_ || !channel_) return;
   reported_ = true;
   (void)channel_->send(handover::Type::kFailed, why, {}, 1000);
+}
+
+bool UpgradeChild::wait_released(int timeout_ms, const std::function<void(std::string_view)>& on_blob) {
+  for (;;) {
+    auto m = channel_->receive(timeout_ms);
+    if (!m) return channel_->peer_closed();  // the old process is gone: the sockets are ours alone
+    if (m->type == handover::Type::kReleased) return true;
+    if (m->type == handover::Type::kJournal) on_blob(m->payload);
+  }
 }
 
 void UpgradeChild::watch_journal(uv_loop_t* loop, std::function<void(std::string_view)> on_blob) {

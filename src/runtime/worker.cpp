@@ -80,11 +80,12 @@ void Worker::drain_backends(std::vector<uint32_t> backend_ids) {
   uv_async_send(&async_);
 }
 
-void Worker::hand_over(uint64_t spread_ms) {
+void Worker::hand_over(uint64_t spread_ms, std::function<void()> done) {
   {
     std::lock_guard lock(mailbox_mu_);
     hand_over_requested_ = true;
     hand_over_spread_ms_ = spread_ms;
+    hand_over_done_ = std::move(done);
   }
   uv_async_send(&async_);
 }
@@ -114,6 +115,7 @@ void Worker::on_async() {
   StopKind kind = StopKind::kGraceful;
   bool hand_over = false;
   uint64_t spread_ms = 0;
+  std::function<void()> hand_over_done;
   {
     std::lock_guard lock(mailbox_mu_);
     drains.swap(pending_drains_);
@@ -124,13 +126,14 @@ void Worker::on_async() {
     kind = stop_kind_;
     hand_over = hand_over_requested_;
     spread_ms = hand_over_spread_ms_;
+    if (hand_over) hand_over_done.swap(hand_over_done_);
   }
   if (snapshot && !stopping_ && !handed_over_) apply(std::move(snapshot), std::move(sockets));
   for (auto& s : sockets) ::close(s.fd);  // not taken by apply (stopping)
   if (!drains.empty() && !stopping_) {
     for (auto* c : context_.connections.snapshot()) c->drain_if_tunnel_to(drains);
   }
-  if (hand_over && !handed_over_ && !stopping_) begin_hand_over(spread_ms);
+  if (hand_over && !handed_over_) begin_hand_over(spread_ms, hand_over_done);
   if (stop && !stopping_) begin_shutdown(kind);
 }
 
@@ -246,9 +249,11 @@ void Worker::close_listeners() {
 // The sockets are the new process's now (same kernel sockets, passed over SCM_RIGHTS): closing
 // our descriptors loses nothing in their accept queues. Idle keep-alive connections stay until
 // the stop that follows the spread (closing one as its client sends would fail that request).
-void Worker::begin_hand_over(uint64_t spread_ms) {
+void Worker::begin_hand_over(uint64_t spread_ms, const std::function<void()>& done) {
   handed_over_ = true;
-  close_listeners();
+  close_listeners();  // uv_close closes the descriptor at once: no accept after this
+  if (done) done();
+  if (stopping_) return;
   context_.close_after_response = true;
   context_.close_spread_ms = spread_ms;
   for (auto* c : context_.connections.snapshot()) {

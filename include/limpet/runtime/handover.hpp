@@ -26,10 +26,14 @@ constexpr uint32_t kProtocolVersion = 1;
 constexpr const char* kFdEnvironment = "LIMPET_UPGRADE_FD";
 constexpr int kChildFd = 3;  // where the new process finds its end
 
-// Old → new: kHello "<version> <pid>", kSockets (one line per fd, see SocketList), kAffinity (an
-// affinity_transfer blob), kEnd; later kJournal blobs until the old process exits.
-// New → old: kReady "<pid>" once it serves, or kFailed "<why>".
-enum class Type : uint32_t { kHello = 1, kSockets, kAffinity, kEnd, kReady, kFailed, kJournal };
+// Old → new: kHello "<version> <pid>", kSockets (one line per fd, see HandedSocket), kAffinity (an
+// affinity_transfer blob), kEnd; kReleased once the old process stopped accepting; kJournal
+// blobs from the start until the old process exits.
+// New → old: kReady "<pid>" once it could serve (config, snapshot, sockets), or kFailed "<why>".
+// Only one of the two accepts at any time: sessions learned by the new process are unknown to
+// the old, so the new one starts accepting at kReleased (connections wait in the shared backlog
+// meanwhile; none is refused).
+enum class Type : uint32_t { kHello = 1, kSockets, kAffinity, kEnd, kReady, kFailed, kJournal, kReleased };
 
 struct Message {
   Type type{};
@@ -55,6 +59,8 @@ class Channel {
   bool read_available(std::vector<Message>* out, std::string* error);
   // Waits for the next message, at most `timeout_ms`.
   Result<Message> receive(int timeout_ms);
+  // The other process closed its end (as opposed to a timeout).
+  bool peer_closed() const { return peer_closed_; }
   // The first `n` descriptors received and not yet taken (fewer if fewer came); caller owns them.
   std::vector<int> take_fds(size_t n);
 
@@ -64,6 +70,7 @@ class Channel {
   std::string in_;
   std::vector<int> fds_in_;  // received, not yet given to a message
   std::vector<Message> ready_;
+  bool peer_closed_ = false;
 };
 
 // Watches a channel on a uv loop and hands each message over; `on_closed` once at EOF/error.

@@ -41,6 +41,7 @@ class Server {
   static void on_shutdown_timeout_cb(uv_timer_t* handle);
   static void on_housekeeping_cb(uv_timer_t* handle);
   static void on_drain_end_cb(uv_timer_t* handle);
+  static void on_handed_over_cb(uv_async_t* handle);
   void on_signal(int signum);
   // Startup failed: say why (to the old process too, in an upgrade) and return the exit code.
   int start_failed(const std::string& why);
@@ -80,6 +81,8 @@ class Server {
   uv_timer_t shutdown_timer_{};
   uv_timer_t housekeeping_timer_{};
   uv_timer_t drain_end_timer_{};  // after a hand-over: the spread is over, stop
+  uv_async_t handed_over_async_{};  // the last worker stopped accepting: the new process may
+  std::atomic<int> workers_handing_over_{0};
   // Upgrade: the sockets this process serves (fd numbers as opened; valid while configured),
   // the old side of an upgrade and the journal, the new side's channel.
   std::map<std::string, std::vector<int>> listen_fds_;

@@ -48,6 +48,8 @@ class UpgradeParent {
   // Waiting for the new process, or handed over: another upgrade must wait.
   bool busy() const { return state_ == State::kWaiting || state_ == State::kHandedOver || process_ != nullptr; }
   bool handed_over() const { return state_ == State::kHandedOver; }
+  // After the ready hook: this process accepts no more, the new one may start.
+  void release();
   // Before the new process reported ready: kill it (this process keeps the sockets).
   void abandon(const std::string& why) { fail(why); }
   // Closes every handle; a new process that runs keeps running.
@@ -93,6 +95,9 @@ class UpgradeChild {
   void drop_affinity() { std::string().swap(affinity_); }
   void report_ready();
   void report_failed(const std::string& why);
+  // After report_ready(): until the old process stopped accepting (kReleased, or it is gone), at
+  // most `timeout_ms`; journal blobs that come first go to `on_blob`. False on a timeout.
+  bool wait_released(int timeout_ms, const std::function<void(std::string_view blob)>& on_blob);
   // After report_ready(): every kJournal blob until the old process exits.
   void watch_journal(uv_loop_t* loop, std::function<void(std::string_view blob)> on_blob);
   void close();  // before the loop's last run

@@ -46,7 +46,8 @@ class Worker {
   // Main thread, binary upgrade: the new process serves the listening sockets now. Stop accepting
   // (the sockets live on in the new process, so nothing queued is lost), answer every next
   // request with Connection: close, close tunnels with 1001 spread over `spread_ms`.
-  void hand_over(uint64_t spread_ms);
+  // `done` runs on the worker's thread once it accepts no more.
+  void hand_over(uint64_t spread_ms, std::function<void()> done);
   // Main thread, once: stop accepting, then let the thread end once its connections are gone.
   // Graceful: in-flight requests finish, tunnels close (1001) spread over close_spread. Fast:
   // tunnels close at once (the process does not wait for requests in flight).
@@ -75,7 +76,7 @@ class Worker {
   void open_listener(const ListenSocket& socket);
   void close_listener(Listener* listener);
   void begin_shutdown(StopKind kind);
-  void begin_hand_over(uint64_t spread_ms);
+  void begin_hand_over(uint64_t spread_ms, const std::function<void()>& done);
   void close_listeners();
   void on_connection(Listener* listener, int status);
 
@@ -99,6 +100,7 @@ class Worker {
   StopKind stop_kind_ = StopKind::kGraceful;
   bool hand_over_requested_ = false;
   uint64_t hand_over_spread_ms_ = 0;
+  std::function<void()> hand_over_done_;
   bool handed_over_ = false;
   bool stopping_ = false;
 };
