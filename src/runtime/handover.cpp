@@ -174,7 +174,10 @@ ChannelWatcher::ChannelWatcher(uv_loop_t* loop, Channel* channel, std::function<
   uv_poll_start(poll_, UV_READABLE | UV_DISCONNECT, on_poll_cb);
 }
 
-ChannelWatcher::~ChannelWatcher() { close(); }
+ChannelWatcher::~ChannelWatcher() {
+  *alive_ = false;
+  close();
+}
 
 void ChannelWatcher::close() {
   if (closed_) return;
@@ -193,13 +196,15 @@ void ChannelWatcher::on_readable() {
   std::vector<Message> messages;
   std::string error;
   const bool open = channel_->read_available(&messages, &error);
+  const std::shared_ptr<bool> alive = alive_;
   for (auto& m : messages) {
     on_message_(m);
-    if (closed_) return;
+    if (!*alive || closed_) return;
   }
   if (!open) {
+    auto on_closed = on_closed_;  // a copy: the handler may destroy this watcher
     close();
-    on_closed_(error);
+    on_closed(error);
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -89,6 +90,8 @@ class ChannelWatcher {
   std::function<void(Message&)> on_message_;
   std::function<void(const std::string&)> on_closed_;
   bool closed_ = false;
+  // False once destroyed: a message handler may destroy the watcher (and the channel) it runs in.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 // The kSockets payload: what each passed fd is ("listener ADDRESS" or "admin ADDRESS").
