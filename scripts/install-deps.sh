@@ -27,6 +27,7 @@ packages=(
   build-essential g++ clang meson ninja-build pkg-config cmake
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
+  libsystemd-dev  # sd_notify for Type=notify (optional: -Dsystemd=disabled builds without it)
   # clang's ASan/UBSan/libFuzzer runtimes (build-fuzz/, tests/fuzz); GCC's come with g++
   libclang-rt-14-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)

@@ -101,6 +101,25 @@ Status AdminServer::listen(const std::string& host, uint16_t port) {
   return Status::ok();
 }
 
+Status AdminServer::listen_fd(int fd) {
+  listener_ = new uv_tcp_t;
+  uv_tcp_init(loop_, listener_);
+  listener_->data = this;
+  int rc = uv_tcp_open(listener_, fd);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), 64, on_connection_cb);
+  if (rc != 0) {
+    close();
+    return Status::fail(std::string("admin listener (inherited): ") + uv_strerror(rc));
+  }
+  return Status::ok();
+}
+
+int AdminServer::fd() const {
+  uv_os_fd_t fd = -1;
+  if (listener_ == nullptr || uv_fileno(reinterpret_cast<const uv_handle_t*>(listener_), &fd) != 0) return -1;
+  return fd;
+}
+
 void AdminServer::close() {
   if (listener_ == nullptr) return;
   uv_close(reinterpret_cast<uv_handle_t*>(listener_),

@@ -1,13 +1,16 @@
 #include "limpet/app/cli.hpp"
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "limpet/config/loader.hpp"
+#include "limpet/runtime/pid_file.hpp"
 #include "limpet/runtime/server.hpp"
 #include "limpet/runtime/snapshot.hpp"
 
@@ -15,14 +18,15 @@ namespace limpet::app {
 namespace {
 
 constexpr const char* kVersion = LIMPET_VERSION;
-constexpr const char* kDefaultConfig = "/etc/limpet/limpet.toml";
+constexpr const char* kDefaultConfig = LIMPET_DEFAULT_CONFIG;  // sysconfdir/limpet/limpet.toml
 
 void print_usage(FILE* out) {
   std::fprintf(out,
-               "usage: limpet [-c FILE] [-t] [-s stop|quit|reload|reopen] [-v] [-h]\n"
+               "usage: limpet [-c FILE] [-t] [-s stop|quit|reload|reopen|upgrade] [-v] [-h]\n"
                "  -c FILE   configuration file (default %s)\n"
                "  -t        check the configuration and exit (0: ok, 1: error)\n"
-               "  -s SIG    send a signal to the running limpet named by the config's pid_file\n"
+               "  -s SIG    signal the running limpet named by the config's pid_file: stop (fast),\n"
+               "            quit (graceful), reload, reopen (logs), upgrade (start the binary anew)\n"
                "  -v        print the version and exit\n"
                "  -h        print this help and exit\n",
                kDefaultConfig);
@@ -47,14 +51,29 @@ int check_config(const std::string& path) {
   return 0;
 }
 
+struct NamedSignal {
+  const char* name;
+  int signum;
+};
+constexpr NamedSignal kNamedSignals[] = {
+    {"stop", SIGTERM}, {"quit", SIGQUIT}, {"reload", SIGHUP}, {"reopen", SIGUSR1}, {"upgrade", SIGUSR2}};
+
+// The command name of `pid` ("" when /proc does not say): a pid file left by a crash may name a
+// process that reused the number.
+std::string command_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
+}
+
 int send_signal(const std::string& path, const std::string& name) {
-  int signum = name == "stop"     ? SIGTERM
-               : name == "quit"   ? SIGQUIT
-               : name == "reload" ? SIGHUP
-               : name == "reopen" ? SIGUSR1
-                                  : 0;
+  int signum = 0;
+  for (const auto& s : kNamedSignals) {
+    if (name == s.name) signum = s.signum;
+  }
   if (signum == 0) {
-    std::fprintf(stderr, "limpet: -s expects stop, quit, reload or reopen, got \"%s\"\n", name.c_str());
+    std::fprintf(stderr, "limpet: -s expects stop, quit, reload, reopen or upgrade, got \"%s\"\n", name.c_str());
     return 1;
   }
   auto loaded = config::load_file(path);
@@ -68,14 +87,25 @@ int send_signal(const std::string& path, const std::string& name) {
                  path.c_str());
     return 1;
   }
-  std::ifstream in(pid_file);
-  long pid = 0;
-  if (!(in >> pid) || pid <= 0) {
-    std::fprintf(stderr, "limpet: cannot read a pid from %s\n", pid_file.c_str());
+  auto pid = runtime::read_pid_file(pid_file);
+  if (!pid) {
+    std::fprintf(stderr, "limpet: cannot read a pid from %s: is limpet running?\n", pid_file.c_str());
     return 1;
   }
-  if (::kill(static_cast<pid_t>(pid), signum) != 0) {
-    std::fprintf(stderr, "limpet: kill %ld: %s\n", pid, std::strerror(errno));
+  // Never remove the file: it is the running limpet's (or a crashed one's, for the operator).
+  if (::kill(*pid, 0) != 0 && errno == ESRCH) {
+    std::fprintf(stderr, "limpet: %s names pid %d, which is not running (a stale pid file: limpet is not "
+                 "running); nothing signalled, the file is left alone\n", pid_file.c_str(), static_cast<int>(*pid));
+    return 1;
+  }
+  const std::string comm = command_of(*pid);
+  if (!comm.empty() && comm.rfind("limpet", 0) != 0) {
+    std::fprintf(stderr, "limpet: %s names pid %d, which is \"%s\", not limpet (a stale pid file whose number "
+                 "was reused); nothing signalled\n", pid_file.c_str(), static_cast<int>(*pid), comm.c_str());
+    return 1;
+  }
+  if (::kill(*pid, signum) != 0) {
+    std::fprintf(stderr, "limpet: kill %d: %s\n", static_cast<int>(*pid), std::strerror(errno));
     return 1;
   }
   return 0;
@@ -121,7 +151,7 @@ int run_cli(int argc, char** argv) {
   try {
     if (test_only) return check_config(config_path);
     if (!signal_name.empty()) return send_signal(config_path, signal_name);
-    runtime::Server server(config_path);
+    runtime::Server server(config_path, std::vector<std::string>(argv, argv + argc));
     return server.run();
   } catch (const std::exception& e) {
     // Startup only: the data plane does not throw.

@@ -180,7 +180,7 @@ void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl,
   const uint64_t h = hash64(sid, seed::kSid);
   const int64_t t = now();
   Shard& s = shard_for(h);
-  std::lock_guard lock(s.mu);
+  std::unique_lock lock(s.mu);
   ++s.learned;
   const size_t slot = find_slot(s, h, sid);
   if (slot != kNotFound) {
@@ -193,10 +193,35 @@ void AffinityTable::learn(std::string_view sid, uint32_t backend_id, Millis ttl,
     }
     e.deadline = t + ttl.count();
     e.stored_s = static_cast<uint32_t>(t / 1000);
-    return;
+  } else {
+    if (per_shard_cap_ != 0 && s.entries.size() >= per_shard_cap_) evict_one(s, t);
+    insert_new(s, h, sid, backend_id, t + ttl.count(), origin);
   }
+  lock.unlock();
+  if (LearnObserver* o = observer_.load(std::memory_order_acquire)) o->on_learn(sid, backend_id, ttl, origin);
+}
+
+void AffinityTable::for_each_live(
+    const std::function<void(std::string_view, uint32_t, Millis, Origin)>& f) const {
+  for (const auto& sp : shards_) {
+    std::lock_guard lock(sp->mu);
+    const int64_t t = now();
+    for (const Entry& e : sp->entries) {
+      if (e.deadline > t) f(std::string_view(e.key_data(), e.len), e.backend, Millis(e.deadline - t), e.origin);
+    }
+  }
+}
+
+bool AffinityTable::restore(std::string_view sid, uint32_t backend_id, Millis remaining, Origin origin) {
+  if (sid.empty() || sid.size() > kMaxKey || remaining.count() <= 0) return false;
+  const uint64_t h = hash64(sid, seed::kSid);
+  const int64_t t = now();
+  Shard& s = shard_for(h);
+  std::lock_guard lock(s.mu);
+  if (find_slot(s, h, sid) != kNotFound) return false;
   if (per_shard_cap_ != 0 && s.entries.size() >= per_shard_cap_) evict_one(s, t);
-  insert_new(s, h, sid, backend_id, t + ttl.count(), origin);
+  insert_new(s, h, sid, backend_id, t + remaining.count(), origin);
+  return true;
 }
 
 bool AffinityTable::forget(std::string_view sid) {

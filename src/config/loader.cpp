@@ -89,6 +89,8 @@ ServerConfig read_server(TableReader r) {
   r.read_duration("shutdown_timeout", s.shutdown_timeout, Millis(1));
   r.read_duration("drain_timeout", s.drain_timeout);
   r.read_duration("close_spread", s.close_spread);
+  r.read_duration("upgrade_drain_timeout", s.upgrade_drain_timeout);
+  r.read("shared_listeners", s.shared_listeners);
   r.read_int("affinity_max_entries", s.affinity_max_entries, 1, 1'000'000'000);
   r.finish();
   return s;

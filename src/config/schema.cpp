@@ -22,6 +22,8 @@ access_log_format = "json"
 shutdown_timeout = "10s"
 drain_timeout = "30s"
 close_spread = "5s"
+upgrade_drain_timeout = "1m"
+shared_listeners = false
 affinity_max_entries = 1000
 
 [admin]

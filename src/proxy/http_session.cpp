@@ -196,7 +196,7 @@ bool HttpSession::on_head() {
   response_started_ = false;
   head_pending_ = false;
   framing_ = http::BodyFraming::kNone;
-  close_after_response_ = close_after_response_ || conn_.worker()->shutting_down;
+  close_after_response_ = close_after_response_ || conn_.worker()->shutting_down || conn_.worker()->close_after_response;
   if (!has_valid_host(*request_)) {
     LOG_INFO("bad request from %s: HTTP/1.1 request without exactly one Host header",
              conn_.client_ip().data());

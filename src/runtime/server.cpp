@@ -1,27 +1,33 @@
 #include "limpet/runtime/server.hpp"
 
-#include <algorithm>
-
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <set>
 #include <thread>
 
+#include "limpet/balancer/affinity_transfer.hpp"
 #include "limpet/config/loader.hpp"
 #include "limpet/net/fd_budget.hpp"
 #include "limpet/net/socket.hpp"
+#include "limpet/runtime/address_probe.hpp"
+#include "limpet/runtime/pid_file.hpp"
+#include "limpet/runtime/service_notify.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::runtime {
 namespace {
 
-constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
 constexpr uint64_t kHousekeepingMs = 1000;
+// A fast stop (SIGTERM) gives the tunnels' Close frames this long to go out, at most.
+constexpr uint64_t kFastStopMs = 1000;
+// The new process of an upgrade reads the hand-over first, then must report ready within this.
+constexpr int kHandOverReadMs = 10000;
+constexpr uint64_t kUpgradeReadyMs = 30000;
 constexpr const char* kVersion = LIMPET_VERSION;
 
 admin::AffinityMetrics affinity_metrics(const balancer::AffinityTable& table) {
@@ -107,7 +113,8 @@ size_t worker_count(const config::ServerConfig& server) {
 
 }  // namespace
 
-Server::Server(std::string config_path) : config_path_(std::move(config_path)) {
+Server::Server(std::string config_path, std::vector<std::string> argv)
+    : config_path_(std::move(config_path)), launch_{current_executable(), std::move(argv)} {
   uv_loop_init(&loop_);
 }
 
@@ -136,7 +143,10 @@ void Server::apply_admin(const config::AdminConfig& admin) {
                                             [this](const std::string& name, const std::string& action) {
                                               return backend_action(name, action);
                                             }});
-      Status st = server->listen(admin.address.host, admin.address.port);
+      std::vector<int> inherited = inherited_ ? inherited_->take("admin", admin.address.text) : std::vector<int>();
+      Status st = inherited.empty() ? server->listen(admin.address.host, admin.address.port)
+                                    : server->listen_fd(inherited.front());
+      for (size_t i = 1; i < inherited.size(); ++i) ::close(inherited[i]);
       if (!st) {
         LOG_ERROR("%s", st.message().c_str());
         return;
@@ -252,17 +262,24 @@ admin::MetricsSnapshot Server::collect_metrics() const {
   return m;
 }
 
-Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerConfig& listener,
-                                                       size_t count) {
+Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerConfig& listener, size_t count,
+                                                       bool shared_listeners) {
+  using R = Result<std::vector<ListenSocket>>;
   auto addr = net::resolve_numeric(listener.address.host, listener.address.port);
-  if (!addr) return Result<std::vector<ListenSocket>>::fail(addr.message());
+  if (!addr) return R::fail(addr.message());
   std::vector<ListenSocket> sockets;
-  for (size_t i = 0; i < count; ++i) {
+  for (int fd : inherited_ ? inherited_->take("listener", listener.address.text) : std::vector<int>()) {
+    sockets.push_back({listener.address.text, fd});
+  }
+  if (sockets.empty() && !shared_listeners) {
+    Status free = check_address_free(listener.address, ("listener " + listener.name).c_str());
+    if (!free) return R::fail(free.message());
+  }
+  while (sockets.size() < count) {  // inherited ones join the same SO_REUSEPORT group
     auto fd = net::open_reuseport_socket(*addr);
     if (!fd) {
       for (auto& s : sockets) ::close(s.fd);
-      return Result<std::vector<ListenSocket>>::fail("listener " + listener.name + " (" +
-                                                     listener.address.text + "): " + fd.message());
+      return R::fail("listener " + listener.name + " (" + listener.address.text + "): " + fd.message());
     }
     sockets.push_back({listener.address.text, *fd});
   }
@@ -283,22 +300,57 @@ void Server::configure_fd_budget(const config::Config& config) {
   net::fd_budget().configure(fd_limit_, reserve);
 }
 
+std::vector<handover::HandedSocket> Server::sockets_to_hand_over() const {
+  std::vector<handover::HandedSocket> out;
+  for (const auto& [address, fds] : listen_fds_) {
+    for (int fd : fds) {
+      if (handover::is_listening_socket(fd)) out.push_back({"listener", address, fd});
+    }
+  }
+  if (admin_ && admin_->fd() >= 0) out.push_back({"admin", admin_address_, admin_->fd()});
+  return out;
+}
+
+int Server::start_failed(const std::string& why) {
+  std::fprintf(stderr, "limpet: %s\n", why.c_str());
+  if (inherited_) inherited_->report_failed(why);
+  return 1;
+}
+
+void Server::import_affinity(std::string_view blob, const char* what, log::Level level) {
+  std::map<std::string, uint32_t, std::less<>> ids;
+  for (const auto& [name, upstream] : snapshot_->upstreams) {
+    for (const auto& b : upstream->backends()) ids.emplace(b.config->name, b.state->id);
+  }
+  auto stats = balancer::affinity_transfer::decode_into(
+      blob, *shared_.affinity, [&ids](std::string_view name) -> std::optional<uint32_t> {
+        auto it = ids.find(name);
+        return it == ids.end() ? std::nullopt : std::optional<uint32_t>(it->second);
+      });
+  if (!stats) {
+    LOG_ERROR("upgrade: %s not imported: %s", what, stats.message().c_str());
+    return;
+  }
+  LIMPET_LOG(level, "upgrade: %s: %zu sessions imported, %zu already known, %zu for backends not configured any more",
+             what, stats->imported, stats->already_known, stats->unknown_backend);
+}
+
 int Server::run() {
   fd_limit_ = net::FdBudget::raise_limit();
+  // An upgrade's new process reads the old one's state before anything else: the old process
+  // waits on it, and its listening sockets must be used instead of bound.
+  auto inherited = UpgradeChild::from_environment(kHandOverReadMs);
+  if (!inherited) return start_failed(inherited.message());
+  inherited_ = std::move(*inherited);
+
   auto loaded = config::load_file(config_path_);
-  if (!loaded) {
-    std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
-    return 1;
-  }
+  if (!loaded) return start_failed(loaded.message());
   auto config = std::make_shared<const config::Config>(std::move(*loaded));
   apply_logging(config->server);
   shared_.affinity = std::make_shared<balancer::AffinityTable>(shared_.registry,
                                                                config->server.affinity_max_entries, shared_.clock);
   auto snapshot = build_snapshot(config, shared_, ++generation_);
-  if (!snapshot) {
-    std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
-    return 1;
-  }
+  if (!snapshot) return start_failed(snapshot.message());
   snapshot_ = *snapshot;
 
   size_t n = worker_count(config->server);
@@ -307,21 +359,22 @@ int Server::run() {
            static_cast<long long>(net::fd_budget().limit()), static_cast<long long>(net::fd_budget().capacity()));
   std::vector<std::vector<ListenSocket>> per_worker(n);
   for (const auto& listener : config->listeners) {
-    auto sockets = open_sockets(listener, n);
+    auto sockets = open_sockets(listener, n, config->server.shared_listeners);
     if (!sockets) {
-      std::fprintf(stderr, "limpet: %s\n", sockets.message().c_str());
       for (auto& list : per_worker) {
         for (auto& s : list) ::close(s.fd);
       }
-      return 1;
+      return start_failed(sockets.message());
     }
-    for (size_t i = 0; i < n; ++i) per_worker[i].push_back((*sockets)[i]);
+    for (size_t i = 0; i < sockets->size(); ++i) {
+      per_worker[i % n].push_back((*sockets)[i]);
+      listen_fds_[listener.address.text].push_back((*sockets)[i].fd);
+    }
   }
 
-  if (!config->server.pid_file.empty()) {
-    std::ofstream pid(config->server.pid_file, std::ios::trunc);
-    pid << ::getpid() << "\n";
-    if (!pid) LOG_WARN("cannot write pid file %s", config->server.pid_file.c_str());
+  if (inherited_) {
+    import_affinity(inherited_->affinity(), "sessions handed over", log::Level::kInfo);
+    inherited_->drop_affinity();
   }
 
   std::signal(SIGPIPE, SIG_IGN);
@@ -335,6 +388,10 @@ int Server::run() {
   worker_exit_.data = this;
   uv_timer_init(&loop_, &shutdown_timer_);
   shutdown_timer_.data = this;
+  uv_timer_init(&loop_, &drain_end_timer_);
+  drain_end_timer_.data = this;
+  uv_async_init(&loop_, &handed_over_async_, on_handed_over_cb);
+  handed_over_async_.data = this;
   uv_timer_init(&loop_, &housekeeping_timer_);
   housekeeping_timer_.data = this;
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
@@ -361,18 +418,51 @@ int Server::run() {
     }));
     if (snapshot_->session_store) workers_.back()->use_session_store(snapshot_->session_store, &shared_.store_stats);
   }
+  auto import_journal = [this](std::string_view blob) {
+    import_affinity(blob, "sessions learned by the old process", log::Level::kDebug);
+  };
+  if (inherited_) {  // ready to serve; accept once the old process does not any more
+    inherited_->close_unclaimed();
+    inherited_->report_ready();
+    if (!inherited_->wait_released(kHandOverReadMs, import_journal)) {
+      LOG_WARN("upgrade: pid %d did not say it stopped accepting; accepting anyway",
+               static_cast<int>(inherited_->parent()));
+    }
+  }
   for (size_t i = 0; i < n; ++i) workers_[i]->start(snapshot_, std::move(per_worker[i]));
+  pid_file_ = config->server.pid_file;
+  if (!pid_file_.empty()) {
+    Status st = write_pid_file(pid_file_, ::getpid());
+    if (!st) LOG_WARN("%s", st.message().c_str());
+  }
   for (const auto& listener : config->listeners) {
     LOG_INFO("listening on %s (listener %s -> upstream %s)", listener.address.text.c_str(),
              listener.name.c_str(), listener.upstream.c_str());
   }
   LOG_INFO("limpet started: %zu workers, config %s", n, config_path_.c_str());
+  if (inherited_) {
+    LOG_INFO("upgrade: serving the sockets of pid %d, which drains and stops", static_cast<int>(inherited_->parent()));
+    inherited_->watch_journal(&loop_, import_journal);
+  }
+  service_notify::ready("serving " + std::to_string(config->listeners.size()) + " listeners, " +
+                        std::to_string(n) + " workers");
 
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
-  if (!config->server.pid_file.empty()) ::unlink(config->server.pid_file.c_str());
+  shared_.affinity->set_learn_observer(nullptr);  // no worker learns any more
+  remove_pid_files();
   LOG_INFO("limpet stopped");
   return exit_code_;
+}
+
+void Server::remove_pid_files() {
+  remove_pid_file_if_ours(pid_file_, ::getpid());
+  if (!pid_file_.empty()) remove_pid_file_if_ours(old_pid_file(pid_file_), ::getpid());
+}
+
+void Server::exit_now() {
+  remove_pid_files();
+  ::_exit(0);
 }
 
 void Server::on_signal_cb(uv_signal_t* handle, int signum) {
@@ -383,17 +473,18 @@ void Server::on_signal(int signum) {
   switch (signum) {
     case SIGTERM:
     case SIGINT:
+    case SIGQUIT:
       if (shutting_down_) {
         LOG_WARN("second stop signal: exiting now");
-        ::_exit(0);
+        exit_now();
       }
-      begin_shutdown();
+      begin_shutdown(signum == SIGQUIT ? Worker::StopKind::kGraceful : Worker::StopKind::kFast);
       break;
-    case SIGQUIT:
-      LOG_WARN("SIGQUIT: exiting now");
-      ::_exit(0);
     case SIGHUP:
       reload();
+      break;
+    case SIGUSR2:
+      begin_upgrade();
       break;
     case SIGUSR1: {
       std::string error;
@@ -407,11 +498,17 @@ void Server::on_signal(int signum) {
 
 // Builds the whole new state off to the side; any failure leaves the running one untouched.
 void Server::reload() {
-  if (shutting_down_) return;
+  if (shutting_down_ || handed_over_) return;
+  if (upgrade_ && upgrade_->busy()) {
+    LOG_WARN("SIGHUP ignored: a binary upgrade is in progress (the new process reads the file)");
+    return;
+  }
   LOG_INFO("SIGHUP: reloading %s", config_path_.c_str());
+  service_notify::reloading();
   auto fail = [this](const std::string& why) {
     reloads_failed_.fetch_add(1, std::memory_order_relaxed);
     LOG_ERROR("reload failed, keeping the running configuration: %s", why.c_str());
+    service_notify::reloaded("reload failed, running generation " + std::to_string(generation_) + ": " + why);
   };
   auto loaded = config::load_file(config_path_);
   if (!loaded) return fail(loaded.message());
@@ -428,18 +525,29 @@ void Server::reload() {
       for (auto& s : list) ::close(s.fd);
     }
   };
+  std::map<std::string, std::vector<int>> opened;
   for (const auto& listener : config->listeners) {
     if (running.count(listener.address.text)) continue;
-    auto sockets = open_sockets(listener, workers_.size());
+    auto sockets = open_sockets(listener, workers_.size(), config->server.shared_listeners);
     if (!sockets) {
       close_opened();
       return fail(sockets.message());
     }
-    for (size_t i = 0; i < workers_.size(); ++i) per_worker[i].push_back((*sockets)[i]);
+    for (size_t i = 0; i < sockets->size(); ++i) {
+      per_worker[i % workers_.size()].push_back((*sockets)[i]);
+      opened[listener.address.text].push_back((*sockets)[i].fd);
+    }
     LOG_INFO("listening on %s (listener %s -> upstream %s)", listener.address.text.c_str(),
              listener.name.c_str(), listener.upstream.c_str());
   }
 
+  // Removed addresses: their sockets are the workers' to close; never hand those numbers over.
+  std::set<std::string> kept;
+  for (const auto& l : config->listeners) kept.insert(l.address.text);
+  for (auto it = listen_fds_.begin(); it != listen_fds_.end();) {
+    it = kept.count(it->first) ? std::next(it) : listen_fds_.erase(it);
+  }
+  for (auto& [address, fds] : opened) listen_fds_[address] = std::move(fds);
   warn_if_store_changed(running_store_.get(), (*snapshot)->session_store.get());
   note_removed_backends(*snapshot_, **snapshot);
   generation_ = (*snapshot)->generation;
@@ -452,6 +560,7 @@ void Server::reload() {
   for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);
   LOG_INFO("reloaded: generation %llu", static_cast<unsigned long long>(generation_));
+  service_notify::reloaded("reloaded, generation " + std::to_string(generation_));
 }
 
 // A backend that left the configuration takes no new sessions; its tunnels are closed cleanly
@@ -547,24 +656,104 @@ void Server::share_backends_with_fleet() {
   fleet_->set_backends(std::move(states));
 }
 
-void Server::begin_shutdown() {
+void Server::begin_shutdown(Worker::StopKind kind) {
   shutting_down_ = true;
-  LOG_INFO("stopping: finishing in-flight requests (shutdown_timeout %lld ms)",
-           static_cast<long long>(snapshot_->config->server.shutdown_timeout.count()));
+  const auto& server = snapshot_->config->server;
+  uint64_t deadline_ms = static_cast<uint64_t>(server.shutdown_timeout.count());
+  if (kind == Worker::StopKind::kFast) {
+    deadline_ms = std::min(deadline_ms, kFastStopMs);
+    LOG_INFO("fast stop: tunnels closed now, exit within %llu ms", static_cast<unsigned long long>(deadline_ms));
+  } else {
+    LOG_INFO("graceful stop: finishing in-flight requests, closing tunnels (shutdown_timeout %lld ms)",
+             static_cast<long long>(server.shutdown_timeout.count()));
+  }
+  if (!handed_over_) service_notify::stopping();  // after a hand-over systemd follows the new process
+  if (upgrade_ && upgrade_->busy() && !upgrade_->handed_over()) {
+    upgrade_->abandon("this process is stopping");
+  }
   uv_timer_stop(&housekeeping_timer_);
+  uv_timer_stop(&drain_end_timer_);
   if (admin_) admin_->close();
   admin_.reset();
   checker_->stop();
   if (fleet_) fleet_->stop();  // the others stop counting our sessions now, not in 3 s
-  uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb,
-                 static_cast<uint64_t>(snapshot_->config->server.shutdown_timeout.count()), 0);
-  for (auto& w : workers_) w->stop();
+  uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb, deadline_ms, 0);
+  for (auto& w : workers_) w->stop(kind);
 }
 
 void Server::on_shutdown_timeout_cb(uv_timer_t* handle) {
-  (void)handle;
-  LOG_WARN("shutdown_timeout reached with work in flight: exiting now");
-  ::_exit(0);
+  LOG_WARN("stop deadline reached with work in flight: exiting now");
+  static_cast<Server*>(handle->data)->exit_now();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary upgrade, old side
+
+void Server::begin_upgrade() {
+  if (shutting_down_ || handed_over_) {
+    LOG_WARN("SIGUSR2 ignored: this process is stopping");
+    return;
+  }
+  if (upgrade_ && upgrade_->busy()) {
+    LOG_WARN("SIGUSR2 ignored: an upgrade is already in progress");
+    return;
+  }
+  if (launch_.exe.empty() || launch_.argv.empty()) {
+    LOG_ERROR("upgrade: cannot tell which binary this process runs (/proc/self/exe)");
+    return;
+  }
+  LOG_INFO("SIGUSR2: upgrading: starting %s", launch_.exe.c_str());
+  if (!pid_file_.empty()) move_pid_file_if_ours(pid_file_, old_pid_file(pid_file_), ::getpid());
+  if (!journal_) {  // set once: a worker may be inside on_learn whenever the table has it
+    journal_ = std::make_unique<handover::LearnJournal>(shared_.registry);
+    shared_.affinity->set_learn_observer(journal_.get());
+  }
+  upgrade_.reset();
+  upgrade_ = std::make_unique<UpgradeParent>(
+      &loop_, journal_.get(),
+      UpgradeParent::Hooks{[this](pid_t pid) { on_upgrade_ready(pid); },
+                           [this](const std::string& why) { on_upgrade_failed(why); }});
+  Status st = upgrade_->start(
+      launch_, sockets_to_hand_over(),
+      [this] { return balancer::affinity_transfer::encode_table(*shared_.affinity, shared_.registry); },
+      kUpgradeReadyMs);
+  if (!st) on_upgrade_failed(st.message());
+}
+
+void Server::on_upgrade_failed(const std::string& why) {
+  if (!pid_file_.empty()) move_pid_file_if_ours(old_pid_file(pid_file_), pid_file_, ::getpid());
+  service_notify::ready("upgrade failed, still serving: " + why);
+}
+
+// The new process serves every listening socket: stop accepting here, move clients over, close
+// the tunnels (1001) spread over upgrade_drain_timeout (default close_spread), then stop.
+void Server::on_upgrade_ready(pid_t pid) {
+  handed_over_ = true;
+  const auto& server = snapshot_->config->server;
+  const auto spread = server.upgrade_drain_timeout.count() > 0 ? server.upgrade_drain_timeout : server.close_spread;
+  LOG_INFO("upgrade: pid %d serves now; this process stops accepting, closes its tunnels over %lld ms, then stops",
+           static_cast<int>(pid), static_cast<long long>(spread.count()));
+  service_notify::main_pid(pid, "upgraded to pid " + std::to_string(pid));
+  if (admin_) admin_->close();  // the new process serves the same socket
+  admin_.reset();
+  admin_address_.clear();
+  workers_handing_over_ = static_cast<int>(workers_.size());
+  for (auto& w : workers_) {
+    w->hand_over(static_cast<uint64_t>(spread.count()), [this] {
+      if (--workers_handing_over_ == 0) uv_async_send(&handed_over_async_);
+    });
+  }
+  uv_timer_start(&drain_end_timer_, on_drain_end_cb, static_cast<uint64_t>(spread.count()), 0);
+}
+
+void Server::on_handed_over_cb(uv_async_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  if (self->upgrade_) self->upgrade_->release();
+}
+
+void Server::on_drain_end_cb(uv_timer_t* handle) {
+  auto* self = static_cast<Server*>(handle->data);
+  if (!self->shutting_down_) self->begin_shutdown(Worker::StopKind::kGraceful);
 }
 
 void Server::on_housekeeping_cb(uv_timer_t* handle) {
@@ -584,10 +773,14 @@ void Server::on_worker_exit() {
 }
 
 void Server::finish() {
+  if (upgrade_) upgrade_->close();
+  if (inherited_) inherited_->close();
   for (auto& s : signals_) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&worker_exit_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_end_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handed_over_async_), nullptr);
 }
 
 }  // namespace limpet::runtime

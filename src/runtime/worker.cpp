@@ -8,6 +8,7 @@
 #include "limpet/net/socket.hpp"
 #include "limpet/net/stream.hpp"
 #include "limpet/proxy/client_connection.hpp"
+#include "limpet/proxy/tunnel.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::runtime {
@@ -87,10 +88,21 @@ void Worker::drain_backends(std::vector<uint32_t> backend_ids) {
   uv_async_send(&async_);
 }
 
-void Worker::stop() {
+void Worker::hand_over(uint64_t spread_ms, std::function<void()> done) {
+  {
+    std::lock_guard lock(mailbox_mu_);
+    hand_over_requested_ = true;
+    hand_over_spread_ms_ = spread_ms;
+    hand_over_done_ = std::move(done);
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::stop(StopKind kind) {
   {
     std::lock_guard lock(mailbox_mu_);
     stop_requested_ = true;
+    stop_kind_ = kind;
   }
   uv_async_send(&async_);
 }
@@ -108,6 +120,10 @@ void Worker::on_async() {
   std::vector<ListenSocket> sockets;
   std::vector<uint32_t> drains;
   bool stop = false;
+  StopKind kind = StopKind::kGraceful;
+  bool hand_over = false;
+  uint64_t spread_ms = 0;
+  std::function<void()> hand_over_done;
   {
     std::lock_guard lock(mailbox_mu_);
     drains.swap(pending_drains_);
@@ -115,13 +131,18 @@ void Worker::on_async() {
     sockets = std::move(pending_sockets_);
     pending_sockets_.clear();
     stop = stop_requested_;
+    kind = stop_kind_;
+    hand_over = hand_over_requested_;
+    spread_ms = hand_over_spread_ms_;
+    if (hand_over) hand_over_done.swap(hand_over_done_);
   }
-  if (snapshot && !stopping_) apply(std::move(snapshot), std::move(sockets));
+  if (snapshot && !stopping_ && !handed_over_) apply(std::move(snapshot), std::move(sockets));
   for (auto& s : sockets) ::close(s.fd);  // not taken by apply (stopping)
   if (!drains.empty() && !stopping_) {
     for (auto* c : context_.connections.snapshot()) c->drain_if_tunnel_to(drains);
   }
-  if (stop && !stopping_) begin_shutdown();
+  if (hand_over && !handed_over_) begin_hand_over(spread_ms, hand_over_done);
+  if (stop && !stopping_) begin_shutdown(kind);
 }
 
 void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets) {
@@ -139,11 +160,17 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
   // Listeners are matched by address: same address keeps its socket, gets the new config.
   std::map<std::string, const config::ListenerConfig*> wanted;
   for (const auto& lc : snapshot_->config->listeners) wanted[lc.address.text] = &lc;
+  std::map<std::string, std::shared_ptr<proxy::ListenerContext>> contexts;  // one per address
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     auto want = wanted.find(it->first);
     if (want == wanted.end()) {
       close_listener(it->second.release());
       it = listeners_.erase(it);
+      continue;
+    }
+    if (auto known = contexts.find(it->first); known != contexts.end()) {
+      it->second->context = known->second;
+      ++it;
       continue;
     }
     auto ctx = std::make_shared<proxy::ListenerContext>();
@@ -154,6 +181,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
     ctx->upstream_tls = snapshot_->client_tls(want->second->upstream);
     ctx->trusted_proxies = snapshot_->trusted_proxies(want->second->name);
     ctx->open_connections = it->second->open_connections;
+    contexts[it->first] = ctx;
     it->second->context = std::move(ctx);
     ++it;
   }
@@ -162,6 +190,10 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
 void Worker::open_listener(const ListenSocket& socket) {
   auto listener = std::make_unique<Listener>();
   listener->worker = this;
+  // Several sockets of one address (inherited) share the listener's connection limit.
+  if (auto same = listeners_.find(socket.address); same != listeners_.end()) {
+    listener->open_connections = same->second->open_connections;
+  }
   uv_tcp_init(&loop_, &listener->handle);
   listener->handle.data = listener.get();
   uv_tcp_open(&listener->handle, socket.fd);
@@ -176,7 +208,7 @@ void Worker::open_listener(const ListenSocket& socket) {
     close_listener(listener.release());
     return;
   }
-  listeners_[socket.address] = std::move(listener);
+  listeners_.emplace(socket.address, std::move(listener));
 }
 
 void Worker::close_listener(Listener* listener) {
@@ -212,7 +244,6 @@ void Worker::on_connection(Listener* listener, int status) {
 void Worker::pause(Listener* listener) {
   if (listener->paused) return;
   listener->paused = true;
-  ++paused_listeners_;
   net::FdBudget& budget = net::fd_budget();
   if (budget.note_full()) {
     LOG_WARN("file descriptors: %lld of %lld for client connections in use (limit %lld): not accepting; "
@@ -228,13 +259,17 @@ void Worker::pause(Listener* listener) {
 void Worker::on_resume_timer_cb(uv_timer_t* handle) { static_cast<Worker*>(handle->data)->resume_paused(); }
 
 void Worker::resume_paused() {
+  bool still_paused = false;  // (a listener closed meanwhile took its unaccepted connection along)
   for (auto& [address, listener] : listeners_) {
-    if (!listener->paused || !net::fd_budget().room_for_client()) continue;
+    if (!listener->paused) continue;
+    if (!net::fd_budget().room_for_client()) {
+      still_paused = true;
+      continue;
+    }
     listener->paused = false;
-    --paused_listeners_;
     accept(listener.get());  // uv_accept restarts libuv's polling of the listener
   }
-  if (paused_listeners_ > 0) return;
+  if (still_paused) return;
   net::FdBudget& budget = net::fd_budget();
   if (budget.note_room()) {
     LOG_INFO("file descriptors: accepting again (%lld of %lld in use)", static_cast<long long>(budget.in_use()),
@@ -278,11 +313,31 @@ void Worker::accept(Listener* listener) {
   proxy::ClientConnection::start(&context_, ctx, client);
 }
 
-void Worker::begin_shutdown() {
-  stopping_ = true;
-  context_.shutting_down = true;
+void Worker::close_listeners() {
   for (auto& [address, listener] : listeners_) close_listener(listener.release());
   listeners_.clear();
+}
+
+// The sockets are the new process's now (same kernel sockets, passed over SCM_RIGHTS): closing
+// our descriptors loses nothing in their accept queues. Idle keep-alive connections stay until
+// the stop that follows the spread (closing one as its client sends would fail that request).
+void Worker::begin_hand_over(uint64_t spread_ms, const std::function<void()>& done) {
+  handed_over_ = true;
+  close_listeners();  // uv_close closes the descriptor at once: no accept after this
+  if (done) done();
+  if (stopping_) return;
+  context_.close_after_response = true;
+  context_.close_spread_ms = spread_ms;
+  for (auto* c : context_.connections.snapshot()) {
+    c->close_tunnel_cleanly(proxy::Tunnel::kCloseGoingAway, context_.close_delay_ms());
+  }
+}
+
+void Worker::begin_shutdown(StopKind kind) {
+  if (kind == StopKind::kFast) context_.close_spread_ms = 0;  // tunnels get their Close at once
+  stopping_ = true;
+  context_.shutting_down = true;
+  close_listeners();
   // A copy: begin_shutdown may close (and later free) connections.
   for (auto* c : context_.connections.snapshot()) c->begin_shutdown();
   context_.pool.close_all();

@@ -593,3 +593,98 @@ def parse_rows(dom):
                                "class": cls.group(1) if cls else "", "cells": cells}
     return rows
 
+
+
+# ---------------------------------------------------------------------------------------------
+# binary upgrade and restarts (test_upgrade.py, test_signals.py)
+
+def become_subreaper():
+    """Orphans of our children become ours: the new process of a binary upgrade (a child of the
+    old limpet) can then be waited for, and its exit status read, once the old one exits."""
+    import ctypes
+    PR_SET_CHILD_SUBREAPER = 36
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def wait_pid_exit(pid, timeout):
+    """Exit status of `pid` (our child or adopted orphan) within `timeout` s."""
+    def reaped():
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return (status,) if done == pid else None
+    (status,) = wait_until(reaped, timeout, f"pid {pid} to exit", interval=0.02)
+    return os.waitstatus_to_exitcode(status)
+
+
+def pid_in(path):
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def serves_all_ports(pid, ports):
+    """Every listening socket of every port is held by `pid` (and only by it)."""
+    mine = socket_inodes_of(pid)
+    return all(listening_inodes(p) and listening_inodes(p) <= mine for p in ports)
+
+
+def handshake(port, path="/socket.io/?EIO=4&transport=polling"):
+    """A new Engine.IO polling session through limpet: (sid, node that issued it)."""
+    status, body, _ = get(port, path)
+    assert status == 200, (status, body[:300])
+    sid = json.loads(body[1:])["sid"]
+    return sid, sid.split("-")[0]
+
+
+def session_node(port, sid):
+    """The node a polling request of `sid` reached."""
+    return backend_of(port, f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+
+
+class SessionTraffic:
+    """Polling sessions in a loop: each thread sends the next request of a known session and
+    checks it reached the node that issued the sid; every `handshake_every`-th turn it opens a
+    new session first (so sessions learned by whichever process answers are checked too).
+    Everything that goes wrong is recorded."""
+
+    def __init__(self, port, sessions, threads=2, handshake_every=5):
+        self.port, self.sessions = port, dict(sessions)
+        self.handshake_every = handshake_every
+        self.checked = 0
+        self.failures = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, t):
+        n = 0
+        while not self.stop_flag.is_set():
+            n += 1
+            try:
+                if n % self.handshake_every == 0:
+                    sid, node = handshake(self.port)
+                    with self.lock:
+                        self.sessions[sid] = node
+                with self.lock:
+                    items = list(self.sessions.items())
+                sid, node = items[(n * 7 + t) % len(items)]
+                got = session_node(self.port, sid)
+                with self.lock:
+                    self.checked += 1
+                    if got != node:
+                        self.failures.append(f"session {sid} of {node} reached {got} at {time.time():.3f}")
+            except Exception as e:  # noqa: BLE001 - recorded for the test
+                with self.lock:
+                    self.failures.append(f"polling: {e!r} at {time.time():.3f}")
+
+    def stop(self, timeout=20):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self.threads), "session threads did not stop"

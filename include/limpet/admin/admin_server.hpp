@@ -29,6 +29,10 @@ class AdminServer {
   ~AdminServer();
 
   Status listen(const std::string& host, uint16_t port);
+  // Binary upgrade: serve a listening socket the old process handed over (ownership passes).
+  Status listen_fd(int fd);
+  // The listening socket's descriptor (for the hand-over), -1 when not listening.
+  int fd() const;
   void set_token(std::string token) { token_ = std::move(token); }
   void close();
 

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,6 +94,26 @@ class AffinityTable {
   // Removes everything (session counts included).
   void clear();
 
+  // --- binary upgrade hand-over (balancer/affinity_transfer, runtime/handover) ---------------
+  // Told of every learn() after it took effect, outside the shard lock, on the learning thread
+  // (any worker): the old process forwards sessions it learns while it drains.
+  class LearnObserver {
+   public:
+    virtual void on_learn(std::string_view sid, uint32_t backend_id, Millis ttl, Origin origin) = 0;
+
+   protected:
+    ~LearnObserver() = default;
+  };
+  // nullptr stops the calls. The observer must outlive every learn() that may still see it.
+  void set_learn_observer(LearnObserver* observer) { observer_.store(observer, std::memory_order_release); }
+  // Every entry whose deadline has not passed, with the time it has left; one shard locked at
+  // a time. `f` must not call back into the table.
+  void for_each_live(const std::function<void(std::string_view sid, uint32_t backend_id, Millis remaining,
+                                              Origin origin)>& f) const;
+  // Adds an entry handed over by the old process, deadline now + remaining. An entry the table
+  // already has wins (it is this process's own, at least as recent). False when not added.
+  bool restore(std::string_view sid, uint32_t backend_id, Millis remaining, Origin origin);
+
   Stats stats() const;
   size_t size() const;
   size_t shards() const { return shards_.size(); }
@@ -151,6 +172,7 @@ class AffinityTable {
   size_t sweep_shard_ = 0;    // expire_some: main thread only
   std::mutex sweep_mu_;
   std::atomic<uint64_t> unparsable_{0};
+  std::atomic<LearnObserver*> observer_{nullptr};
 };
 
 }  // namespace limpet::balancer

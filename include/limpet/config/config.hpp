@@ -216,6 +216,10 @@ struct ServerConfig {
   Millis shutdown_timeout{10000};
   Millis drain_timeout{30000};
   Millis close_spread{5000};
+  // Binary upgrade: the old process spreads its tunnel closes over this window (0 = close_spread).
+  Millis upgrade_drain_timeout{0};
+  // Let a second limpet bind an address a live process already listens on (SO_REUSEPORT).
+  bool shared_listeners = false;
   size_t affinity_max_entries = 1000000;
 };
 

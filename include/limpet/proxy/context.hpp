@@ -96,6 +96,9 @@ struct WorkerContext {
   AccessLog access_log;  // its format follows server.access_log_format
   Graveyard graveyard;
   bool shutting_down = false;
+  // Binary upgrade: the new process accepts now; every response from here on says
+  // Connection: close, so keep-alive clients move over without a request lost to a close.
+  bool close_after_response = false;
   uint64_t close_spread_ms = 0;  // window over which tunnel closes are spread (server.close_spread)
   // A tunnel's clean close waits this long: drawn from [0, close_spread), so closes spread out.
   uint64_t close_delay_ms() { return close_spread_ms > 0 ? rng() % close_spread_ms : 0; }

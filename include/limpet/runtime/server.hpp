@@ -1,11 +1,13 @@
 // The main thread: owns the configuration, the shared state and the workers; turns signals into
-// lifecycle steps (SIGTERM/SIGINT graceful stop, a second one or SIGQUIT immediate exit, SIGHUP
-// reload, SIGUSR1 log reopen) and runs the periodic housekeeping (affinity expiry).
+// lifecycle steps as nginx users expect them (SIGQUIT graceful stop, SIGTERM/SIGINT fast stop, a
+// second stop signal exits at once, SIGHUP reload, SIGUSR1 log reopen, SIGUSR2 binary upgrade)
+// and runs the periodic housekeeping (affinity expiry, due drains).
 #pragma once
 
 #include <uv.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -13,15 +15,19 @@
 
 #include "limpet/admin/admin_server.hpp"
 #include "limpet/health/checker.hpp"
+#include "limpet/runtime/handover.hpp"
 #include "limpet/runtime/snapshot.hpp"
+#include "limpet/runtime/upgrade.hpp"
 #include "limpet/runtime/worker.hpp"
 #include "limpet/store/fleet_counts.hpp"
+#include "limpet/util/log.hpp"
 
 namespace limpet::runtime {
 
 class Server {
  public:
-  explicit Server(std::string config_path);
+  // `argv`: the command line, for the new process of a binary upgrade.
+  Server(std::string config_path, std::vector<std::string> argv);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -34,15 +40,32 @@ class Server {
   static void on_worker_exit_cb(uv_async_t* handle);
   static void on_shutdown_timeout_cb(uv_timer_t* handle);
   static void on_housekeeping_cb(uv_timer_t* handle);
+  static void on_drain_end_cb(uv_timer_t* handle);
+  static void on_handed_over_cb(uv_async_t* handle);
   void on_signal(int signum);
-  void begin_shutdown();
+  // Startup failed: say why (to the old process too, in an upgrade) and return the exit code.
+  int start_failed(const std::string& why);
+  void begin_shutdown(Worker::StopKind kind);
+  [[noreturn]] void exit_now();
+  void remove_pid_files();
+  // Binary upgrade, old side: start the new process; it reports ready, then hand over and drain.
+  void begin_upgrade();
+  void on_upgrade_ready(pid_t pid);
+  void on_upgrade_failed(const std::string& why);
+  // Binary upgrade, new side: the sessions the old process knew (and learns while draining).
+  void import_affinity(std::string_view blob, const char* what, limpet::log::Level level);
   void on_worker_exit();
   void reload();
   void note_removed_backends(const Snapshot& before, const Snapshot& after);
   void run_due_drains();
   void end_retirement(const std::vector<uint32_t>& backend_ids);
   void finish();
-  Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count);
+  // At least `count` sockets for `listener`: inherited ones first (all of them), then new ones;
+  // a new address is refused when a live process listens on it (unless shared_listeners).
+  Result<std::vector<ListenSocket>> open_sockets(const config::ListenerConfig& listener, size_t count,
+                                                 bool shared_listeners);
+  // Listener sockets of the running configuration, by address: what an upgrade hands over.
+  std::vector<handover::HandedSocket> sockets_to_hand_over() const;
   void apply_logging(const config::ServerConfig& server);
   // Admin listener: (re)opened when its address changes, token updated on every reload.
   void apply_admin(const config::AdminConfig& admin);
@@ -54,11 +77,23 @@ class Server {
   Status backend_action(const std::string& name, const std::string& action);
 
   std::string config_path_;
+  Launch launch_;          // what an upgrade starts (this binary's path, the same command line)
+  std::string pid_file_;   // as read at start
   uv_loop_t loop_{};
   std::vector<uv_signal_t> signals_;
   uv_async_t worker_exit_{};
   uv_timer_t shutdown_timer_{};
   uv_timer_t housekeeping_timer_{};
+  uv_timer_t drain_end_timer_{};  // after a hand-over: the spread is over, stop
+  uv_async_t handed_over_async_{};  // the last worker stopped accepting: the new process may
+  std::atomic<int> workers_handing_over_{0};
+  // Upgrade: the sockets this process serves (fd numbers as opened; valid while configured),
+  // the old side of an upgrade and the journal, the new side's channel.
+  std::map<std::string, std::vector<int>> listen_fds_;
+  std::unique_ptr<handover::LearnJournal> journal_;  // lives as long as the table may call it
+  std::unique_ptr<UpgradeParent> upgrade_;
+  std::unique_ptr<UpgradeChild> inherited_;
+  bool handed_over_ = false;
   SharedState shared_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -21,7 +21,9 @@
 namespace limpet::runtime {
 
 // Listening sockets opened by the main thread (so bind errors are reported before anything
-// runs), one per worker per listener address.
+// runs), one per worker per listener address; after a binary upgrade a worker may get several
+// for one address (the old process had more workers: every inherited socket keeps being served,
+// closing one would reset the connections in its accept queue).
 struct ListenSocket {
   std::string address;  // listener address text: the identity kept across reloads
   int fd = -1;
@@ -42,8 +44,16 @@ class Worker {
   void publish(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> new_sockets);
   // Main thread: close the tunnels to these backends cleanly (1012), spread over close_spread.
   void drain_backends(std::vector<uint32_t> backend_ids);
-  // Main thread: stop accepting, finish in-flight requests, then let the thread end.
-  void stop();
+  // Main thread, binary upgrade: the new process serves the listening sockets now. Stop accepting
+  // (the sockets live on in the new process, so nothing queued is lost), answer every next
+  // request with Connection: close, close tunnels with 1001 spread over `spread_ms`.
+  // `done` runs on the worker's thread once it accepts no more.
+  void hand_over(uint64_t spread_ms, std::function<void()> done);
+  // Main thread, once: stop accepting, then let the thread end once its connections are gone.
+  // Graceful: in-flight requests finish, tunnels close (1001) spread over close_spread. Fast:
+  // tunnels close at once (the process does not wait for requests in flight).
+  enum class StopKind { kGraceful, kFast };
+  void stop(StopKind kind = StopKind::kGraceful);
   void join();
 
   const proxy::WorkerCounters& counters() const { return context_.counters; }
@@ -68,7 +78,9 @@ class Worker {
   void apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenSocket> sockets);
   void open_listener(const ListenSocket& socket);
   void close_listener(Listener* listener);
-  void begin_shutdown();
+  void begin_shutdown(StopKind kind);
+  void begin_hand_over(uint64_t spread_ms, const std::function<void()>& done);
+  void close_listeners();
   void on_connection(Listener* listener, int status);
   void accept(Listener* listener);
   void pause(Listener* listener);
@@ -82,12 +94,11 @@ class Worker {
   uv_async_t async_{};
   uv_timer_t idle_sweep_{};
   uv_timer_t resume_timer_{};  // runs while a listener is paused (fd budget full)
-  size_t paused_listeners_ = 0;
   uint64_t accept_errors_ = 0;           // since the last line about them
   std::optional<uint64_t> accept_errors_logged_ms_;  // idle tunnels hold no timer of their own: this looks at them
   proxy::WorkerContext context_;
   std::unique_ptr<store::SessionStore> sessions_;  // context_.sessions
-  std::map<std::string, std::unique_ptr<Listener>> listeners_;  // by address text
+  std::multimap<std::string, std::unique_ptr<Listener>> listeners_;  // by address text
   std::shared_ptr<const Snapshot> snapshot_;
 
   // Mailbox from the main thread.
@@ -96,6 +107,11 @@ class Worker {
   std::vector<ListenSocket> pending_sockets_;
   std::vector<uint32_t> pending_drains_;
   bool stop_requested_ = false;
+  StopKind stop_kind_ = StopKind::kGraceful;
+  bool hand_over_requested_ = false;
+  uint64_t hand_over_spread_ms_ = 0;
+  std::function<void()> hand_over_done_;
+  bool handed_over_ = false;
   bool stopping_ = false;
 };
 
