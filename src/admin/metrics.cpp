@@ -62,6 +62,11 @@ class PromWriter {
     out_ += buf;
     out_ += '\n';
   }
+  // A family of one unlabelled counter.
+  void counter(const char* name, const char* help, uint64_t value) {
+    family(name, "counter", help);
+    sample(name, "", static_cast<double>(value));
+  }
   void histogram(const char* name, const char* help, const Histogram::Values& v) {
     family(name, "histogram", help);
     uint64_t cumulative = 0;
@@ -143,33 +148,33 @@ std::string render_prometheus(const MetricsSnapshot& m) {
     w.sample("limpet_responses_total", "code=\"" + std::to_string(c) + "xx\"",
              static_cast<double>(m.responses_by_class[c]));
   }
-  w.family("limpet_upstream_retries_total", "counter",
-           "Requests sent to another backend after a connect failure.");
-  w.sample("limpet_upstream_retries_total", "", static_cast<double>(m.retries));
-  w.family("limpet_client_aborts_total", "counter",
-           "Requests whose client closed the connection before the answer was complete (logged as 499 "
-           "when no response byte had been sent).");
-  w.sample("limpet_client_aborts_total", "", static_cast<double>(m.client_aborts));
-  w.family("limpet_upstream_stale_resends_total", "counter",
-           "Requests sent again on a new connection because the pooled one closed before any response byte.");
-  w.sample("limpet_upstream_stale_resends_total", "", static_cast<double>(m.stale_resends));
-  w.family("limpet_upstream_pool_not_fresh_total", "counter",
-           "Pooled connections passed over for a request that may not be resent (it carries a session "
-           "or a body), because they had been idle too long to be sure the backend keeps them.");
-  w.sample("limpet_upstream_pool_not_fresh_total", "", static_cast<double>(m.pool_not_fresh));
+  w.counter("limpet_upstream_retries_total",
+            "Requests sent to another backend after a connect failure.",
+            m.retries);
+  w.counter("limpet_client_aborts_total",
+            "Requests whose client closed the connection before the answer was complete (logged as 499 "
+            "when no response byte had been sent).",
+            m.client_aborts);
+  w.counter("limpet_upstream_stale_resends_total",
+            "Requests sent again on a new connection because the pooled one closed before any response byte.",
+            m.stale_resends);
+  w.counter("limpet_upstream_pool_not_fresh_total",
+            "Pooled connections passed over for a request that may not be resent (it carries a session "
+            "or a body), because they had been idle too long to be sure the backend keeps them.",
+            m.pool_not_fresh);
   w.family("limpet_fds", "gauge",
            "File descriptors: the limit (RLIMIT_NOFILE), the budget for client connections (the limit "
            "less a reserve), and the sockets in use (clients, backends, pooled, checks, store).");
   w.sample("limpet_fds", "kind=\"limit\"", static_cast<double>(m.fd_limit));
   w.sample("limpet_fds", "kind=\"budget\"", static_cast<double>(m.fd_capacity));
   w.sample("limpet_fds", "kind=\"in_use\"", static_cast<double>(m.fd_in_use));
-  w.family("limpet_fd_budget_full_total", "counter",
-           "Times the fd budget filled up and the listeners paused (new connections waited in the backlog).");
-  w.sample("limpet_fd_budget_full_total", "", static_cast<double>(m.fd_budget_full));
-  w.family("limpet_handshake_retries_total", "counter",
-           "New sessions (Engine.IO handshakes, WebSocket upgrades) sent to another backend after a "
-           "failure status (health.failure_statuses) or no answer within handshake_timeout.");
-  w.sample("limpet_handshake_retries_total", "", static_cast<double>(m.handshake_retries));
+  w.counter("limpet_fd_budget_full_total",
+            "Times the fd budget filled up and the listeners paused (new connections waited in the backlog).",
+            m.fd_budget_full);
+  w.counter("limpet_handshake_retries_total",
+            "New sessions (Engine.IO handshakes, WebSocket upgrades) sent to another backend after a "
+            "failure status (health.failure_statuses) or no answer within handshake_timeout.",
+            m.handshake_retries);
   w.family("limpet_proxy_protocol_rejected_total", "counter",
            "Connections to proxy_protocol listeners closed before any HTTP: from an address outside "
            "trusted_proxies, with a malformed PROXY header, or without one within proxy_protocol_timeout.");

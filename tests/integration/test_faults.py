@@ -50,12 +50,8 @@ class HangingBackend:
 
     def _serve(self, conn):
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
+            if not read_head(conn, None):
+                return
             with self.lock:
                 self.requests += 1
             while conn.recv(65536):  # until limpet closes it

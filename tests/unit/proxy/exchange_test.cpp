@@ -717,15 +717,18 @@ TEST_F(ExchangeTest, HandshakeResponseTeachesTheSid) {
 }
 
 
+// A backend that answers every request with 503 "busy".
+std::optional<std::string> answer_503(RawConn&, const RawMessage&) {
+  return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
+}
+
 // A new session answered with a failure status (health.failure_statuses) goes to another
 // backend: the client sees that one's handshake, and placement avoids the failing backend
 // for the next new sessions (until fail_timeout or a good handshake there).
 TEST_F(ExchangeTest, HandshakeAnsweredWithAFailureStatusIsRetriedElsewhereAndTheBackendAvoided) {
   FakeBackend& a = backend("a");
   FakeBackend& b = backend("b");
-  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> {
-    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
-  };
+  a.respond = answer_503;
   ucfg_.health.max_fails = 0;  // the penalty alone, not passive marking, keeps new sessions away
   prepare();
   state(1).sessions.store(10);  // b is busier: the first handshake is placed on a
@@ -752,9 +755,7 @@ TEST_F(ExchangeTest, HandshakeAnsweredWithAFailureStatusIsRetriedElsewhereAndThe
 TEST_F(ExchangeTest, FailureStatusToAKnownSessionIsPassedOn) {
   FakeBackend& a = backend("a");
   backend("b");
-  a.respond = [](RawConn&, const RawMessage&) -> std::optional<std::string> {
-    return "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
-  };
+  a.respond = answer_503;
   prepare();
   affinity_->learn("sid-1", state(0).id, ucfg_.session_ttl);
   get("/socket.io/?EIO=4&transport=polling&sid=sid-1");
