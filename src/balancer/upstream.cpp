@@ -162,7 +162,11 @@ void Upstream::route(const RouteInput& in, Route& r) const {
 
   // 1. Engine.IO session affinity.
   r.engineio = is_engineio_path(in.head.path, cfg.engineio_paths);
-  if (r.engineio && !query_param_into(in.head.query, "sid", r.session_id)) r.handshake = true;
+  // A handshake names the protocol version (EIO=4); a file under the path (the client bundle at
+  // /socket.io/socket.io.js) is no handshake, and its response no unparsable one.
+  if (r.engineio && !query_param_into(in.head.query, "sid", r.session_id)) {
+    r.handshake = query_param(in.head.query, "EIO").has_value();
+  }
   if (cfg.sticky_cookie.enabled) cookie = cookie_value(in.head, cfg.sticky_cookie.name);
   if (!r.session_id.empty() && affinity_) {
     auto id = affinity_->lookup(r.session_id, cfg.session_ttl, &r.refresh_store);

@@ -53,7 +53,7 @@ struct Route {
   RouteReason reason = RouteReason::kNone;
   std::string session_id;  // Engine.IO sid carried by the request ("" if none): never retry once sent
   bool engineio = false;   // request path is one of engineio_paths
-  bool handshake = false;  // engineio && no sid: the response may carry a new sid to learn
+  bool handshake = false;  // engineio, an EIO parameter and no sid: the response may carry a new sid to learn
   bool set_cookie = false; // sticky cookie enabled and the request did not carry a valid one
   // Placed, and it opens a session (an Engine.IO handshake or a WebSocket upgrade): the proxy
   // counts it in the backend's `placing` from now until the session is learned, established or

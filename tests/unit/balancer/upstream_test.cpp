@@ -160,6 +160,11 @@ TEST_F(UpstreamTest, HandshakeIsPlacedAndFlagged) {
   EXPECT_FALSE(plain.engineio);
   EXPECT_FALSE(plain.handshake);
   EXPECT_TRUE(plain.session_id.empty());  // a sid off the Engine.IO path means nothing
+  // The client bundle under the Engine.IO path is a file, not a handshake (issue 16).
+  Route bundle = route("/socket.io/socket.io.js", "");
+  EXPECT_TRUE(bundle.engineio);
+  EXPECT_FALSE(bundle.handshake);
+  EXPECT_FALSE(route("/socket.io/socket.io.min.js", "v=4.8.1").handshake);
 }
 
 // A burst of handshakes arrives before any sid is learned: each placed one is marked as a new
