@@ -216,8 +216,8 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   per_backend(w, m, "limpet_backend_tunnels", "gauge", "Open WebSocket tunnels.",
               [](const BackendMetrics& b) { return b.tunnels; });
   per_backend(w, m, "limpet_backend_sessions", "gauge",
-              "Live sessions: affinity entries plus open tunnels.",
-              [](const BackendMetrics& b) { return b.sessions + b.tunnels; });
+              "Live sessions: affinity entries plus open tunnels, an upgraded Engine.IO session once.",
+              [](const BackendMetrics& b) { return b.live_sessions(); });
 
   w.family("limpet_tunnels_opened_total", "counter", "WebSocket tunnels opened.");
   w.sample("limpet_tunnels_opened_total", "", static_cast<double>(m.tunnels_opened));
@@ -376,7 +376,7 @@ std::string render_json(const MetricsSnapshot& m) {
     }
     num("in_flight", static_cast<double>(b.in_flight));
     num("tunnels", static_cast<double>(b.tunnels));
-    num("sessions", static_cast<double>(b.sessions + b.tunnels));
+    num("sessions", static_cast<double>(b.live_sessions()));
     num("fleet_sessions", static_cast<double>(b.fleet_sessions), false);
     o += i + 1 < m.backends.size() ? "}," : "}";
   }
@@ -399,7 +399,7 @@ std::string render_html(const MetricsSnapshot& m) {
             "\"><td>" + html_escape(b.upstream) + "</td><td>" + html_escape(b.name) + "</td><td>" +
             html_escape(b.address) + "</td><td class=\"state\">" + html_escape(b.state) +
             "</td><td>" + std::to_string(b.weight) + "</td><td class=\"sessions\">" +
-            std::to_string(b.sessions + b.tunnels) + "</td><td class=\"tunnels\">" +
+            std::to_string(b.live_sessions()) + "</td><td class=\"tunnels\">" +
             std::to_string(b.tunnels) + "</td><td class=\"requests\">" +
             std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"errors\">" +
             std::to_string(b.responses_by_class[5]) + "</td><td class=\"failures\">" +

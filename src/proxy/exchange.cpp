@@ -579,7 +579,8 @@ void Exchange::upgrade(std::string_view leftover) {
     fail(502, "unexpected upgrade");
     return;
   }
-  UpgradeHandoff handoff{upstream_, leftover, std::move(lease_), route_.session_id};
+  UpgradeHandoff handoff{upstream_, leftover, std::move(lease_), route_.session_id,
+                         route_.reason == balancer::RouteReason::kAffinity};
   upstream_->set_delegate(nullptr);
   upstream_ = nullptr;
   end();

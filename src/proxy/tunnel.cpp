@@ -27,6 +27,7 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
       upstream_(handoff.upstream),
       lease_(std::move(handoff.lease)),
       session_id_(handoff.session_id),
+      counted_in_affinity_(handoff.session_known),
       up_{Relay(conn.client(), handoff.upstream),
           http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
                                         http::websocket::FrameTracker::Masking::kRequired)},
@@ -36,6 +37,7 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
   upstream_->set_delegate(this);
   last_activity_ms_ = uv_now(conn_.worker()->loop);
   lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
+  if (counted_in_affinity_) lease_.state().upgraded_sessions.fetch_add(1, std::memory_order_relaxed);
   lease_.end_placing();  // the session exists: it counts as a tunnel from here
   conn_.worker()->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
 }
@@ -43,6 +45,7 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
 Tunnel::~Tunnel() {
   drop_upstream();
   lease_.state().tunnels.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_in_affinity_) lease_.state().upgraded_sessions.fetch_sub(1, std::memory_order_relaxed);
   if (!session_id_.empty()) {
     const balancer::Upstream& upstream = *conn_.listener().upstream;
     upstream.forget_session(session_id_);

@@ -207,6 +207,7 @@ admin::MetricsSnapshot Server::collect_metrics() const {
       bm.in_flight = st.in_flight.load();
       bm.tunnels = st.tunnels.load();
       bm.sessions = st.sessions.load();
+      bm.upgraded = st.upgraded_sessions.load();
       bm.fleet_sessions = st.fleet_sessions.load();
       bm.requests = st.requests.load();
       bm.failures = st.failures.load();

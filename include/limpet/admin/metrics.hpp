@@ -20,7 +20,10 @@ struct BackendMetrics {
   std::string state;  // "up", "down", "draining", "disabled"
   int64_t in_flight = 0;
   int64_t tunnels = 0;
-  int64_t sessions = 0;
+  int64_t sessions = 0;   // affinity entries
+  int64_t upgraded = 0;   // tunnels whose session is also an affinity entry
+  // Each session once: an Engine.IO session upgraded to WebSocket is an entry and a tunnel.
+  int64_t live_sessions() const { return sessions + tunnels - upgraded; }
   int64_t fleet_sessions = 0;  // the other instances' live sessions here (session store)
   uint64_t requests = 0;
   uint64_t failures = 0;

@@ -24,6 +24,9 @@ struct BackendState {
   std::atomic<bool> disabled{false};   // admin: no traffic at all
   std::atomic<int64_t> in_flight{0};   // requests being proxied + open tunnels (least_conn)
   std::atomic<int64_t> tunnels{0};     // open WebSocket tunnels
+  // Tunnels of sessions that also have an affinity entry (an Engine.IO session upgraded to
+  // WebSocket): one session, not two, in the live counts.
+  std::atomic<int64_t> upgraded_sessions{0};
   std::atomic<int64_t> sessions{0};    // affinity table entries pointing here, learned here
   // Entries read from the session store: sessions another instance learned (and counts).
   std::atomic<int64_t> shared_sessions{0};
@@ -87,11 +90,11 @@ struct BackendState {
 
   bool usable() const { return up.load(std::memory_order_relaxed) && !disabled.load(std::memory_order_relaxed); }
   bool accepts_new() const { return usable() && !draining.load(std::memory_order_relaxed); }
-  // This instance's live sessions (design §5): affinity entries it learned + open tunnels, plus
-  // handshakes on their way. What it shares with the fleet.
+  // This instance's live sessions (design §5): affinity entries it learned + open tunnels (an
+  // upgraded session once), plus handshakes on their way. What it shares with the fleet.
   int64_t own_sessions() const {
-    return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed) +
-           placing.load(std::memory_order_relaxed);
+    return sessions.load(std::memory_order_relaxed) + tunnels.load(std::memory_order_relaxed) -
+           upgraded_sessions.load(std::memory_order_relaxed) + placing.load(std::memory_order_relaxed);
   }
   // As placement sees them: its own plus the rest of the fleet's.
   int64_t live_sessions() const { return own_sessions() + fleet_sessions.load(std::memory_order_relaxed); }

@@ -30,6 +30,7 @@ struct UpgradeHandoff {
   std::string_view leftover;        // bytes that came after the 101 head
   BackendLease lease;
   std::string_view session_id;      // Engine.IO sid of the upgraded session, if any
+  bool session_known = false;       // routed by its affinity entry: the session is counted there
 };
 
 class ExchangeOwner {

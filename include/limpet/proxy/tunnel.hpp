@@ -84,6 +84,8 @@ class Tunnel : public net::StreamDelegate {
   net::Stream* upstream_;
   BackendLease lease_;
   std::string session_id_;
+  // The session also has an affinity entry (it was routed by it): BackendState counts it once.
+  bool counted_in_affinity_ = false;
   Direction up_;    // client → backend
   Direction down_;  // backend → client
   uint64_t last_activity_ms_ = 0;  // loop time of the last bytes either way

@@ -217,7 +217,8 @@ TEST_F(TunnelTest, IdleTunnelIsClosed) {
 }
 
 // An Engine.IO session upgraded to WebSocket: while the tunnel lives it counts as a tunnel and in
-// flight on its backend; when it closes the counts go back and the affinity entry is forgotten.
+// flight on its backend, and as one live session (not an entry plus a tunnel); when it closes
+// the counts go back and the affinity entry is forgotten.
 TEST_F(TunnelTest, CloseGivesTheCountsBackAndForgetsTheSession) {
   start_backend();
   affinity_->learn("sid-ws", state(0).id, ucfg_.session_ttl);
@@ -229,6 +230,7 @@ TEST_F(TunnelTest, CloseGivesTheCountsBackAndForgetsTheSession) {
   EXPECT_EQ(state(0).tunnels.load(), 1);
   EXPECT_EQ(state(0).in_flight.load(), 1);
   EXPECT_EQ(affinity_->size(), 1u);
+  EXPECT_EQ(state(0).own_sessions(), 1);
 
   up_->close();  // the backend goes, then the client: the tunnel ends
   ASSERT_TRUE(run_until([&] { return c.eof || c.read_error != 0; }));
@@ -236,6 +238,8 @@ TEST_F(TunnelTest, CloseGivesTheCountsBackAndForgetsTheSession) {
   ASSERT_TRUE(run_until([&] { return all_closed(); }));
   EXPECT_EQ(state(0).tunnels.load(), 0);
   EXPECT_EQ(state(0).in_flight.load(), 0);
+  EXPECT_EQ(state(0).upgraded_sessions.load(), 0);
+  EXPECT_EQ(state(0).own_sessions(), 0);
   EXPECT_EQ(affinity_->size(), 0u);
   EXPECT_FALSE(affinity_->lookup("sid-ws", ucfg_.session_ttl).has_value());
 }
