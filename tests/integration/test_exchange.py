@@ -3,6 +3,7 @@ stalls blamed on the side that stalled, 1xx in the same read as the final respon
 resend after a pooled connection the backend had already closed."""
 
 import hashlib
+import re
 import socket
 import threading
 
@@ -161,3 +162,21 @@ def test_a_101_that_does_not_switch_properly_is_refused_and_never_pooled(cluster
     assert after.status == 200
     bad_conns = {e["conn"] for e in b.request_log() if e["path"] == "/bad-101"}
     assert after.json()["conn"] not in bad_conns, "a connection that answered 101 was pooled"
+
+
+def test_upstream_time_is_measured_on_a_reused_backend_connection(cluster):
+    """The access log's upstream_time runs from handing the request to the backend's connection,
+    a pooled one included (issue 16: it was 0 on every reused connection)."""
+    b = cluster.backend("t1")
+    lp = cluster.limpet([b], server={"workers": 1})
+    with RawHttp(lp.port) as c:
+        for _ in range(2):
+            assert c.request("GET", "/slow?ms=200").status == 200
+    conns = [e["conn"] for e in b.request_log() if e["path"] == "/slow?ms=200"]
+    assert len(conns) == 2 and conns[0] == conns[1], conns  # the second went on the pooled one
+
+    def times():
+        return [float(m) for m in re.findall(r'"GET /slow\?ms=200 HTTP/1.1" 200 .* upstream_time=([0-9.]+)',
+                                             lp.stderr())]
+    wait_until(lambda: len(times()) == 2, 5, "both access log lines")
+    assert all(t >= 0.2 for t in times()), times()
