@@ -12,8 +12,10 @@ namespace limpet {
 
 class Histogram {
  public:
-  static constexpr std::array<double, 12> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                     0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
+  // Up to a minute: an Engine.IO long-poll is held about 25 s (pingInterval), and a histogram
+  // whose last bound is 10 s puts every one of them in +Inf.
+  static constexpr std::array<double, 14> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1.0,   2.5,  10.0,  30.0, 60.0};
   static constexpr size_t kBuckets = kBounds.size() + 1;  // last one is +Inf
 
   void observe_us(uint64_t micros) {
