@@ -188,6 +188,7 @@ struct AdminConfig {
   bool enabled = false;
   Address address;  // default 127.0.0.1:9090 when [admin] is present
   std::string token;  // empty = write operations refused
+  bool allow_public = false;  // a wildcard address (0.0.0.0, ::) only when written out
 };
 
 // [session_store]: the Redis that several limpet instances share their learned sessions and
@@ -230,6 +231,8 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   AdminConfig admin;
   SessionStoreConfig session_store;
+  // "FILE:LINE:COL: ..." for settings that load but are likely wrong (logged by the loader).
+  std::vector<std::string> warnings;
 
   const UpstreamConfig* find_upstream(const std::string& name) const {
     for (const auto& u : upstreams) {
