@@ -156,6 +156,7 @@ void write_listener(Writer& w, const ListenerConfig& l) {
   w.boolean("proxy_protocol", l.proxy_protocol);
   if (!l.trusted_proxies.empty()) w.strings("trusted_proxies", l.trusted_proxies);
   w.duration("proxy_protocol_timeout", l.proxy_protocol_timeout);
+  w.non_empty("ready_path", l.ready_path);
   write_listener_tls(w, l.tls);
 }
 

@@ -68,6 +68,7 @@ ignore_client_abort = false
 proxy_protocol = true
 trusted_proxies = ["10.0.0.0/8"]
 proxy_protocol_timeout = "5s"
+ready_path = "/limpet-ready"
 
 [listener.tls]
 cert = "default.pem"

@@ -181,6 +181,9 @@ struct ListenerConfig {
   bool proxy_protocol = false;
   std::vector<std::string> trusted_proxies;
   Millis proxy_protocol_timeout{5000};
+  // Answered by limpet itself, never proxied: 200 while serving, 503 once a shutdown or a binary
+  // upgrade starts, so whatever balances in front stops sending first. Empty = off.
+  std::string ready_path;
   ListenerTls tls;
 };
 

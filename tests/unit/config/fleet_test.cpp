@@ -117,6 +117,14 @@ TEST_F(Files, UnwritablePidFileAndAccessLogAreErrors) {
   EXPECT_TRUE(load_file(write("c.toml", "[server]\npid_file = \"" + ok + "\"\naccess_log = \"off\"\n" + minimal())));
 }
 
+TEST(Guardrails, ReadyPathIsAPath) {
+  std::string text = minimal();
+  text.insert(text.find("\n[[upstream]]"), "ready_path = \"/limpet-ready\"\n");
+  EXPECT_EQ(load_string(text, "t.toml")->listeners[0].ready_path, "/limpet-ready");
+  text.replace(text.find("\"/limpet-ready\""), 15, "\"limpet-ready\"");
+  EXPECT_THAT(load_error(text), StartsWith("t.toml:4:14: ready_path: expected a path"));
+}
+
 // --- include ---------------------------------------------------------------------------------
 
 TEST_F(Files, IncludeMergesTablesInSortedOrder) {
@@ -220,6 +228,7 @@ address = "*:8443"
 upstream = "app"
 proxy_protocol = true
 trusted_proxies = ["10.0.0.0/8"]
+ready_path = "/ready"
 [listener.tls]
 cert = "a.pem"
 key = "a.key"
