@@ -134,8 +134,8 @@ TEST_F(Files, IncludeMergesTablesInSortedOrder) {
   write("conf.d/notes.txt", "not toml");
   auto loaded = load_file(write("main.toml", std::string("include = [\"conf.d/*.toml\"]\n[server]\nlog_level = "
                                                          "\"warn\"\n") + kListener));
-  // [[upstream.backend]] at the top of 20-b.toml is an array of tables of its own: refused,
-  // as it would be in one file.
+  // Each file is parsed on its own: [[upstream.backend]] at the top of 20-b.toml cannot add to
+  // the [[upstream]] of 10-a.toml, so it is refused (its "upstream" is a plain table there).
   ASSERT_FALSE(loaded);
   EXPECT_THAT(loaded.message(), HasSubstr("upstream"));
 
