@@ -335,10 +335,11 @@ void warn_short_of_ping_window(TableReader& r, const UpstreamConfig& u, std::vec
   for (const auto& [key, value] : timeouts) {
     if (value >= kEngineIoPingWindow) continue;
     const toml::value* v = r.find(key);
-    warnings.push_back(detail::position(v != nullptr ? *v : r.table()) + ": " + key + ": " +
-                       std::to_string(value.count()) + "ms is shorter than Engine.IO's ping window (pingInterval + "
-                       "pingTimeout, 45s by default) of upstream " + quote_value(u.name) +
-                       " with engineio_paths: idle sessions and held long-polls would be cut");
+    if (v == nullptr) continue;  // the defaults are longer than the window (config.hpp)
+    warnings.push_back(detail::position(*v) + ": " + key + ": " + detail::describe(*v) +
+                       " is shorter than Engine.IO's ping window (pingInterval + pingTimeout, 45s by default) of "
+                       "upstream " + quote_value(u.name) + " with engineio_paths: idle sessions and held long-polls "
+                       "would be cut");
   }
 }
 

@@ -92,8 +92,8 @@ TEST(Guardrails, WarnsBelowThePingWindow) {
   auto loaded = load_string(text, "t.toml");
   ASSERT_TRUE(loaded) << loaded.message();
   ASSERT_EQ(loaded->warnings.size(), 2u);
-  EXPECT_THAT(loaded->warnings[0], StartsWith("t.toml:7:15: session_ttl: 30000ms is shorter than Engine.IO's ping"));
-  EXPECT_THAT(loaded->warnings[1], StartsWith("t.toml:8:16: read_timeout: 40000ms"));
+  EXPECT_THAT(loaded->warnings[0], StartsWith("t.toml:7:15: session_ttl: \"30s\" is shorter than Engine.IO's ping"));
+  EXPECT_THAT(loaded->warnings[1], StartsWith("t.toml:8:16: read_timeout: \"40s\" is shorter"));
 
   // Without Engine.IO paths there is no ping window to respect; the defaults respect it.
   text.insert(text.find("session_ttl"), "engineio_paths = []\n");
