@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "limpet/config/dump.hpp"
 #include "limpet/config/loader.hpp"
 #include "limpet/runtime/pid_file.hpp"
 #include "limpet/runtime/server.hpp"
@@ -22,9 +23,11 @@ constexpr const char* kDefaultConfig = LIMPET_DEFAULT_CONFIG;  // sysconfdir/lim
 
 void print_usage(FILE* out) {
   std::fprintf(out,
-               "usage: limpet [-c FILE] [-t] [-s stop|quit|reload|reopen|upgrade] [-v] [-h]\n"
+               "usage: limpet [-c FILE] [-t|-T] [-s stop|quit|reload|reopen|upgrade] [-v] [-h]\n"
                "  -c FILE   configuration file (default %s)\n"
                "  -t        check the configuration and exit (0: ok, 1: error)\n"
+               "  -T        check it as -t does, and print the effective configuration (TOML, with\n"
+               "            includes, ${ENV} and defaults applied)\n"
                "  -s SIG    signal the running limpet named by the config's pid_file: stop (fast),\n"
                "            quit (graceful), reload, reopen (logs), upgrade (start the binary anew)\n"
                "  -v        print the version and exit\n"
@@ -32,8 +35,9 @@ void print_usage(FILE* out) {
                kDefaultConfig);
 }
 
-// -t: everything a start would check short of binding sockets.
-int check_config(const std::string& path) {
+// -t: everything a start would check short of binding sockets. -T (`print`) also writes the
+// configuration as loaded, to stdout, and keeps the "ok" line off it so the output loads back.
+int check_config(const std::string& path, bool print) {
   auto loaded = config::load_file(path);
   if (!loaded) {
     std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
@@ -47,7 +51,8 @@ int check_config(const std::string& path) {
     std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
     return 1;
   }
-  std::printf("limpet: configuration file %s: configuration ok\n", path.c_str());
+  if (print) std::fputs(config::to_toml(*(*snapshot)->config).c_str(), stdout);
+  std::fprintf(print ? stderr : stdout, "limpet: configuration file %s: configuration ok\n", path.c_str());
   return 0;
 }
 
@@ -117,6 +122,7 @@ int run_cli(int argc, char** argv) {
   std::string config_path = kDefaultConfig;
   std::string signal_name;
   bool test_only = false;
+  bool print_config = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* flag) -> const char* {
@@ -132,8 +138,9 @@ int run_cli(int argc, char** argv) {
     } else if (arg == "-v" || arg == "--version") {
       std::printf("limpet %s\n", kVersion);
       return 0;
-    } else if (arg == "-t") {
+    } else if (arg == "-t" || arg == "-T") {
       test_only = true;
+      print_config = arg == "-T";
     } else if (arg == "-c") {
       const char* v = value("-c");
       if (!v) return 1;
@@ -149,7 +156,7 @@ int run_cli(int argc, char** argv) {
     }
   }
   try {
-    if (test_only) return check_config(config_path);
+    if (test_only) return check_config(config_path, print_config);
     if (!signal_name.empty()) return send_signal(config_path, signal_name);
     runtime::Server server(config_path, std::vector<std::string>(argv, argv + argc));
     return server.run();

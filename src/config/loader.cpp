@@ -6,13 +6,17 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <glob.h>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <string_view>
 #include <tuple>
 
+#include <unistd.h>
+
 #include "limpet/config/values.hpp"
+#include "limpet/util/log.hpp"
 #include "toml_reader.hpp"
 
 namespace limpet::config {
@@ -25,6 +29,11 @@ using detail::TableReader;
 
 constexpr int64_t kMaxRingSize = 1 << 24;
 constexpr uint32_t kRingPointsPerBackend = 100;
+// Engine.IO's defaults: pingInterval 25 s + pingTimeout 20 s. A session is alive that long
+// without a request, and a long-poll is held up to pingInterval.
+constexpr Millis kEngineIoPingWindow{45000};
+// conf.d files may include others, but a chain this deep is a loop or a mistake.
+constexpr int kMaxIncludeDepth = 4;
 
 // The value under `key` of a table whose reader required it and finished, so it is there.
 const toml::value& at_key(const toml::value& table, const char* key) { return table.as_table().at(key); }
@@ -72,7 +81,22 @@ Result<std::string> parse_tls_name(const std::string& text, bool allow_wildcard)
   return name;
 }
 
-ServerConfig read_server(TableReader r) {
+// Why limpet could not write `path` (create it, or append to it), or "" when it could. Checked
+// at -t, start and reload, so a typo is refused up front instead of logged at run time.
+std::string unwritable(const std::string& path) {
+  if (::access(path.c_str(), W_OK) == 0) return "";
+  if (errno != ENOENT) return std::string("cannot write it: ") + std::strerror(errno);
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (::access(dir.c_str(), W_OK | X_OK) == 0) return "";
+  return "cannot create it in " + dir + ": " + std::strerror(errno);
+}
+
+void check_writable(TableReader& r, std::string_view key, const std::string& path) {
+  if (const std::string why = unwritable(path); !why.empty()) r.fail(key, quote_value(path) + ": " + why);
+}
+
+ServerConfig read_server(TableReader r, bool check_files) {
   ServerConfig s;
   if (const toml::value* v = r.find("workers")) {
     if (v->is_integer()) {
@@ -93,6 +117,8 @@ ServerConfig read_server(TableReader r) {
   r.read("shared_listeners", s.shared_listeners);
   r.read_int("affinity_max_entries", s.affinity_max_entries, 1, 1'000'000'000);
   r.finish();
+  if (check_files && !s.pid_file.empty()) check_writable(r, "pid_file", s.pid_file);
+  if (check_files && s.access_log != "stderr" && s.access_log != "off") check_writable(r, "access_log", s.access_log);
   return s;
 }
 
@@ -102,7 +128,13 @@ AdminConfig read_admin(TableReader r) {
   a.address = *parse_address("127.0.0.1:9090", AddressUse::kListen);
   r.read_parsed("address", a.address, [](const std::string& t) { return parse_address(t, AddressUse::kListen); });
   r.read("token", a.token);
+  r.read("allow_public", a.allow_public);
   r.finish();
+  // The admin listener drains backends and shows the whole fleet: every interface only on purpose.
+  if ((a.address.host == "0.0.0.0" || a.address.host == "::") && !a.allow_public) {
+    r.fail("address", quote_value(a.address.text) + " listens on every interface: write a loopback or private "
+                      "address, or set allow_public = true in [admin] (and a token)");
+  }
   return a;
 }
 
@@ -179,6 +211,7 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   const bool has_trusted =
       r.read_list("trusted_proxies", l.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
   r.read_duration("proxy_protocol_timeout", l.proxy_protocol_timeout, Millis(1));
+  r.read_parsed("ready_path", l.ready_path, parse_path);
   // Without a list anyone could claim any client address.
   if (l.proxy_protocol && !has_trusted) {
     r.fail("proxy_protocol", "proxy_protocol = true needs trusted_proxies, the addresses allowed to send the "
@@ -293,7 +326,24 @@ UpstreamTls read_upstream_tls(TableReader& upstream, const char* context = "[ups
   return t;
 }
 
-UpstreamConfig read_upstream(TableReader r) {
+// A session_ttl or read_timeout under the ping window loses live sessions (an idle session's
+// entry expires; a held long-poll times out): it loads, with a warning, since backends may
+// configure shorter pings.
+void warn_short_of_ping_window(TableReader& r, const UpstreamConfig& u, std::vector<std::string>& warnings) {
+  if (u.engineio_paths.empty()) return;
+  const std::pair<const char*, Millis> timeouts[] = {{"session_ttl", u.session_ttl}, {"read_timeout", u.read_timeout}};
+  for (const auto& [key, value] : timeouts) {
+    if (value >= kEngineIoPingWindow) continue;
+    const toml::value* v = r.find(key);
+    if (v == nullptr) continue;  // the defaults are longer than the window (config.hpp)
+    warnings.push_back(detail::position(*v) + ": " + key + ": " + detail::describe(*v) +
+                       " is shorter than Engine.IO's ping window (pingInterval + pingTimeout, 45s by default) of "
+                       "upstream " + quote_value(u.name) + " with engineio_paths: idle sessions and held long-polls "
+                       "would be cut");
+  }
+}
+
+UpstreamConfig read_upstream(TableReader r, std::vector<std::string>& warnings) {
   UpstreamConfig u;
   r.require("name");
   r.read_parsed("name", u.name, parse_non_empty);
@@ -349,14 +399,15 @@ UpstreamConfig read_upstream(TableReader r) {
     }
   }
   check_ring_size(r, u);
+  warn_short_of_ping_window(r, u, warnings);
   return u;
 }
 
-std::vector<UpstreamConfig> read_upstreams(TableReader& root) {
+std::vector<UpstreamConfig> read_upstreams(TableReader& root, std::vector<std::string>& warnings) {
   std::vector<UpstreamConfig> upstreams;
   std::map<std::string, const toml::value*> names;
   for (const toml::value* t : root.find_tables("upstream")) {
-    upstreams.push_back(read_upstream(TableReader(*t, "[[upstream]]")));
+    upstreams.push_back(read_upstream(TableReader(*t, "[[upstream]]"), warnings));
     const toml::value& name = at_key(*t, "name");
     if (const auto [it, inserted] = names.emplace(upstreams.back().name, &name); !inserted) {
       fail_at(name, "name: duplicate upstream name " + quote_value(it->first) + " (first at " +
@@ -416,11 +467,14 @@ SessionStoreConfig read_session_store(TableReader r) {
 }
 
 // Table by table first, so an error inside a table is reported before what the file as a whole lacks.
-Config read_config(const toml::value& root, const std::string& name) {
+Config read_config(const toml::value& root, const std::string& name, bool check_files) {
   Config config;
   config.file = name;
   TableReader r(root, "the top level");
-  if (const toml::value* t = r.find_table("server")) config.server = read_server(TableReader(*t, "[server]"));
+  r.find("include");  // already merged in (read_document)
+  if (const toml::value* t = r.find_table("server")) {
+    config.server = read_server(TableReader(*t, "[server]"), check_files);
+  }
   const toml::value* admin = r.find_table("admin");
   if (admin != nullptr) config.admin = read_admin(TableReader(*admin, "[admin]"));
   if (const toml::value* t = r.find_table("session_store")) {
@@ -428,7 +482,7 @@ Config read_config(const toml::value& root, const std::string& name) {
   }
   ListenerTables listeners = read_listeners(r);
   config.listeners = std::move(listeners.listeners);
-  config.upstreams = read_upstreams(r);
+  config.upstreams = read_upstreams(r, config.warnings);
   r.finish();
 
   if (config.listeners.empty()) fail_at(root, "at least one [[listener]] is required");
@@ -493,33 +547,125 @@ std::string utf8_error(std::string_view text, size_t at, const std::string& name
          ": invalid UTF-8 (a TOML file must be UTF-8 text)";
 }
 
-}  // namespace
+Result<std::string> read_text(const std::string& path) {
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!file) return Error{path + ": cannot open: " + std::strerror(errno)};
+  std::string text;
+  char buf[8192];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, file.get())) > 0;) text.append(buf, n);
+  if (std::ferror(file.get()) != 0) return Error{path + ": cannot read: " + std::strerror(errno)};
+  return text;
+}
 
-Result<Config> load_string(const std::string& text, const std::string& name) {
-  if (const size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
-    return Result<Config>::fail(utf8_error(text, bad, name));
+// ${NAME} in every string value, in place: positions stay those of the file.
+void expand_env_in(toml::value& v) {
+  if (v.is_string()) {
+    auto expanded = expand_env(v.as_string().str);
+    if (!expanded) fail_at(v, expanded.message());
+    v.as_string().str = std::move(*expanded);
+  } else if (v.is_array()) {
+    for (auto& item : v.as_array()) expand_env_in(item);
+  } else if (v.is_table()) {
+    for (auto& [key, item] : v.as_table()) expand_env_in(item);
   }
+}
+
+bool is_array_of_tables(const toml::value& v) {
+  return v.is_array() && !v.as_array().empty() &&
+         std::all_of(v.as_array().begin(), v.as_array().end(), [](const toml::value& t) { return t.is_table(); });
+}
+
+// An included file's tables as if written in the including file: arrays of tables appended,
+// tables merged key by key, any other key set twice refused.
+void merge_into(toml::value& into, const toml::value& from, const std::string& path) {
+  for (const auto& [key, value] : from.as_table()) {
+    if (path.empty() && key == "include") continue;
+    const std::string dotted = path.empty() ? key : path + "." + key;
+    auto& table = into.as_table();
+    const auto it = table.find(key);
+    if (it == table.end()) {
+      table.emplace(key, value);
+    } else if (is_array_of_tables(it->second) && is_array_of_tables(value)) {
+      auto& items = it->second.as_array();
+      items.insert(items.end(), value.as_array().begin(), value.as_array().end());
+    } else if (it->second.is_table() && value.is_table()) {
+      merge_into(it->second, value, dotted);
+    } else {
+      fail_at(value, quote_value(dotted) + " is already set at " + detail::position(it->second));
+    }
+  }
+}
+
+// `pattern` relative to the directory of the including file, sorted (glob's order). A pattern
+// without wildcards names one file, which must exist; a glob may match none (an empty conf.d).
+std::vector<std::string> include_paths(const toml::value& pattern, const std::string& including) {
+  if (!pattern.is_string()) fail_at(pattern, "include: expected a file name or pattern, got " + detail::describe(pattern));
+  std::string text = pattern.as_string().str;
+  const size_t slash = including.rfind('/');
+  if (!text.starts_with('/') && slash != std::string::npos) text = including.substr(0, slash + 1) + text;
+  glob_t found{};
+  const int rc = ::glob(text.c_str(), 0, nullptr, &found);
+  std::vector<std::string> paths(found.gl_pathv, found.gl_pathv + found.gl_pathc);
+  ::globfree(&found);
+  if (rc == GLOB_NOMATCH && text.find_first_of("*?[") == std::string::npos) {
+    fail_at(pattern, "include: " + quote_value(text) + ": no such file");
+  }
+  if (rc != 0 && rc != GLOB_NOMATCH) fail_at(pattern, "include: cannot read " + quote_value(text));
+  return paths;
+}
+
+// One file, its ${ENV} expanded and its includes merged in.
+toml::value read_document(const std::string& text, const std::string& name, int depth) {
+  if (const size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
+    throw LoadError{utf8_error(text, bad, name)};
+  }
+  toml::value root;
   try {
     std::istringstream in(text);
-    const toml::value root = toml::parse(in, name);
-    return read_config(root, name);
+    root = toml::parse(in, name);
+  } catch (const toml::syntax_error& e) {
+    throw LoadError{detail::format_syntax_error(e, name)};
+  }
+  expand_env_in(root);
+  const auto include = root.as_table().find("include");
+  if (include == root.as_table().end()) return root;
+  if (!include->second.is_array()) {
+    fail_at(include->second, "include: expected an array of file names or patterns such as [\"conf.d/*.toml\"]");
+  }
+  if (depth >= kMaxIncludeDepth) {
+    fail_at(include->second, "include: nested more than " + std::to_string(kMaxIncludeDepth) +
+                                 " levels deep (does a file include itself?)");
+  }
+  for (const auto& pattern : include->second.as_array()) {
+    for (const std::string& path : include_paths(pattern, name)) {
+      auto included = read_text(path);
+      if (!included) fail_at(pattern, "include: " + included.message());
+      merge_into(root, read_document(*included, path, depth + 1), "");
+    }
+  }
+  return root;
+}
+
+Result<Config> load(const std::string& text, const std::string& name, bool check_files) {
+  try {
+    Config config = read_config(read_document(text, name, 0), name, check_files);
+    for (const std::string& warning : config.warnings) LOG_WARN("%s", warning.c_str());
+    return config;
   } catch (const LoadError& e) {
     return Result<Config>::fail(e.message);
-  } catch (const toml::syntax_error& e) {
-    return Result<Config>::fail(detail::format_syntax_error(e, name));
   } catch (const std::exception& e) {
     return Result<Config>::fail(name + ": " + e.what());
   }
 }
 
+}  // namespace
+
+Result<Config> load_string(const std::string& text, const std::string& name) { return load(text, name, false); }
+
 Result<Config> load_file(const std::string& path) {
-  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
-  if (!file) return Result<Config>::fail(path + ": cannot open: " + std::strerror(errno));
-  std::string text;
-  char buf[8192];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, file.get())) > 0;) text.append(buf, n);
-  if (std::ferror(file.get()) != 0) return Result<Config>::fail(path + ": cannot read: " + std::strerror(errno));
-  return load_string(text, path);
+  auto text = read_text(path);
+  if (!text) return Result<Config>::fail(text.message());
+  return load(*text, path, true);
 }
 
 }  // namespace limpet::config

@@ -12,6 +12,8 @@ namespace {
 // Sets every key the loader reads, each sub-table present, so that every read happens. Values
 // only need to be valid: TLS files are not opened by the loader.
 constexpr const char* kEveryKey = R"(
+include = []
+
 [server]
 workers = 2
 pid_file = "/run/limpet.pid"
@@ -29,6 +31,7 @@ affinity_max_entries = 1000
 [admin]
 address = "127.0.0.1:9090"
 token = "t"
+allow_public = false
 
 [session_store]
 address = "127.0.0.1:6379"
@@ -65,6 +68,7 @@ ignore_client_abort = false
 proxy_protocol = true
 trusted_proxies = ["10.0.0.0/8"]
 proxy_protocol_timeout = "5s"
+ready_path = "/limpet-ready"
 
 [listener.tls]
 cert = "default.pem"

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdlib>
 #include <limits>
 
 namespace limpet::config {
@@ -162,6 +163,12 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
                                    ? "expected \"host:port\", \"[ipv6]:port\" or \"*:port\" such as \"127.0.0.1:8080\""
                                    : "expected \"host:port\" or \"[ipv6]:port\" such as \"127.0.0.1:3001\"";
   auto fail = [&](const std::string& why) { return Error{why + ": " + expected + ", got " + quote_value(text)}; };
+  // "http://node:3000/" is the commonest slip (nginx's proxy_pass takes a URL): say what to drop.
+  if (const size_t scheme = text.find("://"); scheme != std::string_view::npos) {
+    const std::string_view rest = text.substr(scheme + 3);
+    return Error{"write HOST:PORT, without a scheme, such as " + quote_value(rest.substr(0, rest.find('/'))) +
+                 ", got " + quote_value(text)};
+  }
 
   std::string host;
   std::string_view port_text;
@@ -268,6 +275,43 @@ Result<std::pair<int, int>> parse_status_range(std::string_view text) {
                  quote_value(text)};
   }
   return std::pair<int, int>(static_cast<int>(first), static_cast<int>(last));
+}
+
+Result<std::string> expand_env(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    if (text.substr(i).starts_with("$${")) {
+      out += "${";
+      i += 3;
+      continue;
+    }
+    if (!text.substr(i).starts_with("${")) {
+      out += text[i++];
+      continue;
+    }
+    const size_t close = text.find('}', i + 2);
+    const std::string_view name = text.substr(i + 2, close == std::string_view::npos ? 0 : close - i - 2);
+    const bool valid = !name.empty() && std::isdigit(static_cast<unsigned char>(name.front())) == 0 &&
+                       std::all_of(name.begin(), name.end(),
+                                   [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_'; });
+    if (close == std::string_view::npos || !valid) {
+      return Error{"expected ${NAME} (letters, digits, _) or $${ for a literal \"${\", got " + quote_value(text)};
+    }
+    const char* value = std::getenv(std::string(name).c_str());
+    if (value == nullptr) return Error{"${" + std::string(name) + "}: the environment variable is not set"};
+    out += value;
+    i = close + 1;
+  }
+  return out;
+}
+
+std::string escape_env(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.substr(i).starts_with("${")) out += '$';
+    out += text[i];
+  }
+  return out;
 }
 
 bool is_prime(uint64_t n) {

@@ -203,6 +203,7 @@ bool HttpSession::on_head() {
     respond_error(400);
     return false;
   }
+  if (answer_readiness()) return false;
   size_t max_body = conn_.listener().config->max_body_size;
   if (max_body > 0 && request_->content_length && *request_->content_length > max_body) {
     respond_error(413);
@@ -341,6 +342,17 @@ void HttpSession::on_upgraded(UpgradeHandoff handoff) {
 
 // ---------------------------------------------------------------------------------------------
 // Ending
+
+// The listener's ready_path is limpet's own (never proxied): 503 as soon as this process stops
+// taking new work (shutdown, or the old process of a binary upgrade), so whatever balances in
+// front takes it out before its connections close. Both answers close, as probes reconnect.
+bool HttpSession::answer_readiness() {
+  const std::string& ready_path = conn_.listener().config->ready_path;
+  if (ready_path.empty() || request_->path != ready_path) return false;
+  const WorkerContext& worker = *conn_.worker();
+  respond_error(worker.shutting_down || worker.close_after_response ? 503 : 200);
+  return true;
+}
 
 void HttpSession::respond_error(int status) {
   exchange_.abort();

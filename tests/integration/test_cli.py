@@ -25,7 +25,7 @@ def test_version():
 def test_help_names_every_option():
     r = run("-h")
     assert r.returncode == 0, r.stderr
-    for flag in ("-c", "-t", "-v", "-h"):
+    for flag in ("-c", "-t", "-T", "-v", "-h"):
         assert flag in r.stdout + r.stderr
 
 

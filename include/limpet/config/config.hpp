@@ -181,6 +181,9 @@ struct ListenerConfig {
   bool proxy_protocol = false;
   std::vector<std::string> trusted_proxies;
   Millis proxy_protocol_timeout{5000};
+  // Answered by limpet itself, never proxied: 200 while serving, 503 once a shutdown or a binary
+  // upgrade starts, so whatever balances in front stops sending first. Empty = off.
+  std::string ready_path;
   ListenerTls tls;
 };
 
@@ -188,6 +191,7 @@ struct AdminConfig {
   bool enabled = false;
   Address address;  // default 127.0.0.1:9090 when [admin] is present
   std::string token;  // empty = write operations refused
+  bool allow_public = false;  // a wildcard address (0.0.0.0, ::) only when written out
 };
 
 // [session_store]: the Redis that several limpet instances share their learned sessions and
@@ -230,6 +234,8 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   AdminConfig admin;
   SessionStoreConfig session_store;
+  // "FILE:LINE:COL: ..." for settings that load but are likely wrong (logged by the loader).
+  std::vector<std::string> warnings;
 
   const UpstreamConfig* find_upstream(const std::string& name) const {
     for (const auto& u : upstreams) {

@@ -44,6 +44,12 @@ Result<HashKeySource> parse_hash_key(std::string_view text);
 // "200-399" or "200"; statuses 100..599, first <= last.
 Result<std::pair<int, int>> parse_status_range(std::string_view text);
 
+// "${NAME}" replaced by the environment variable NAME ([A-Za-z_][A-Za-z0-9_]*), which must be
+// set; "$${" stands for a literal "${"; any other "$" is itself. For secrets kept out of the file.
+Result<std::string> expand_env(std::string_view text);
+// The inverse for a value written back (limpet -T): "${" becomes "$${".
+std::string escape_env(std::string_view text);
+
 bool is_prime(uint64_t n);
 // The smallest prime >= n (n small enough that the answer fits: ring sizes).
 uint64_t next_prime(uint64_t n);

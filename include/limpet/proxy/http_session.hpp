@@ -63,6 +63,8 @@ class HttpSession : public ExchangeOwner, private http::ParserDelegate {
   void on_parser_stopped(http::Parser::State state, std::string_view rest);
   void next_request();
   void update_hold();
+  bool answer_readiness();
+  // An answer of limpet's own (an error, or the readiness probe's), then a lingering close.
   void respond_error(int status);
   void linger();
   void log_access(int status);
