@@ -122,6 +122,7 @@ def test_a_node_answering_503_to_every_handshake_gets_no_new_session(cluster, fa
         assert len(broken.request_log()) == 1  # tried once, then avoided for fail_timeout
         assert admin_metric(admin, "limpet_handshake_retries_total") == 1
     else:
+        print(f"failure_statuses = []: {statuses.count(503)} of 90 handshakes answered 503")
         assert statuses.count(503) > 30, statuses  # the bug the default fixes
         assert admin_metric(admin, "limpet_handshake_retries_total") == 0
 
