@@ -67,14 +67,15 @@ class PromWriter {
     family(name, "counter", help);
     sample(name, "", static_cast<double>(value));
   }
-  void histogram(const char* name, const char* help, const Histogram::Values& v) {
+  template <typename Values>
+  void histogram(const char* name, const char* help, const Values& v) {
     family(name, "histogram", help);
     uint64_t cumulative = 0;
-    for (size_t i = 0; i < Histogram::kBuckets; ++i) {
+    for (size_t i = 0; i < v.counts.size(); ++i) {
       cumulative += v.counts[i];
       char le[32];
-      if (i < Histogram::kBounds.size()) {
-        std::snprintf(le, sizeof le, "%g", Histogram::kBounds[i]);
+      if (i < Values::kBounds.size()) {
+        std::snprintf(le, sizeof le, "%g", Values::kBounds[i]);
       } else {
         std::snprintf(le, sizeof le, "+Inf");
       }
@@ -93,6 +94,27 @@ class PromWriter {
 std::string backend_labels(const BackendMetrics& b) {
   return "upstream=\"" + prometheus_label_value(b.upstream) + "\",backend=\"" + prometheus_label_value(b.name) +
          "\"";
+}
+
+std::string listener_labels(const ListenerMetrics& l) {
+  return "listener=\"" + prometheus_label_value(l.name) + "\",address=\"" + prometheus_label_value(l.address) + "\"";
+}
+
+// The names and meanings of the Prometheus client libraries' process collector, so the usual
+// dashboards and alerts work unchanged.
+void render_process(PromWriter& w, const ProcessStats& p) {
+  w.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+  w.sample("process_cpu_seconds_total", "", p.cpu_seconds);
+  w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  w.sample("process_resident_memory_bytes", "", static_cast<double>(p.resident_bytes));
+  w.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+  w.sample("process_virtual_memory_bytes", "", static_cast<double>(p.virtual_bytes));
+  w.family("process_open_fds", "gauge", "Number of open file descriptors.");
+  w.sample("process_open_fds", "", static_cast<double>(p.open_fds));
+  w.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+  w.sample("process_max_fds", "", static_cast<double>(p.max_fds));
+  w.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+  w.sample("process_start_time_seconds", "", p.start_time_seconds);
 }
 
 template <typename Field>
@@ -118,8 +140,13 @@ int64_t total_active(const MetricsSnapshot& m) {
 
 std::string render_prometheus(const MetricsSnapshot& m) {
   PromWriter w;
-  w.family("limpet_info", "gauge", "Build and configuration of this limpet.");
-  w.sample("limpet_info", "version=\"" + prometheus_label_value(m.version) + "\"", 1);
+  w.family("limpet_build_info", "gauge", "What this limpet was built from; always 1.");
+  w.sample("limpet_build_info",
+           "version=\"" + prometheus_label_value(m.version) + "\",compiler=\"" +
+               prometheus_label_value(m.build.compiler) + "\",libuv=\"" + prometheus_label_value(m.build.libuv) +
+               "\",openssl=\"" + prometheus_label_value(m.build.openssl) + "\"",
+           1);
+  if (m.process.valid) render_process(w, m.process);
   w.family("limpet_config_generation", "gauge", "Generation of the running configuration.");
   w.sample("limpet_config_generation", "", static_cast<double>(m.generation));
   w.family("limpet_uptime_seconds", "gauge", "Seconds since start.");
@@ -137,6 +164,18 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   w.sample("limpet_connections_rejected_total", "", static_cast<double>(rejected));
   w.family("limpet_active_connections", "gauge", "Open client connections.");
   w.sample("limpet_active_connections", "", static_cast<double>(total_active(m)));
+  w.family("limpet_listener_connections_accepted_total", "counter", "Client connections accepted, by listener.");
+  for (const auto& l : m.listeners) {
+    w.sample("limpet_listener_connections_accepted_total", listener_labels(l), static_cast<double>(l.accepted));
+  }
+  w.family("limpet_listener_active_connections", "gauge", "Open client connections, by listener.");
+  for (const auto& l : m.listeners) {
+    w.sample("limpet_listener_active_connections", listener_labels(l), static_cast<double>(l.active_connections));
+  }
+  w.family("limpet_listener_tunnels", "gauge", "Open WebSocket tunnels, by listener.");
+  for (const auto& l : m.listeners) {
+    w.sample("limpet_listener_tunnels", listener_labels(l), static_cast<double>(l.tunnels));
+  }
   w.family("limpet_worker_active_connections", "gauge", "Open client connections per worker.");
   for (size_t i = 0; i < m.workers.size(); ++i) {
     w.sample("limpet_worker_active_connections", "worker=\"" + std::to_string(i) + "\"",
@@ -281,6 +320,11 @@ std::string render_prometheus(const MetricsSnapshot& m) {
 
   w.histogram("limpet_request_duration_seconds", "Client request duration, head to last byte.",
               m.request_latency);
+  w.histogram("limpet_upstream_first_byte_seconds",
+              "Request handed to a backend connection (a new one still connecting) to its first response byte.",
+              m.upstream_first_byte);
+  w.histogram("limpet_tunnel_duration_seconds", "WebSocket tunnels, 101 to both connections closed.",
+              m.tunnel_duration);
   w.histogram("limpet_upstream_connect_duration_seconds", "Time to connect to a backend.",
               m.connect_latency);
   return w.take();

@@ -69,10 +69,24 @@ bool FrameTracker::parse_header() {
       return false;
     }
   }
-  if (frame_opcode_ == kClose) ++closes_;
+  if (frame_opcode_ == kClose && ++closes_ == 1 && len < 2) first_close_code_ = kNoStatus;
   payload_left_ = len;
   header_len_ = 0;
   return true;
+}
+
+void FrameTracker::read_close_code(const char* data, uint64_t n) {
+  const bool masked = (header_[1] & kMaskBit) != 0;
+  const uint8_t* key = header_ + header_size(header_, 2) - 4;
+  for (uint64_t i = 0; i < n && close_code_read_ < 2; ++i, ++close_code_read_) {
+    uint8_t b = static_cast<uint8_t>(data[i]);
+    if (masked) b ^= key[close_code_read_];
+    if (close_code_read_ == 0) {
+      close_code_high_ = b;
+    } else {
+      first_close_code_ = static_cast<uint16_t>((close_code_high_ << 8) | b);
+    }
+  }
 }
 
 size_t FrameTracker::feed(std::string_view data) {
@@ -86,6 +100,7 @@ size_t FrameTracker::feed(std::string_view data) {
       if (!parse_header()) break;
     } else {
       uint64_t take = std::min<uint64_t>(payload_left_, data.size() - pos);
+      if (first_close_code_ == 0 && closes_ == 1 && frame_opcode_ == kClose) read_close_code(data.data() + pos, take);
       pos += take;
       payload_left_ -= take;
     }

@@ -122,6 +122,7 @@ ClientConnection::ClientConnection(WorkerContext* worker,
       client_ip_(net::peer_ip(client->tcp())) {
   ++*listener_->open_connections;
   worker_->counters.active_connections.fetch_add(1, std::memory_order_relaxed);
+  listener_->counters->active_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 ClientConnection::~ClientConnection() {
@@ -131,6 +132,7 @@ ClientConnection::~ClientConnection() {
   worker_->counters.bytes_to_clients.fetch_add(client_->out().bytes_sent(), std::memory_order_relaxed);
   --*listener_->open_connections;
   worker_->counters.active_connections.fetch_sub(1, std::memory_order_relaxed);
+  listener_->counters->active_connections.fetch_sub(1, std::memory_order_relaxed);
   worker_->connections.erase(this);
 }
 

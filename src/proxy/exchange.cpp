@@ -181,6 +181,7 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
   if (request_.backend_fd != nullptr) request_.backend_fd->release();  // the socket counts itself now
   response_relay_ = Relay(upstream_, owner_->response_sink());
   sent_ns_ = uv_hrtime();
+  first_byte_seen_ = false;
   send_payload(payload);
   if (!request_complete_) request_.body_relay->set_sink(upstream_);
   owner_->on_exchange_progress(false);
@@ -394,6 +395,10 @@ uint64_t Exchange::upstream_time_ns(uint64_t now_ns) const { return sent_ns_ ? n
 
 void Exchange::on_data(net::Stream*, std::string_view data) {
   if (phase_ == Phase::kIdle) return;
+  if (!first_byte_seen_) {
+    first_byte_seen_ = true;
+    worker_->counters.upstream_first_byte.observe_us((uv_hrtime() - sent_ns_) / 1000);
+  }
   parse_response(data);
 }
 

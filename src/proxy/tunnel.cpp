@@ -35,22 +35,58 @@ Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
             http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
                                           http::websocket::FrameTracker::Masking::kForbidden)} {
   upstream_->set_delegate(this);
-  last_activity_ms_ = uv_now(conn_.worker()->loop);
+  opened_ms_ = last_activity_ms_ = uv_now(conn_.worker()->loop);
   lease_.state().tunnels.fetch_add(1, std::memory_order_relaxed);
   if (counted_in_affinity_) lease_.state().upgraded_sessions.fetch_add(1, std::memory_order_relaxed);
   lease_.end_placing();  // the session exists: it counts as a tunnel from here
   conn_.worker()->counters.tunnels_opened.fetch_add(1, std::memory_order_relaxed);
+  conn_.listener().counters->tunnels.fetch_add(1, std::memory_order_relaxed);
 }
 
 Tunnel::~Tunnel() {
   drop_upstream();
+  log_close();
   lease_.state().tunnels.fetch_sub(1, std::memory_order_relaxed);
+  conn_.listener().counters->tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (counted_in_affinity_) lease_.state().upgraded_sessions.fetch_sub(1, std::memory_order_relaxed);
   if (!session_id_.empty()) {
     const balancer::Upstream& upstream = *conn_.listener().upstream;
     upstream.forget_session(session_id_);
     if (store::SessionStore* sessions = conn_.worker()->sessions) sessions->forget(upstream.config().name, session_id_);
   }
+}
+
+void Tunnel::note_end(TunnelCloser by, TunnelCloseReason why) {
+  if (closed_by_ != TunnelCloser::kNone) return;
+  closed_by_ = by;
+  close_reason_ = why;
+}
+
+void Tunnel::log_close() {
+  WorkerContext& worker = *conn_.worker();
+  // Nothing was seen to end it: the worker closed it, at the end of a shutdown or on a failure.
+  note_end(TunnelCloser::kLimpet, worker.shutting_down ? TunnelCloseReason::kShutdown : TunnelCloseReason::kError);
+  const uint64_t duration_ms = uv_now(worker.loop) - opened_ms_;
+  worker.counters.tunnel_duration.observe_us(duration_ms * 1000);
+  TunnelEntry entry;
+  entry.client_ip = conn_.client_ip();
+  entry.upstream = conn_.listener().upstream->config().name;
+  entry.backend = lease_.name();
+  entry.session_id = session_id_;
+  entry.duration_ms = duration_ms;
+  entry.bytes_to_backend = up_.bytes;
+  entry.bytes_to_client = down_.bytes;
+  entry.messages_to_backend = up_.frames.messages();
+  entry.messages_to_client = down_.frames.messages();
+  entry.closed_by = closed_by_;
+  entry.reason = close_reason_;
+  switch (closed_by_) {
+    case TunnelCloser::kClient: entry.close_code = up_.frames.first_close_code(); break;
+    case TunnelCloser::kBackend: entry.close_code = down_.frames.first_close_code(); break;
+    case TunnelCloser::kLimpet: entry.close_code = close_code_; break;
+    case TunnelCloser::kNone: break;
+  }
+  worker.access_log.write(entry);
 }
 
 void Tunnel::start(std::string_view upstream_leftover, std::string_view early_client_bytes) {
@@ -75,8 +111,10 @@ void Tunnel::forward(Direction& d, std::string_view data) {
   if (upstream_ == nullptr) return;
   last_activity_ms_ = uv_now(conn_.worker()->loop);  // the loop's cached time: no system call
   if (d.frames.error() != http::websocket::FrameTracker::Error::kNone) return;  // refused: closing
+  d.bytes += data.size();
   uint64_t before = d.frames.messages();
   size_t boundary = d.frames.feed(data);
+  if (d.frames.closes() > 0) note_end(toward_backend(d) ? TunnelCloser::kClient : TunnelCloser::kBackend, TunnelCloseReason::kClosed);
   auto& counter = toward_backend(d) ? conn_.worker()->counters.ws_messages_to_backend
                                     : conn_.worker()->counters.ws_messages_to_client;
   counter.fetch_add(d.frames.messages() - before, std::memory_order_relaxed);
@@ -121,6 +159,7 @@ void Tunnel::refuse_frame(Direction& d, std::string_view up_to_boundary, uint16_
     LOG_INFO("tunnel from %s: a malformed WebSocket frame %s: closing with 1002", conn_.client_ip().data(), toward);
     conn_.worker()->counters.ws_protocol_errors.fetch_add(1, std::memory_order_relaxed);
   }
+  note_end(TunnelCloser::kLimpet, code == kCloseTooBig ? TunnelCloseReason::kTooBig : TunnelCloseReason::kProtocolError);
   if (!up_to_boundary.empty()) d.relay.write(up_to_boundary);
   d.relay.hold(true);  // the rest of the sender's bytes are never forwarded
   close_code_ = code;
@@ -162,6 +201,8 @@ DeadlineSpec Tunnel::deadline() const {
 void Tunnel::on_deadline(Deadline kind) {
   switch (kind) {
     case Deadline::kCloseDelay:
+      note_end(TunnelCloser::kLimpet,
+               close_code_ == kCloseServiceRestart ? TunnelCloseReason::kDrain : TunnelCloseReason::kShutdown);
       close_started_ = true;
       if (up_.frames.at_boundary()) inject_close(up_);
       if (upstream_ != nullptr && down_.frames.at_boundary()) inject_close(down_);
@@ -169,6 +210,7 @@ void Tunnel::on_deadline(Deadline kind) {
       return;
     case Deadline::kTunnelIdle:
       LOG_DEBUG("tunnel idle timeout from %s", conn_.client_ip().data());
+      note_end(TunnelCloser::kLimpet, TunnelCloseReason::kIdle);
       [[fallthrough]];
     default:  // kCloseReply: the sides did not answer our Close in time
       conn_.close();
@@ -206,6 +248,8 @@ void Tunnel::finish_if_answered() {
 }
 
 void Tunnel::on_source_end(Direction& d, int status) {
+  note_end(toward_backend(d) ? TunnelCloser::kClient : TunnelCloser::kBackend,
+           status == UV_EOF ? TunnelCloseReason::kClosed : TunnelCloseReason::kError);
   if (status != UV_EOF) {
     conn_.close();
     return;

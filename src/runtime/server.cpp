@@ -17,6 +17,7 @@
 #include "limpet/runtime/pid_file.hpp"
 #include "limpet/runtime/service_notify.hpp"
 #include "limpet/util/log.hpp"
+#include "limpet/util/process_stats.hpp"
 
 namespace limpet::runtime {
 namespace {
@@ -187,6 +188,13 @@ Status Server::backend_action(const std::string& name, const std::string& action
 admin::MetricsSnapshot Server::collect_metrics() const {
   admin::MetricsSnapshot m;
   m.version = kVersion;
+  m.build = {kVersion, __VERSION__, uv_version_string(), tls::library_version()};
+  m.process = read_process_stats();
+  for (const auto& l : snapshot_->config->listeners) {
+    const proxy::ListenerCounters* c = snapshot_->counters(l.name);
+    if (c == nullptr) continue;
+    m.listeners.push_back({l.name, l.address.text, c->accepted.load(), c->active_connections.load(), c->tunnels.load()});
+  }
   m.config_file = config_path_;
   m.generation = generation_;
   m.uptime_seconds = static_cast<double>(uv_now(const_cast<uv_loop_t*>(&loop_)) - started_ms_) / 1000.0;
@@ -252,6 +260,8 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.proxy_protocol_timeout += rejected(proxy::ProxyReject::kTimeout);
     m.request_latency.add(c.request_latency.values());
     m.connect_latency.add(c.connect_latency.values());
+    m.upstream_first_byte.add(c.upstream_first_byte.values());
+    m.tunnel_duration.add(c.tunnel_duration.values());
   }
   const net::FdBudget& fds = net::fd_budget();
   m.fd_limit = fds.limit();

@@ -8,6 +8,11 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->config = config;
   snapshot->generation = generation;
+  for (const auto& listener : config->listeners) {
+    auto& counters = shared.listener_counters[listener.name];
+    if (!counters) counters = std::make_unique<proxy::ListenerCounters>();
+    snapshot->listener_counters[listener.name] = counters.get();
+  }
   for (const auto& upstream_config : config->upstreams) {
     auto was = retired.find(upstream_config.name);
     auto built = balancer::Upstream::build(upstream_config, shared.registry, shared.affinity, shared.clock,

@@ -180,6 +180,7 @@ void Worker::apply(std::shared_ptr<const Snapshot> snapshot, std::vector<ListenS
     ctx->tls = snapshot_->server_tls(want->second->name);
     ctx->upstream_tls = snapshot_->client_tls(want->second->upstream);
     ctx->trusted_proxies = snapshot_->trusted_proxies(want->second->name);
+    ctx->counters = snapshot_->counters(want->second->name);
     ctx->open_connections = it->second->open_connections;
     contexts[it->first] = ctx;
     it->second->context = std::move(ctx);
@@ -306,6 +307,7 @@ void Worker::accept(Listener* listener) {
     return;
   }
   context_.counters.accepted.fetch_add(1, std::memory_order_relaxed);
+  ctx->counters->accepted.fetch_add(1, std::memory_order_relaxed);
   // Behind a PROXY header the TLS filter starts once the header is read (ClientConnection).
   if (ctx->tls != nullptr && !ctx->config->proxy_protocol) {
     client->set_filter(ctx->tls->new_filter(&context_.counters.tls_clients, net::peer_ip(client->tcp())));

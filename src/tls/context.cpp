@@ -1,6 +1,7 @@
 #include "limpet/tls/context.hpp"
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
@@ -232,5 +233,7 @@ std::unique_ptr<Filter> ClientContext::new_filter(const config::BackendConfig& b
   return std::make_unique<Filter>(ssl, Filter::Role::kClient, shared_from_this(), counters,
                                   "backend " + backend.name + " (" + backend.address.text + ")");
 }
+
+const char* library_version() { return OpenSSL_version(OPENSSL_VERSION); }
 
 }  // namespace limpet::tls

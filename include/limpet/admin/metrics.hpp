@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "limpet/util/histogram.hpp"
+#include "limpet/util/process_stats.hpp"
 
 namespace limpet::admin {
 
@@ -32,6 +33,22 @@ struct BackendMetrics {
   uint64_t checks_ok = 0;
   uint64_t checks_failed = 0;
   std::string last_check;  // the last check's result ("HTTP 200", "connect: connection refused")
+};
+
+struct ListenerMetrics {
+  std::string name;
+  std::string address;
+  uint64_t accepted = 0;
+  int64_t active_connections = 0;
+  int64_t tunnels = 0;
+};
+
+// What limpet was built from, for limpet_build_info: a dashboard can show which versions run.
+struct BuildInfo {
+  std::string version;
+  std::string compiler;
+  std::string libuv;
+  std::string openssl;
 };
 
 struct WorkerMetrics {
@@ -67,6 +84,9 @@ struct SessionStoreMetrics {
 
 struct MetricsSnapshot {
   std::string version;
+  BuildInfo build;
+  ProcessStats process;
+  std::vector<ListenerMetrics> listeners;
   std::string config_file;
   uint64_t generation = 0;
   double uptime_seconds = 0;
@@ -101,6 +121,8 @@ struct MetricsSnapshot {
   uint64_t reloads_failed = 0;
   Histogram::Values request_latency;
   Histogram::Values connect_latency;
+  Histogram::Values upstream_first_byte;
+  LifetimeHistogram::Values tunnel_duration;
 };
 
 std::string render_prometheus(const MetricsSnapshot& m);

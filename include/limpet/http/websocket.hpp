@@ -41,10 +41,17 @@ class FrameTracker {
   uint64_t messages() const { return messages_; }  // complete data messages (text/binary)
   uint64_t frames() const { return frames_; }
   uint64_t closes() const { return closes_; }  // Close frames seen so far
+  // The status code of the first Close frame: kNoStatus when it had none, 0 before its first
+  // two payload bytes were read.
+  uint16_t first_close_code() const { return first_close_code_; }
+  static constexpr uint16_t kNoStatus = 1005;  // RFC 6455 §7.1.5
   Error error() const { return error_; }
 
  private:
   bool parse_header();  // false while the header is incomplete
+  // Payload bytes of the first Close frame: its first two are the code. The masking key is
+  // still in header_ (the next header overwrites it only after this payload).
+  void read_close_code(const char* data, uint64_t n);
 
   // Counters first, bytes last: two of these live in every tunnel.
   uint64_t max_message_;
@@ -60,6 +67,9 @@ class FrameTracker {
   bool frame_fin_ = false;
   uint8_t frame_opcode_ = 0;
   Masking masking_;
+  uint8_t close_code_read_ = 0;  // bytes of the first Close frame's code read (0..2)
+  uint8_t close_code_high_ = 0;  // its first byte, until the second arrives
+  uint16_t first_close_code_ = 0;
 };
 
 // A Close frame with `code` and `reason` (<= 123 bytes). Frames toward a server must be masked

@@ -64,8 +64,20 @@ struct WorkerCounters {
   std::atomic<uint64_t> bytes_to_clients{0};
   Histogram request_latency;  // request head parsed → response complete
   Histogram connect_latency;  // upstream connect started → connected
+  // Request handed to the backend's connection (a new one still connecting) → first response byte.
+  Histogram upstream_first_byte;
+  LifetimeHistogram tunnel_duration;  // 101 → both connections closed
   tls::Counters tls_clients;   // handshakes on TLS listeners
   tls::Counters tls_backends;  // handshakes with TLS upstreams
+};
+
+// One listener's share of the counters, for the `listener` label: shared by every worker (one
+// cache line written per connection and per tunnel, never per request) and kept by name across
+// reloads (runtime::SharedState).
+struct ListenerCounters {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<int64_t> active_connections{0};
+  std::atomic<int64_t> tunnels{0};
 };
 
 // Every open client connection of a worker, for shutdown, drain and the tunnels' idle sweep. The
@@ -114,6 +126,7 @@ struct ListenerContext {
   const tls::ServerContext* tls = nullptr;           // a TLS listener's certificates and settings
   const tls::ClientContext* upstream_tls = nullptr;  // the upstream speaks TLS
   const balancer::CidrSet* trusted_proxies = nullptr;  // with proxy_protocol: who may send the header
+  ListenerCounters* counters = nullptr;  // never null once a worker serves the listener
   // This worker's open connections on the listener (max_connections); shared with the worker's
   // listener so that a connection may outlive a listener removed by a reload.
   std::shared_ptr<uint32_t> open_connections;

@@ -190,6 +190,7 @@ class Exchange : public net::StreamDelegate {
   uint64_t connect_started_ns_ = 0;
   Phase phase_ = Phase::kIdle;
   bool request_complete_ = false;
+  bool first_byte_seen_ = false;  // of this attempt's response (upstream_first_byte)
   bool reused_ = false;          // the connection came from the pool
   bool resent_ = false;          // the one resend after a stale pooled connection was used
   bool response_started_ = false;  // the final head went to the owner

@@ -62,6 +62,7 @@ class Tunnel : public net::StreamDelegate {
   struct Direction {
     Relay relay;
     http::websocket::FrameTracker frames;
+    uint64_t bytes = 0;        // read from this direction's source
     uint64_t answer_mark = 0;  // the other direction's closes() when we sent our Close this way
     bool close_sent = false;
     bool ended = false;
@@ -78,6 +79,9 @@ class Tunnel : public net::StreamDelegate {
   void on_sink_writable(Direction& d);
   void finish();
   void start_close_replies();
+  // The first side to end the tunnel, and why; later events do not change it.
+  void note_end(TunnelCloser by, TunnelCloseReason why);
+  void log_close();
   uint64_t idle_ms() const;
 
   ClientConnection& conn_;
@@ -88,9 +92,12 @@ class Tunnel : public net::StreamDelegate {
   bool counted_in_affinity_ = false;
   Direction up_;    // client → backend
   Direction down_;  // backend → client
+  uint64_t opened_ms_ = 0;         // loop time of the 101
   uint64_t last_activity_ms_ = 0;  // loop time of the last bytes either way
   uint64_t close_deadline_ = 0;  // loop time (ms) of the next clean-close step; 0: none
   uint16_t close_code_ = 0;      // a clean close was asked for
+  TunnelCloser closed_by_ = TunnelCloser::kNone;
+  TunnelCloseReason close_reason_ = TunnelCloseReason::kClosed;
   bool close_started_ = false;   // its delay has passed: Close frames go out at boundaries
   bool finished_ = false;        // both directions done: close once the queues are written
 };

@@ -14,6 +14,7 @@
 #include "limpet/balancer/sticky_key.hpp"
 #include "limpet/balancer/upstream.hpp"
 #include "limpet/config/config.hpp"
+#include "limpet/proxy/context.hpp"
 #include "limpet/store/session_store.hpp"
 #include "limpet/tls/context.hpp"
 #include "limpet/util/clock.hpp"
@@ -33,6 +34,8 @@ struct Snapshot {
   std::shared_ptr<const store::StoreSetup> session_store;
   // trusted_proxies of the listeners with proxy_protocol, by listener name.
   std::map<std::string, balancer::CidrSet> listener_trusted;
+  // Every listener's counters, by name (owned by SharedState).
+  std::map<std::string, proxy::ListenerCounters*> listener_counters;
 
   const balancer::Upstream* upstream(const std::string& name) const {
     auto it = upstreams.find(name);
@@ -40,6 +43,10 @@ struct Snapshot {
   }
   const tls::ServerContext* server_tls(const std::string& listener) const { return find(listener_tls, listener); }
   const tls::ClientContext* client_tls(const std::string& upstream) const { return find(upstream_tls, upstream); }
+  proxy::ListenerCounters* counters(const std::string& listener) const {
+    auto it = listener_counters.find(listener);
+    return it == listener_counters.end() ? nullptr : it->second;
+  }
   const balancer::CidrSet* trusted_proxies(const std::string& listener) const {
     auto it = listener_trusted.find(listener);
     return it == listener_trusted.end() ? nullptr : &it->second;
@@ -53,7 +60,8 @@ struct Snapshot {
   }
 };
 
-// Process-wide state that outlives snapshots: the clock, backend states and the affinity table.
+// Process-wide state that outlives snapshots: the clock, backend states, the affinity table and
+// the listeners' counters.
 struct SharedState {
   // The one clock of health, slow start and affinity: the upstreams, the affinity table and the
   // health checker are all given this one, so their times compare.
@@ -61,6 +69,9 @@ struct SharedState {
   balancer::BackendRegistry registry;
   std::shared_ptr<balancer::AffinityTable> affinity;
   store::StoreStats store_stats;  // every worker's session store and the fleet counts
+  // By listener name; a listener a reload removes keeps its entry (its connections may live on,
+  // and a listener added back continues its counts). Main thread only: snapshots hand out pointers.
+  std::map<std::string, std::unique_ptr<proxy::ListenerCounters>> listener_counters;
 };
 
 // Backends a reload removed that still drain, by upstream name (see balancer::Upstream::build).

@@ -81,4 +81,8 @@ class ClientContext : public std::enable_shared_from_this<ClientContext> {
   std::string server_name_;
 };
 
+// The OpenSSL this process runs with ("OpenSSL 3.0.15 3 Sep 2024"): the shared library's, which
+// a security update changes without a rebuild.
+const char* library_version();
+
 }  // namespace limpet::tls

@@ -117,5 +117,42 @@ TEST(CloseFrame, UnmaskedAndMasked) {
   EXPECT_TRUE(t.at_boundary());
 }
 
+// A Close frame built by hand: code 4001 (0x0FA1), reason "bye", masked with 11 22 33 44.
+std::string masked_close_4001() {
+  const uint8_t key[4] = {0x11, 0x22, 0x33, 0x44};
+  const uint8_t payload[5] = {0x0F, 0xA1, 'b', 'y', 'e'};
+  std::string f = "\x88\x85";
+  f.append(reinterpret_cast<const char*>(key), 4);
+  for (int i = 0; i < 5; ++i) f.push_back(static_cast<char>(payload[i] ^ key[i % 4]));
+  return f;
+}
+
+TEST(FrameTracker, FirstCloseCodeIsUnmaskedAndSurvivesSplits) {
+  const std::string close = masked_close_4001();
+  for (size_t split = 0; split <= close.size(); ++split) {
+    FrameTracker t(0, FrameTracker::Masking::kRequired);
+    EXPECT_EQ(t.first_close_code(), 0);
+    t.feed(close.substr(0, split));
+    t.feed(close.substr(split));
+    EXPECT_EQ(t.first_close_code(), 4001) << "split at " << split;
+  }
+  FrameTracker bytewise(0, FrameTracker::Masking::kRequired);
+  for (char c : close + close) bytewise.feed(std::string_view(&c, 1));
+  EXPECT_EQ(bytewise.closes(), 2u);
+  EXPECT_EQ(bytewise.first_close_code(), 4001);
+}
+
+TEST(FrameTracker, CloseCodeAfterDataAndWithoutAStatus) {
+  FrameTracker server(0, FrameTracker::Masking::kForbidden);
+  server.feed(frame(kText, 300) + std::string("\x88\x02\x03\xe8", 4) + frame(kClose, 0));
+  EXPECT_EQ(server.first_close_code(), 1000);
+  FrameTracker empty;
+  empty.feed(frame(kClose, 0));
+  EXPECT_EQ(empty.first_close_code(), FrameTracker::kNoStatus);
+  FrameTracker none;
+  none.feed(frame(kPing, 2) + frame(kText, 2));
+  EXPECT_EQ(none.first_close_code(), 0);
+}
+
 }  // namespace
 }  // namespace limpet::http::websocket

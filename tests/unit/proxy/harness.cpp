@@ -578,6 +578,7 @@ void ProxyTest::build() {
   listener_->config = &lcfg_;
   listener_->upstream = upstream_.get();
   listener_->open_connections = std::make_shared<uint32_t>(0);
+  listener_->counters = &listener_counters_;
 }
 
 FakeBackend& ProxyTest::backend(std::string name) {

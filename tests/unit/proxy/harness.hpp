@@ -295,6 +295,7 @@ class ProxyTest : public LoopTest {
   ManualClock clock_{1000000};
   std::shared_ptr<balancer::AffinityTable> affinity_;
   std::shared_ptr<const balancer::Upstream> upstream_;
+  ListenerCounters listener_counters_;  // outlives every connection (declared before them)
   WorkerContext worker_;
   std::shared_ptr<ListenerContext> listener_;
   std::deque<std::unique_ptr<FakeBackend>> backends_;
