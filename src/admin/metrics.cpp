@@ -435,7 +435,9 @@ std::string check_text(const BackendMetrics& b) {
 }
 
 // The page renders the same rows on the server (works without JavaScript) and refreshes itself
-// from /status every two seconds, computing request rates from successive samples.
+// from /status every two seconds, computing request rates from successive samples. It says when
+// its numbers are stale (limpet stopped answering), and offers drain/enable/disable per backend
+// through the admin API with a token typed into the page.
 std::string render_html(const MetricsSnapshot& m) {
   std::string rows;
   for (const auto& b : m.backends) {
@@ -448,7 +450,7 @@ std::string render_html(const MetricsSnapshot& m) {
             std::to_string(b.requests) + "</td><td class=\"rate\">-</td><td class=\"errors\">" +
             std::to_string(b.responses_by_class[5]) + "</td><td class=\"failures\">" +
             std::to_string(b.failures) + "</td><td class=\"check\">" + html_escape(check_text(b)) +
-            "</td></tr>\n";
+            "</td><td class=\"actions\"></td></tr>\n";
   }
   char summary[256];
   std::snprintf(summary, sizeof summary,
@@ -473,19 +475,74 @@ tr.state-up td.state{background:#c8f0c8}
 tr.state-down td.state{background:#f5b5b5}
 tr.state-draining td.state{background:#f8e3a0}
 tr.state-disabled td.state{background:#ddd}
+#stale{background:#f5b5b5;padding:6px 10px;margin-bottom:1em;font-weight:600}
+body.stale table{opacity:.55}
+td.actions button{margin:0 2px}
+#action-result.error{color:#a00}
 </style></head><body>
 <h1>limpet )" + html_escape(m.version) + R"(</h1>
+<div id="stale" hidden></div>
 <div id="summary">)" + summary + html_escape(store_text) + R"(</div>
+<form id="actions" onsubmit="return false">
+<label>admin token <input type="password" id="token" autocomplete="off" size="24"></label>
+<span id="action-result"></span></form>
 <table id="backends"><thead><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th>
-<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>5xx</th><th>failed connects</th><th>last check</th></tr>
+<th>weight</th><th>sessions</th><th>tunnels</th><th>requests</th><th>req/s</th><th>5xx</th><th>failed connects</th><th>last check</th><th>actions</th></tr>
 </thead><tbody>
 )" + rows + R"(</tbody></table>
 <script>
 let last = null;
+let lastOk = Date.now();  // the server-rendered rows are fresh when the page loads
+const token = document.getElementById('token');
+token.value = sessionStorage.getItem('limpet-token') || '';
 function cell(tr, cls, v) { tr.querySelector('td.' + cls).textContent = v; }
+// limpet stopped (or answers with an error): keep the last rows, dimmed, and say how old they are.
+function markStale(why) {
+  document.body.classList.add('stale');
+  const banner = document.getElementById('stale');
+  banner.hidden = false;
+  banner.textContent = `stale: ${why}; these numbers are from ${new Date(lastOk).toLocaleTimeString()}, ` +
+    `${Math.round((Date.now() - lastOk) / 1000)} s ago`;
+}
+function markFresh() {
+  document.body.classList.remove('stale');
+  document.getElementById('stale').hidden = true;
+}
+// The admin API's POST /backends/NAME/ACTION, with the token typed above (kept for this tab only).
+async function act(name, action) {
+  sessionStorage.setItem('limpet-token', token.value);
+  const out = document.getElementById('action-result');
+  try {
+    const r = await fetch('backends/' + encodeURIComponent(name) + '/' + action,
+                          {method: 'POST', headers: token.value ? {Authorization: 'Bearer ' + token.value} : {}});
+    out.textContent = (r.ok ? '' : r.status + ': ') + (await r.text()).trim();
+    out.className = r.ok ? 'ok' : 'error';
+  } catch (e) {
+    out.textContent = 'failed: ' + e.message;
+    out.className = 'error';
+  }
+  refresh();
+}
+function actionButtons(b) {
+  const td = document.createElement('td');
+  td.className = 'actions';
+  for (const [action, useless] of [['drain', b.state === 'draining'], ['enable', b.state === 'up'],
+                                   ['disable', b.state === 'disabled']]) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = action;
+    button.dataset.action = action;
+    button.disabled = useless;
+    button.onclick = () => act(b.name, action);
+    td.appendChild(button);
+  }
+  return td;
+}
 async function refresh() {
   try {
-    const s = await (await fetch('status', {cache: 'no-store'})).json();
+    const r = await fetch('status', {cache: 'no-store'});
+    if (!r.ok) throw new Error('GET /status answered ' + r.status);
+    const s = await r.json();
     const now = Date.now();
     const body = document.querySelector('#backends tbody');
     const rows = s.backends.map(b => {
@@ -501,6 +558,7 @@ async function refresh() {
         td.textContent = v;
         tr.appendChild(td);
       }
+      tr.appendChild(actionButtons(b));
       if (last && last.t < now) {
         const prev = last.s.backends.find(p => p.name === b.name && p.upstream === b.upstream);
         if (prev) cell(tr, 'rate', ((b.requests - prev.requests) * 1000 / (now - last.t)).toFixed(1));
@@ -513,7 +571,11 @@ async function refresh() {
       `${s.affinity.entries} sessions known` +
       (s.session_store.enabled ? ` · session store ${s.session_store.address} ${s.session_store.up ? 'up' : 'DOWN'}` : '');
     last = {s, t: now};
-  } catch (e) { /* keep the last view; the next tick retries */ }
+    lastOk = now;
+    markFresh();
+  } catch (e) {
+    markStale(e instanceof TypeError ? 'limpet is not answering' : e.message);  // the next tick retries
+  }
 }
 setInterval(refresh, 2000);
 refresh();

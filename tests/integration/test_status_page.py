@@ -3,11 +3,13 @@ refreshes itself from /status (request rates appear, a drain shows without reloa
 
 Needs Debian's `chromium` (run as root with --no-sandbox)."""
 
+import json
 import re
+import signal
 import time
 
 from conftest import wait_until
-from ops_util import Chromium, backend_of, chromium_dump_dom, parse_rows, start_ops_limpet
+from ops_util import TOKEN, Chromium, backend_of, chromium_dump_dom, parse_rows, start_ops_limpet
 
 
 def page_url(lp):
@@ -78,5 +80,53 @@ def test_page_in_chromium_shows_a_drain_after_a_refresh(cluster):
         wait_until(lambda: states() == {"d1": "up", "d2": "up"}, 8, "the page to show d1 up again",
                    interval=0.2)
         print(f"\nstatus page showed the drain {took:.2f}s after the POST (refresh every 2 s)")
+    finally:
+        browser.close()
+
+
+def test_page_drains_and_enables_a_backend_with_the_token_and_says_when_it_is_stale(cluster):
+    """The page's own buttons call the admin API with the token typed into it; once limpet stops,
+    the page keeps its last numbers and says they are stale."""
+    b1, b2 = cluster.backend("a1"), cluster.backend("a2")
+    lp = start_ops_limpet(cluster, [b1, b2])
+    browser = Chromium(page_url(lp))
+    try:
+        def states():
+            return browser.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('#backends tr[data-backend]')]"
+                ".map(tr => [tr.dataset.backend, tr.querySelector('td.state').textContent]))")
+
+        def click(backend, action, token):
+            browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                             f"document.querySelector('tr[data-backend=\"{backend}\"] "
+                             f"button[data-action=\"{action}\"]').click()")
+
+        def result():
+            return browser.evaluate("document.getElementById('action-result').textContent")
+        # The buttons come with the first refresh from /status.
+        wait_until(lambda: browser.evaluate("document.querySelectorAll('td.actions button').length") == 6, 20,
+                   "the page's action buttons", interval=0.2)
+        click("a1", "drain", "not-the-token")
+        wait_until(lambda: result().startswith("403"), 10, "the page to show the 403", interval=0.1)
+        assert lp.backend_states() == {"a1": "up", "a2": "up"}
+        click("a1", "drain", TOKEN)
+        wait_until(lambda: lp.backend_states()["a1"] == "draining", 10, "a1 to be drained by the page")
+        wait_until(lambda: states() == {"a1": "draining", "a2": "up"}, 10, "the page to show a1 draining",
+                   interval=0.1)
+        assert "a1: drain" in result(), result()
+        # Its drain button is now the one that would do nothing.
+        assert browser.evaluate("document.querySelector('tr[data-backend=\"a1\"] "
+                                "button[data-action=\"drain\"]').disabled") is True
+        click("a1", "enable", TOKEN)
+        wait_until(lambda: states() == {"a1": "up", "a2": "up"}, 10, "the page to show a1 up again", interval=0.1)
+        assert browser.evaluate("document.getElementById('stale').hidden") is True
+
+        lp.signal(signal.SIGTERM)
+        assert lp.wait_exit(10) == 0
+        wait_until(lambda: browser.evaluate("document.body.classList.contains('stale')"), 10,
+                   "the page to mark its numbers stale", interval=0.2)
+        banner = browser.evaluate("document.getElementById('stale').textContent")
+        assert banner.startswith("stale: limpet is not answering"), banner
+        assert states() == {"a1": "up", "a2": "up"}, "the last rows are kept"
     finally:
         browser.close()
