@@ -28,6 +28,9 @@ packages=(
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
   libsystemd-dev  # sd_notify for Type=notify (optional: -Dsystemd=disabled builds without it)
+  libc-ares-dev   # c-ares: asynchronous DNS
+  # packaging: the .deb (debian/, scripts/build-deb.sh, the "package" stage of scripts/test.sh)
+  debhelper dpkg-dev fakeroot lintian
   # clang's ASan/UBSan/libFuzzer runtimes (build-fuzz/, tests/fuzz); GCC's come with g++
   libclang-rt-14-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)

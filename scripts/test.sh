@@ -6,8 +6,10 @@
 #   LIMPET_QUICK=1 bash scripts/test.sh         only the main build, every test
 #   SANITIZE=1 bash scripts/test.sh [ARGS]      only an ASan + UBSan build in build-asan/, every test
 #
-# Stages (LIMPET_STAGES="main clang asan fuzz" picks some):
+# Stages (LIMPET_STAGES="main package clang asan fuzz" picks some):
 #   main   build/ (GCC, debugoptimized, -Werror): unit, integration, e2e — all of `meson test`
+#   package  scripts/build-deb.sh: dpkg-buildpackage in a copy of the tree, then the .deb's
+#          contents, its binary against its example config, lintian (build-deb/)
 #   clang  build-clang/ (clang, -Werror): unit tests
 #   asan   build-asan/ (GCC, ASan + UBSan): unit tests and the integration tests that drive the
 #          parsers and the proxy; the integration harness fails a test on any sanitizer report
@@ -99,6 +101,13 @@ stage_asan() {
   stage_done asan "$t"
 }
 
+stage_package() {
+  local t=$SECONDS
+  echo "test.sh: [package] build-deb: dpkg-buildpackage -b (nocheck noopt), then the .deb checked" >&2
+  bash scripts/build-deb.sh build-deb
+  stage_done package "$t"
+}
+
 stage_fuzz() {
   local t=$SECONDS
   echo "test.sh: [fuzz] build-fuzz: clang, -Dfuzz=true, corpora + regressions, then ${LIMPET_FUZZ_SECONDS:-20}s per target" >&2
@@ -120,11 +129,11 @@ if [[ $# -gt 0 || "${LIMPET_QUICK:-}" == 1 ]]; then
   exit 0
 fi
 
-stages=(${LIMPET_STAGES:-main clang asan fuzz})
+stages=(${LIMPET_STAGES:-main package clang asan fuzz})
 for s in "${stages[@]}"; do
   case "$s" in
-    main|clang|asan|fuzz) "stage_$s" ;;
-    *) echo "test.sh: unknown stage $s (main clang asan fuzz)" >&2; exit 2 ;;
+    main|package|clang|asan|fuzz) "stage_$s" ;;
+    *) echo "test.sh: unknown stage $s (main package clang asan fuzz)" >&2; exit 2 ;;
   esac
 done
 echo "test.sh: all stages passed in $((SECONDS - started))s: ${timings[*]}" >&2
