@@ -352,7 +352,7 @@ def test_healthcheck_script_against_the_image_config(tmp_path):
         assert proc.poll() is None, (tmp_path / "limpet.stderr").read_text()
         assert run_healthcheck(listen, "/not-the-ready-path") != 0
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
-            assert "limpet_info" in r.read().decode()
+            assert "limpet_build_info" in r.read().decode()
     finally:
         proc.send_signal(3)  # SIGQUIT: what `docker stop` sends (STOPSIGNAL)
         rc = proc.wait(15)
