@@ -60,7 +60,7 @@ void Exchange::start(const ExchangeRequest& request) {
   resent_ = false;
   response_started_ = false;
   interim_ = false;
-  discarding_ = false;
+  discarding_ = 0;
   holding_ = false;
   published_ = false;
   held_request_.clear();
@@ -407,9 +407,11 @@ void Exchange::parse_response(std::string_view data) {
   for (;;) {
     auto outcome = response_parser_->execute(rest);
     if (phase_ == Phase::kIdle) return;  // ended from a callback
-    if (discarding_) {  // a new session's failure status: the client never sees it
-      discarding_ = false;
-      retry_elsewhere(502, worker_->counters.handshake_retries);
+    if (discarding_ != 0) {  // a new session's failure status: the client never sees it...
+      // ...unless no other backend takes it: then it gets that status (from limpet: the body
+      // was not read), not a 502 that would blame the wrong hop.
+      const int status = std::exchange(discarding_, 0);
+      retry_elsewhere(status, worker_->counters.handshake_retries);
       return;
     }
     switch (outcome.state) {
@@ -499,7 +501,7 @@ bool Exchange::on_response_head() {
     upstream().report_new_session_failure(lease_.index(), "a failure status to a new session");
     lease_.state().count_response(resp.status);
     if (retry) {
-      discarding_ = true;  // parse_response retries once the parser returns
+      discarding_ = resp.status;  // parse_response retries once the parser returns
       return true;         // its body is not read
     }
   } else if (opens_session() && resp.status < 400) {
@@ -527,7 +529,7 @@ bool Exchange::on_response_head() {
 }
 
 bool Exchange::on_response_body(std::string_view data) {
-  if (discarding_) return true;
+  if (discarding_ != 0) return true;
   learner_.on_body(data);
   if (holding_) {
     held_body_.append(data);
@@ -541,7 +543,7 @@ bool Exchange::on_response_body(std::string_view data) {
 }
 
 void Exchange::on_response_end() {
-  if (interim_ || discarding_) return;
+  if (interim_ || discarding_ != 0) return;
   learner_.on_end();
   if (holding_) publish_learned_sid();  // a body that carried no sid releases the response now
 }

@@ -127,6 +127,19 @@ def test_a_node_answering_503_to_every_handshake_gets_no_new_session(cluster, fa
         assert admin_metric(admin, "limpet_handshake_retries_total") == 0
 
 
+def test_when_every_node_fails_a_new_session_the_client_gets_their_status_not_a_502(cluster):
+    """The failure status is dropped only for another backend; with none left the client learns
+    what the nodes said (503: try later), not limpet's 502 (a bad answer from the backend)."""
+    nodes = [cluster.backend(f"only503-{i}", args=("--engineio-status", "503")) for i in (1, 2)]
+    admin, tables = with_admin()
+    lp = cluster.limpet(nodes, upstream=ENGINEIO, server={"workers": 1}, tables=tables)
+    statuses = [s for s, _ in handshakes(lp, 4)]
+    assert statuses == [503] * 4, statuses
+    # The first handshake tried the second node after the first's 503; from then on both are
+    # avoided and still tried, as nothing else takes new sessions.
+    assert admin_metric(admin, "limpet_handshake_retries_total") >= 1
+
+
 def test_new_sessions_avoid_a_stopped_node_after_one_handshake_timeout(cluster):
     nodes = [cluster.backend(f"n{i}") for i in (1, 2, 3)]
     admin, tables = with_admin()

@@ -195,7 +195,7 @@ class Exchange : public net::StreamDelegate {
   bool resent_ = false;          // the one resend after a stale pooled connection was used
   bool response_started_ = false;  // the final head went to the owner
   bool interim_ = false;         // the head being parsed is a 1xx
-  bool discarding_ = false;      // a new session's failure status, dropped for another backend
+  int discarding_ = 0;  // a new session's failure status, dropped for another backend; 0: none
   bool upstream_ended_ = false;
   bool holding_ = false;       // the response goes to the owner only once the store has the sid
   bool published_ = false;     // the learned sid was handed to the store (or could not be)
