@@ -4,9 +4,10 @@
 # regressions, and prints one summary line per target. Exits non-zero if any target crashed, hung
 # or leaked; the input that did it is kept in BUILD_DIR/fuzz-artifacts/.
 #
-#   bash tests/fuzz/run.sh [-t SECONDS] [BUILD_DIR] [TARGET...]
+#   bash tests/fuzz/run.sh [-t SECONDS] [-j N] [BUILD_DIR] [TARGET...]
 #
 #   -t SECONDS   per target (default 20); libFuzzer's -max_total_time
+#   -j N         targets fuzzed at once (default 1): each target still gets SECONDS of one core
 #   BUILD_DIR    default build-fuzz
 #   TARGET       request response engineio sticky_key websocket config differential
 #                redis_reply proxy_protocol (default all)
@@ -17,10 +18,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 seconds=20
-if [[ ${1:-} == -t ]]; then
-  seconds=$2
+parallel=1
+while [[ ${1:-} == -t || ${1:-} == -j ]]; do
+  if [[ $1 == -t ]]; then seconds=$2; else parallel=$2; fi
   shift 2
-fi
+done
 builddir="${1:-build-fuzz}"
 [[ $# -gt 0 ]] && shift
 targets=("$@")
@@ -36,22 +38,19 @@ mkdir -p "$artifacts"
 scratch="$(mktemp -d /tmp/limpet-fuzz.XXXXXX)"
 if [[ ${FUZZ_KEEP:-} != 1 ]]; then trap 'rm -rf "$scratch"' EXIT; fi
 
-failed=()
-for t in "${targets[@]}"; do
-  bin="$builddir/tests/fuzz/fuzz_$t"
-  if [[ ! -x $bin ]]; then
-    echo "fuzz: $bin not built (meson setup $builddir -Dfuzz=true with CC=clang CXX=clang++; ninja -C $builddir fuzz)" >&2
-    exit 2
-  fi
-  dirs=("$scratch/$t" "$here/corpus/$t")
+# fuzz_one TARGET: fuzz it for $seconds, print its summary line; non-zero if it failed.
+fuzz_one() {
+  local t=$1
+  local bin="$builddir/tests/fuzz/fuzz_$t"
+  local dirs=("$scratch/$t" "$here/corpus/$t")
   [[ -d $here/regressions/$t ]] && dirs+=("$here/regressions/$t")
   mkdir -p "$scratch/$t" "$artifacts/$t"
-  log="$artifacts/$t.log"
-  rc=0
+  local log="$artifacts/$t.log" rc=0
   # shellcheck disable=SC2086  # FUZZ_ARGS is a list of flags
   "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -dict="$here/dict/${dicts[$t]}.dict" -artifact_prefix="$artifacts/$t/" ${FUZZ_ARGS:-} \
     "${dirs[@]}" >"$log" 2>&1 || rc=$?
+  local runs last cov ft corp
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
@@ -59,14 +58,39 @@ for t in "${targets[@]}"; do
   corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
   if [[ $rc -eq 0 ]]; then
     echo "fuzz-$t: ${runs:-?} runs in ${seconds}s, cov ${cov:-?} ft ${ft:-?} corpus ${corp:-?}, 0 crashes"
-  else
-    crash=$(ls -t "$artifacts/$t"/ 2>/dev/null | head -1)
-    echo "fuzz-$t: FAILED (exit $rc) after ${runs:-?} runs, cov ${cov:-?} ft ${ft:-?}; input $artifacts/$t/$crash" >&2
-    grep -E -A12 '^\*\*\* fuzz check failed|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error:' "$log" |
-      head -40 >&2 || true
-    echo "fuzz-$t: reproduce with $bin $artifacts/$t/$crash (full log $log)" >&2
-    failed+=("$t")
+    return 0
   fi
+  local crash
+  crash=$(ls -t "$artifacts/$t"/ 2>/dev/null | head -1)
+  {
+    echo "fuzz-$t: FAILED (exit $rc) after ${runs:-?} runs, cov ${cov:-?} ft ${ft:-?}; input $artifacts/$t/$crash"
+    grep -E -A12 '^\*\*\* fuzz check failed|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error:' "$log" |
+      head -40 || true
+    echo "fuzz-$t: reproduce with $bin $artifacts/$t/$crash (full log $log)"
+  } >&2
+  return 1
+}
+
+for t in "${targets[@]}"; do
+  if [[ ! -x $builddir/tests/fuzz/fuzz_$t ]]; then
+    echo "fuzz: $builddir/tests/fuzz/fuzz_$t not built (meson setup $builddir -Dfuzz=true with CC=clang CXX=clang++; ninja -C $builddir fuzz)" >&2
+    exit 2
+  fi
+done
+# Up to $parallel at once; each one's verdict lands in $scratch/TARGET.failed.
+running=0
+for t in "${targets[@]}"; do
+  if (( running >= parallel )); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  { fuzz_one "$t" || touch "$scratch/$t.failed"; } &
+  running=$((running + 1))
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
+  [[ -e $scratch/$t.failed ]] && failed+=("$t")
 done
 [[ ${FUZZ_KEEP:-} == 1 ]] && echo "fuzz: scratch corpora kept in $scratch"
 if [[ ${#failed[@]} -gt 0 ]]; then
