@@ -572,14 +572,18 @@ def test_metrics_parse_with_prometheus_client(cluster):
 
     text = lp.metrics_text()
     samples, types_ = samples_of(text)
-    assert types_ and all(name.startswith("limpet_") for name in types_), sorted(types_)
+    # limpet's own families, and the Prometheus client libraries' standard process_* ones.
+    assert types_ and all(name.startswith(("limpet_", "process_")) for name in types_), sorted(types_)
+    for fam in ("process_cpu_seconds", "process_open_fds", "process_resident_memory_bytes"):
+        assert fam in types_, (fam, sorted(types_))
     for fam in ("limpet_reloads", "limpet_responses", "limpet_backend_requests", "limpet_bytes",
                 "limpet_websocket_messages", "limpet_tunnels_opened", "limpet_affinity_lookups"):
         assert types_.get(fam) == "counter", (fam, types_.get(fam))
     for fam in ("limpet_active_connections", "limpet_backend_up", "limpet_backend_tunnels",
                 "limpet_affinity_entries", "limpet_config_generation"):
         assert types_.get(fam) == "gauge", (fam, types_.get(fam))
-    for fam in ("limpet_request_duration_seconds", "limpet_upstream_connect_duration_seconds"):
+    for fam in ("limpet_request_duration_seconds", "limpet_upstream_connect_duration_seconds",
+                "limpet_upstream_first_byte_seconds", "limpet_tunnel_duration_seconds"):
         assert types_.get(fam) == "histogram", (fam, types_.get(fam))
 
     # Requests per backend: what the backends themselves received.
