@@ -16,6 +16,13 @@ def page_url(lp):
     return f"http://127.0.0.1:{lp.admin_port}/"
 
 
+def page_states(browser):
+    """{backend: state} as the page in `browser` shows it now."""
+    return browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#backends tr[data-backend]')]"
+        ".map(tr => [tr.dataset.backend, tr.querySelector('td.state').textContent]))")
+
+
 def test_page_without_javascript_lists_backends(cluster):
     """The server-rendered page (what a browser shows before the first refresh, or without JS)."""
     b1, b2 = cluster.backend("p1"), cluster.backend("p2")
@@ -62,9 +69,7 @@ def test_page_in_chromium_shows_a_drain_after_a_refresh(cluster):
     browser = Chromium(page_url(lp))
     try:
         def states():
-            return browser.evaluate(
-                "Object.fromEntries([...document.querySelectorAll('#backends tr[data-backend]')]"
-                ".map(tr => [tr.dataset.backend, tr.querySelector('td.state').textContent]))")
+            return page_states(browser)
         wait_until(lambda: states() == {"d1": "up", "d2": "up"}, 20, "the page to list d1 and d2 up",
                    interval=0.2)
         # A mark on this document: if it is still there later, the page was not reloaded.
@@ -92,9 +97,7 @@ def test_page_drains_and_enables_a_backend_with_the_token_and_says_when_it_is_st
     browser = Chromium(page_url(lp))
     try:
         def states():
-            return browser.evaluate(
-                "Object.fromEntries([...document.querySelectorAll('#backends tr[data-backend]')]"
-                ".map(tr => [tr.dataset.backend, tr.querySelector('td.state').textContent]))")
+            return page_states(browser)
 
         def click(backend, action, token):
             browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
