@@ -6,8 +6,9 @@
 #   LIMPET_QUICK=1 bash scripts/test.sh         only the main build, every test
 #   SANITIZE=1 bash scripts/test.sh [ARGS]      only an ASan + UBSan build in build-asan/, every test
 #
-# Stages (LIMPET_STAGES="main asan fuzz package" picks some; that is also the order they run in):
-#   main     build/ (GCC, debugoptimized, -Werror): unit, integration, e2e: all of `meson test`
+# Stages (LIMPET_STAGES="main asan fuzz package e2e" picks some; that is also the order they run in):
+#   main     build/ (GCC, debugoptimized, -Werror): unit and integration tests (all of `meson
+#            test` but the e2e suite, which is the e2e stage; without an e2e stage, all of it)
 #   asan     build-asan/ (GCC, ASan + UBSan): the integration tests that drive the parsers and the
 #            proxy; the integration harness fails a test on any sanitizer report
 #   fuzz     build-fuzz/ (clang, -Werror, -Dfuzz=true: coverage, ASan + UBSan on every target):
@@ -15,13 +16,16 @@
 #            corpus and regression, then each fuzz target for LIMPET_FUZZ_SECONDS (default 20,
 #            seed LIMPET_FUZZ_SEED, default 1), two targets at a time
 #   package  scripts/build-deb.sh: dpkg-buildpackage in a copy of the tree, then the .deb's
-#            contents, its binary against its example config, lintian (build-deb/)
+#            contents, its binary against its example config, lintian
+#   e2e      build/: real Socket.IO 4.8 clusters with the Redis adapter, SocketCluster, 2 and 3
+#            limpets behind HAProxy (tests/e2e), once nothing else runs
 #
-# While main's tests run (mostly waiting on sockets and timers), the later stages' builds run
-# beside them at the lowest CPU priority (nice 19), so the tests keep the CPU they ask for and the
-# builds take what is left; each later stage then builds again, which is a no-op unless that
-# background build failed (its errors then show in the stage itself). LIMPET_PREBUILD=0 turns
-# this off. The background log is build/prebuild.log.
+# After main's build, the asan, fuzz and package builds run one after the other in the
+# background at the lowest CPU priority (nice 19), beside main's and asan's tests (which mostly
+# wait on sockets and timers): the tests keep the CPU they ask for, the builds take what is left.
+# Each stage waits for its own build, then builds again (a no-op, unless that background build
+# failed: its errors then show in the stage itself). LIMPET_PREBUILD=0 turns this off; the
+# background log is build/prebuild.log.
 #
 # Environment: BUILD_DIR (the main or SANITIZE build's directory), JOBS (ninja -j),
 # LIMPET_SKIP_DEPS=1 to skip the package step. Exits non-zero at the first stage that fails; each
@@ -35,6 +39,7 @@ bash scripts/install-deps.sh
 
 started=$SECONDS
 timings=()
+stages=(${LIMPET_STAGES:-main asan fuzz package e2e})
 later=()  # the stages after main, built in the background during main's tests
 
 # setup DIR [OPTIONS...]: configure DIR, or reconfigure it with OPTIONS if it exists.
@@ -82,29 +87,29 @@ prepare_package() {
 }
 
 prebuild_pid=""
+prebuilt="${BUILD_DIR:-build}/prebuilt"  # a file per stage prepared in the background
 # prebuild STAGE...: prepare those stages one after the other, in the background, at nice 19
 # (renice on the subshell: every compiler it starts inherits it). The package's whole check runs
 # there; its output and exit status are kept for stage_package.
 prebuild() {
   local log="${BUILD_DIR:-build}/prebuild.log"
   echo "test.sh: building for ${*} in the background (nice 19; $log)" >&2
-  rm -f "$package_status"
+  rm -rf "$prebuilt"
+  mkdir -p "$prebuilt"
   (
     renice -n 19 -p "$BASHPID" >/dev/null
     for s in "$@"; do
+      rc=0
       if [[ $s == package ]]; then
-        rc=0
-        prepare_package >"$package_log" 2>&1 || rc=$?
-        echo "$rc" >"$package_status"
+        prepare_package >"$prebuilt/package.log" 2>&1 || rc=$?
       else
-        "prepare_$s" || true  # the stage builds again and shows the error
+        "prepare_$s" || rc=$?  # the stage builds again and shows the error
       fi
+      echo "$rc" >"$prebuilt/$s"
     done
   ) >"$log" 2>&1 &
   prebuild_pid=$!
 }
-package_log="${BUILD_DIR:-build}/build-deb.log"
-package_status="${BUILD_DIR:-build}/build-deb.status"
 
 # A stage that fails ends the script: the background builds end with it.
 stop_prebuild() {
@@ -115,21 +120,45 @@ stop_prebuild() {
 }
 trap stop_prebuild EXIT
 
-wait_prebuild() {
-  if [[ -n $prebuild_pid ]]; then
+# wait_prebuilt STAGE: until the background is done with STAGE (or has ended); "all": all of it.
+wait_prebuilt() {
+  [[ -n $prebuild_pid ]] || return 0
+  if [[ $1 == all ]]; then
     wait "$prebuild_pid" || true
     prebuild_pid=""
+    return 0
   fi
+  while [[ ! -e $prebuilt/$1 ]] && kill -0 "$prebuild_pid" 2>/dev/null; do sleep 1; done
 }
 
+in_stages() {
+  local s
+  for s in "${stages[@]}"; do [[ $s == "$1" ]] && return 0; done
+  return 1
+}
+
+# main runs every test but the e2e suite when an e2e stage follows (the e2e runs last, on a
+# machine no background build competes with: its sessions ride on 100 ms store timeouts).
 stage_main() {
   local t=$SECONDS builddir="${BUILD_DIR:-build}"
-  echo "test.sh: [main] $builddir: GCC, -Werror, meson test $*" >&2
+  local tests=("$@")
+  if [[ $# -eq 0 ]] && in_stages e2e; then tests=(--no-suite e2e); fi
+  echo "test.sh: [main] $builddir: GCC, -Werror, meson test ${tests[*]}" >&2
   setup "$builddir" --buildtype=debugoptimized -Dwerror=true
   build "$builddir"
   if [[ ${#later[@]} -gt 0 && ${LIMPET_PREBUILD:-1} != 0 ]]; then prebuild "${later[@]}"; fi
-  meson test -C "$builddir" --print-errorlogs "$@"
+  meson test -C "$builddir" --print-errorlogs "${tests[@]}"
   stage_done main "$t"
+}
+
+stage_e2e() {
+  local t=$SECONDS builddir="${BUILD_DIR:-build}"
+  wait_prebuilt all
+  echo "test.sh: [e2e] $builddir: the Socket.IO, SocketCluster and scale-out suites" >&2
+  setup "$builddir" --buildtype=debugoptimized -Dwerror=true
+  build "$builddir"
+  meson test -C "$builddir" --print-errorlogs --logbase testlog-e2e --suite e2e
+  stage_done e2e "$t"
 }
 
 stage_sanitize_only() {  # SANITIZE=1: the old single-build mode, every test (or ARGS)
@@ -149,7 +178,7 @@ asan_integration=(cli http balance backpressure client-errors upstream-failures 
 
 stage_asan() {
   local t=$SECONDS
-  wait_prebuild
+  wait_prebuilt asan
   echo "test.sh: [asan] build-asan: GCC, ASan + UBSan, integration ${asan_integration[*]}" >&2
   prepare_asan
   sanitizer_env
@@ -159,7 +188,7 @@ stage_asan() {
 
 stage_fuzz() {
   local t=$SECONDS
-  wait_prebuild
+  wait_prebuilt fuzz
   echo "test.sh: [fuzz] build-fuzz: clang, -Werror, -Dfuzz=true: unit tests, corpora + regressions, then ${LIMPET_FUZZ_SECONDS:-20}s per target" >&2
   prepare_fuzz
   meson test -C build-fuzz --print-errorlogs --no-rebuild "${unit_only[@]}"
@@ -172,14 +201,11 @@ stage_fuzz() {
 
 stage_package() {
   local t=$SECONDS
-  wait_prebuild
+  wait_prebuilt package
   echo "test.sh: [package] build-deb: dpkg-buildpackage -b (nocheck noopt), then the .deb checked" >&2
-  if [[ -f $package_status ]]; then  # built and checked in the background
-    local rc
-    rc=$(cat "$package_status")
-    rm -f "$package_status"
-    cat "$package_log" >&2
-    [[ $rc == 0 ]] || { echo "test.sh: [package] scripts/build-deb.sh failed ($rc)" >&2; exit 1; }
+  if [[ -f $prebuilt/package ]]; then  # built and checked in the background
+    cat "$prebuilt/package.log" >&2
+    [[ $(cat "$prebuilt/package") == 0 ]] || { echo "test.sh: [package] scripts/build-deb.sh failed" >&2; exit 1; }
   else
     prepare_package
   fi
@@ -191,17 +217,18 @@ if [[ "${SANITIZE:-}" == 1 ]]; then
   exit 0
 fi
 if [[ $# -gt 0 || "${LIMPET_QUICK:-}" == 1 ]]; then
+  stages=(main)
   stage_main "$@"
   exit 0
 fi
 
-stages=(${LIMPET_STAGES:-main asan fuzz package})
 seen_main=0
 for s in "${stages[@]}"; do
   case "$s" in
     main) seen_main=1 ;;
     asan|fuzz|package) if [[ $seen_main == 1 ]]; then later+=("$s"); fi ;;
-    *) echo "test.sh: unknown stage $s (main asan fuzz package)" >&2; exit 2 ;;
+    e2e) ;;
+    *) echo "test.sh: unknown stage $s (main asan fuzz package e2e)" >&2; exit 2 ;;
   esac
 done
 for s in "${stages[@]}"; do "stage_$s"; done
