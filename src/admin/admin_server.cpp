@@ -289,7 +289,6 @@ std::string AdminServer::handle_change(const std::string& method, std::string_vi
   for (const auto& [status, r] : kReasons) {
     if (status == reply.status) reason = r;
   }
-  if (reply.status == 200) LOG_INFO("admin: %s", reply.message.c_str());
   return text(reply.status, reason, reply.message);
 }
 
