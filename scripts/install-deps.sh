@@ -7,7 +7,7 @@
 #   bash scripts/install-deps.sh --skip    do nothing (also: LIMPET_SKIP_DEPS=1)
 #
 # `apt-get update` runs once, and only when something is missing. Services that packages would
-# start on install (nginx, redis-server, haproxy) are kept from starting: the tests start their own.
+# start on install (nginx, redis-server, haproxy, dnsmasq) are kept from starting: the tests start their own.
 set -euo pipefail
 
 mode=install
@@ -27,8 +27,8 @@ packages=(
   build-essential g++ clang meson ninja-build pkg-config cmake
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
+  libc-ares-dev  # backends by name: DNS resolution on the main loop (src/net/resolver)
   libsystemd-dev  # sd_notify for Type=notify (optional: -Dsystemd=disabled builds without it)
-  libc-ares-dev   # c-ares: asynchronous DNS
   # packaging: the .deb (debian/, scripts/build-deb.sh, the "package" stage of scripts/test.sh)
   debhelper dpkg-dev fakeroot lintian
   # clang's ASan/UBSan/libFuzzer runtimes (build-fuzz/, tests/fuzz); GCC's come with g++
@@ -36,6 +36,7 @@ packages=(
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
   redis-server curl
+  dnsmasq  # tests: the local DNS server of the discovery test (started by the test, never as a service)
   # tests: the status page is checked in headless Chromium
   chromium
   # benchmarks: the peers limpet is compared with, and the load generator

@@ -13,6 +13,7 @@
 #include "limpet/config/loader.hpp"
 #include "limpet/runtime/pid_file.hpp"
 #include "limpet/runtime/server.hpp"
+#include "limpet/config/overlay.hpp"
 #include "limpet/runtime/snapshot.hpp"
 
 namespace limpet::app {
@@ -43,15 +44,23 @@ int check_config(const std::string& path, bool print) {
     std::fprintf(stderr, "limpet: %s\n", loaded.message().c_str());
     return 1;
   }
+  // Host names are never resolved here: each stands for one documentation address (192.0.2.1),
+  // so that everything else about its upstream is checked as a start would.
+  config::Overlay stand_ins;
+  for (const auto& u : loaded->upstreams) {
+    for (const auto& b : u.backends) {
+      if (b.address.by_name) stand_ins.resolved[u.name][b.name] = {b.address.host, b.address.port, {"192.0.2.1"}};
+    }
+  }
   runtime::SharedState shared;
   shared.affinity = std::make_shared<balancer::AffinityTable>(shared.registry, 1);
   auto snapshot = runtime::build_snapshot(
-      std::make_shared<const config::Config>(std::move(*loaded)), shared, 1);
+      std::make_shared<const config::Config>(config::effective_config(*loaded, stand_ins)), shared, 1);
   if (!snapshot) {
     std::fprintf(stderr, "limpet: %s\n", snapshot.message().c_str());
     return 1;
   }
-  if (print) std::fputs(config::to_toml(*(*snapshot)->config).c_str(), stdout);
+  if (print) std::fputs(config::to_toml(*loaded).c_str(), stdout);
   std::fprintf(print ? stderr : stdout, "limpet: configuration file %s: configuration ok\n", path.c_str());
   return 0;
 }

@@ -84,6 +84,10 @@ void write_server(Writer& w, const ServerConfig& s) {
   w.duration("upgrade_drain_timeout", s.upgrade_drain_timeout);
   w.boolean("shared_listeners", s.shared_listeners);
   w.integer("affinity_max_entries", s.affinity_max_entries);
+  std::string servers;
+  for (const auto& a : s.resolver) servers += (servers.empty() ? "" : ", ") + a.text;
+  if (!servers.empty()) w.str("resolver", servers);
+  w.duration("resolver_timeout", s.resolver_timeout);
 }
 
 void write_admin(Writer& w, const AdminConfig& a) {
@@ -217,6 +221,7 @@ void write_upstream(Writer& w, const UpstreamConfig& u) {
   w.integer("max_tries", u.max_tries);
   w.integer("keepalive_max_idle", u.keepalive_max_idle);
   w.raw("tls", u.tls.enabled ? tls_inline(u.tls) : "false");
+  w.duration("resolve", u.resolve);
   write_sticky_cookie(w, u.sticky_cookie);
   write_health(w, u.health);
   for (const auto& b : u.backends) {
@@ -224,6 +229,7 @@ void write_upstream(Writer& w, const UpstreamConfig& u) {
     w.str("name", b.name);
     w.str("address", b.address.text);
     w.integer("weight", b.weight);
+    w.duration("resolve", b.resolve);
   }
 }
 

@@ -116,6 +116,8 @@ ServerConfig read_server(TableReader r, bool check_files) {
   r.read_duration("upgrade_drain_timeout", s.upgrade_drain_timeout);
   r.read("shared_listeners", s.shared_listeners);
   r.read_int("affinity_max_entries", s.affinity_max_entries, 1, 1'000'000'000);
+  r.read_parsed("resolver", s.resolver, [](const std::string& t) { return parse_resolver(t); });
+  r.read_duration("resolver_timeout", s.resolver_timeout, Millis(1));
   r.finish();
   if (check_files && !s.pid_file.empty()) check_writable(r, "pid_file", s.pid_file);
   if (check_files && s.access_log != "stderr" && s.access_log != "off") check_writable(r, "access_log", s.access_log);
@@ -227,13 +229,31 @@ ListenerConfig read_listener(TableReader r, size_t index) {
   return l;
 }
 
-BackendConfig read_backend(TableReader r) {
+// A backend's name: '/' is kept for the backends a name resolves to (NAME/IP:PORT).
+Result<std::string> parse_backend_name(const std::string& text) {
+  if (text.empty()) return Error{"expected a non-empty name"};
+  if (text.find('/') != std::string::npos) {
+    return Error{"'/' is reserved for the backends a host name resolves to (NAME/IP:PORT), got " + quote_value(text)};
+  }
+  return text;
+}
+
+// `resolve`: 0 (at start and reload only) or at least a second.
+void read_resolve(TableReader& r, Millis& out) {
+  if (r.read_duration("resolve", out) && out.count() != 0 && out < Millis(1000)) {
+    r.fail("resolve", "expected 0 (at start and reload only) or at least \"1s\", got " + detail::describe(*r.find("resolve")));
+  }
+}
+
+BackendConfig read_backend(TableReader r, Millis resolve) {
   BackendConfig b;
+  b.resolve = resolve;
   r.require("name");
-  r.read_parsed("name", b.name, parse_non_empty);
+  r.read_parsed("name", b.name, parse_backend_name);
   r.require("address");
-  r.read_parsed("address", b.address, [](const std::string& t) { return parse_address(t, AddressUse::kConnect); });
+  r.read_parsed("address", b.address, [](const std::string& t) { return parse_address(t, AddressUse::kBackend); });
   r.read_int("weight", b.weight, 1, 1000);
+  read_resolve(r, b.resolve);
   const toml::source_location loc = r.table().location();
   b.file = loc.file_name();
   b.line = static_cast<int>(loc.line());
@@ -381,8 +401,11 @@ UpstreamConfig read_upstream(TableReader r, std::vector<std::string>& warnings) 
   }
   u.tls = read_upstream_tls(r);
 
+  read_resolve(r, u.resolve);
   const auto backends = r.find_tables("backend");
-  for (const toml::value* t : backends) u.backends.push_back(read_backend(TableReader(*t, "[[upstream.backend]]")));
+  for (const toml::value* t : backends) {
+    u.backends.push_back(read_backend(TableReader(*t, "[[upstream.backend]]"), u.resolve));
+  }
   r.finish();
 
   if (backends.empty()) {

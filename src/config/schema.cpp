@@ -27,6 +27,8 @@ close_spread = "5s"
 upgrade_drain_timeout = "1m"
 shared_listeners = false
 affinity_max_entries = 1000
+resolver = "127.0.0.1:5353"
+resolver_timeout = "5s"
 
 [admin]
 address = "127.0.0.1:9090"
@@ -102,6 +104,7 @@ keepalive_idle_timeout = "4s"
 max_tries = 3
 keepalive_max_idle = 64
 send_proxy_protocol = "v2"
+resolve = "30s"
 
 [upstream.sticky_cookie]
 enabled = true
@@ -133,6 +136,7 @@ server_name = "backend.internal"
 name = "b1"
 address = "127.0.0.1:3001"
 weight = 1
+resolve = "10s"
 )";
 
 // "[[listener.tls.certificates]]" -> "listener.tls.certificates"; "the top level" -> "".

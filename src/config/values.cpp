@@ -81,6 +81,22 @@ std::string ip_text(const IpBytes& ip) {
   return buf.data();
 }
 
+// RFC 1123 labels: letters, digits and '-', not at a label's ends; 253 characters at most.
+bool is_host_name(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  for (size_t start = 0; start <= name.size();) {
+    const size_t dot = std::min(name.find('.', start), name.size());
+    const std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    start = dot + 1;
+  }
+  const size_t last = name.rfind('.');
+  return !all_digits(name.substr(last == std::string_view::npos ? 0 : last + 1));  // "10.0.0.300" is a typo
+}
+
 }  // namespace
 
 std::string quote_value(std::string_view text) {
@@ -158,6 +174,36 @@ Result<size_t> parse_size(std::string_view text) {
   return static_cast<size_t>(bytes);
 }
 
+Address numeric_address(const std::string& ip, uint16_t port) {
+  Address a;
+  a.host = ip;
+  a.port = port;
+  const std::string p = std::to_string(port);
+  a.text = ip.find(':') != std::string::npos ? "[" + ip + "]:" + p : ip + ":" + p;
+  return a;
+}
+
+Result<std::vector<Address>> parse_resolver(std::string_view text) {
+  std::vector<Address> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    std::string item(text.substr(start, comma - start));
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    start = comma + 1;
+    if (item.empty()) return Error{"expected DNS servers such as \"127.0.0.1:53\" or \"10.0.0.2, [fd00::2]:53\", got " + quote_value(text)};
+    const IpBytes bare = parse_ip(item);
+    if (bare.family == AF_INET) item += ":53";
+    if (bare.family == AF_INET6) item = "[" + item + "]:53";
+    if (item.starts_with('[') && item.ends_with(']')) item += ":53";
+    auto a = parse_address(item, AddressUse::kConnect);
+    if (!a) return Error{a.message()};
+    out.push_back(*a);
+  }
+  return out;
+}
+
 Result<Address> parse_address(std::string_view text, AddressUse use) {
   const std::string expected = use == AddressUse::kListen
                                    ? "expected \"host:port\", \"[ipv6]:port\" or \"*:port\" such as \"127.0.0.1:8080\""
@@ -196,7 +242,7 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
   address.port = static_cast<uint16_t>(port);
   address.text = std::string(text);
   if (host == "*" && !bracketed) {
-    if (use == AddressUse::kConnect) return fail("\"*\" (any address) is only for listeners");
+    if (use != AddressUse::kListen) return fail("\"*\" (any address) is only for listeners");
     address.host = "0.0.0.0";
     return address;
   }
@@ -205,6 +251,15 @@ Result<Address> parse_address(std::string_view text, AddressUse use) {
     return address;
   }
   const IpBytes ip = parse_ip(host);
+  if (ip.family == 0 && !bracketed && use == AddressUse::kBackend) {
+    if (!is_host_name(host)) {
+      return Error{"host " + quote_value(host) + " in " + quote_value(text) +
+                   " is neither a numeric IPv4/IPv6 address nor a host name such as \"node.internal\""};
+    }
+    address.host = lower(host);
+    address.by_name = true;
+    return address;
+  }
   if (ip.family == 0 || (bracketed && ip.family != AF_INET6)) {
     return Error{"host " + quote_value(host) + " in " + quote_value(text) +
                  " is not a numeric IPv4/IPv6 address or \"localhost\" (host names are not resolved)"};

@@ -11,6 +11,7 @@
 
 #include "limpet/balancer/affinity_transfer.hpp"
 #include "limpet/config/loader.hpp"
+#include "limpet/config/values.hpp"
 #include "limpet/net/fd_budget.hpp"
 #include "limpet/net/socket.hpp"
 #include "limpet/runtime/address_probe.hpp"
@@ -143,7 +144,8 @@ void Server::apply_admin(const config::AdminConfig& admin) {
           &loop_, admin::AdminServer::Hooks{[this] { return collect_metrics(); },
                                             [this](const std::string& name, const std::string& action) {
                                               return backend_action(name, action);
-                                            }});
+                                            },
+                                            [this](const admin::BackendChange& c) { return backend_change(c); }});
       std::vector<int> inherited = inherited_ ? inherited_->take("admin", admin.address.text) : std::vector<int>();
       Status st = inherited.empty() ? server->listen(admin.address.host, admin.address.port)
                                     : server->listen_fd(inherited.front());
@@ -360,9 +362,15 @@ int Server::run() {
   apply_logging(config->server);
   shared_.affinity = std::make_shared<balancer::AffinityTable>(shared_.registry,
                                                                config->server.affinity_max_entries, shared_.clock);
-  auto snapshot = build_snapshot(config, shared_, ++generation_);
+  // Names are resolved before anything is bound: a name that does not resolve fails the start.
+  auto resolved = Discovery::resolve_new(*config, {});
+  if (!resolved) return start_failed(resolved.message());
+  overlay_.resolved = std::move(*resolved);
+  auto snapshot = build_next(*config, overlay_);
   if (!snapshot) return start_failed(snapshot.message());
   snapshot_ = *snapshot;
+  generation_ = snapshot_->generation;
+  file_config_ = config;
 
   size_t n = worker_count(config->server);
   configure_fd_budget(*config);
@@ -407,6 +415,12 @@ int Server::run() {
   housekeeping_timer_.data = this;
   uv_timer_start(&housekeeping_timer_, on_housekeeping_cb, kHousekeepingMs, kHousekeepingMs);
   started_ms_ = uv_now(&loop_);
+  discovery_ = std::make_unique<Discovery>(
+      &loop_, [this](const std::string& upstream, const std::string& backend, const config::ResolvedName& next) {
+        return change_overlay([&](config::Overlay& o) { o.resolved[upstream][backend] = next; },
+                              "DNS: upstream " + upstream + ", backend " + backend);
+      });
+  if (Status st = discovery_->schedule(*config, overlay_.resolved); !st) return start_failed(st.message());
   apply_admin(config->admin);
   checker_ = std::make_unique<health::Checker>(&loop_, shared_.clock);
   checker_->update(health_targets(*snapshot_));
@@ -524,7 +538,12 @@ void Server::reload() {
   auto loaded = config::load_file(config_path_);
   if (!loaded) return fail(loaded.message());
   auto config = std::make_shared<const config::Config>(std::move(*loaded));
-  auto snapshot = build_snapshot(config, shared_, generation_ + 1, still_draining(*snapshot_, *config));
+  // The admin API's changes end here; names already known keep their answer, new ones are resolved.
+  config::Overlay overlay;
+  auto resolved = Discovery::resolve_new(*config, overlay_.resolved);
+  if (!resolved) return fail(resolved.message());
+  overlay.resolved = std::move(*resolved);
+  auto snapshot = build_next(*config, overlay);
   if (!snapshot) return fail(snapshot.message());
 
   // Listeners are identified by address: only new addresses get sockets (one per worker).
@@ -560,18 +579,126 @@ void Server::reload() {
   }
   for (auto& [address, fds] : opened) listen_fds_[address] = std::move(fds);
   warn_if_store_changed(running_store_.get(), (*snapshot)->session_store.get());
-  note_removed_backends(*snapshot_, **snapshot);
-  generation_ = (*snapshot)->generation;
-  snapshot_ = *snapshot;
-  share_backends_with_fleet();
+  if (!overlay_.admin.empty()) LOG_INFO("reload: the admin API's backend changes end; the file's backends apply");
+  publish(*snapshot, std::move(per_worker));
+  file_config_ = config;
+  overlay_ = std::move(overlay);
+  if (Status st = discovery_->schedule(*config, overlay_.resolved); !st) LOG_ERROR("resolver: %s", st.message().c_str());
   apply_logging(config->server);
   apply_admin(config->admin);
-  configure_fd_budget(*config);
-  checker_->update(health_targets(*snapshot_));
-  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);
   LOG_INFO("reloaded: generation %llu", static_cast<unsigned long long>(generation_));
   service_notify::reloaded("reloaded, generation " + std::to_string(generation_));
+}
+
+Result<std::shared_ptr<const Snapshot>> Server::build_next(const config::Config& file,
+                                                           const config::Overlay& overlay) {
+  auto effective = std::make_shared<const config::Config>(config::effective_config(file, overlay));
+  return build_snapshot(effective, shared_, generation_ + 1,
+                        snapshot_ ? still_draining(*snapshot_, *effective) : RetiredBackends{});
+}
+
+void Server::publish(std::shared_ptr<const Snapshot> next, std::vector<std::vector<ListenSocket>> per_worker) {
+  note_removed_backends(*snapshot_, *next);
+  generation_ = next->generation;
+  snapshot_ = std::move(next);
+  share_backends_with_fleet();
+  configure_fd_budget(*snapshot_->config);
+  checker_->update(health_targets(*snapshot_));
+  per_worker.resize(workers_.size());
+  for (size_t i = 0; i < workers_.size(); ++i) workers_[i]->publish(snapshot_, std::move(per_worker[i]));
+}
+
+Status Server::change_overlay(const std::function<void(config::Overlay&)>& edit, const std::string& what) {
+  if (shutting_down_ || handed_over_) return Status::fail("this process is stopping");
+  config::Overlay next = overlay_;
+  edit(next);
+  auto snapshot = build_next(*file_config_, next);
+  if (!snapshot) return Status::fail(snapshot.message());
+  publish(*snapshot, {});
+  overlay_ = std::move(next);
+  LOG_INFO("%s: published generation %llu", what.c_str(), static_cast<unsigned long long>(generation_));
+  return Status::ok();
+}
+
+// PUT adds a backend or re-weights one; DELETE removes one (it drains as a reload removal
+// does). Both last until the next reload, which returns to the file's backends.
+admin::Reply Server::backend_change(const admin::BackendChange& c) {
+  const balancer::Upstream* upstream = snapshot_->upstream(c.upstream);
+  if (upstream == nullptr) return {404, "no upstream named \"" + c.upstream + "\""};
+  const config::BackendConfig* current = nullptr;
+  bool configured_name = false;  // a name of the file whose addresses are several backends
+  for (const auto& b : upstream->config().backends) {
+    if (b.name == c.backend) current = &b;
+    if (b.from == c.backend) configured_name = true;
+  }
+  auto apply = [&](const std::function<void(config::AdminChanges&)>& edit, const std::string& done) -> admin::Reply {
+    Status st = change_overlay([&](config::Overlay& o) { edit(o.admin[c.upstream]); },
+                               "admin: upstream " + c.upstream + ", backend " + c.backend + ": " + done);
+    if (!st) return {409, st.message()};
+    return {200, "upstream " + c.upstream + ", backend " + c.backend + ": " + done};
+  };
+  if (c.kind == admin::BackendChange::Kind::kDelete) {
+    if (current == nullptr && !configured_name) {
+      return {404, "upstream " + c.upstream + " has no backend named \"" + c.backend + "\""};
+    }
+    return apply(
+        [&](config::AdminChanges& a) {
+          if (!a.added.erase(c.backend)) a.removed.insert(c.backend);
+          a.weights.erase(c.backend);
+        },
+        "removed (draining)");
+  }
+  uint32_t weight = 0;
+  if (c.weight) {
+    if (*c.weight < 1 || *c.weight > 1000) return {400, "weight: expected an integer from 1 to 1000"};
+    weight = static_cast<uint32_t>(*c.weight);
+  }
+  std::optional<config::Address> address;
+  if (c.address) {
+    auto parsed = config::parse_address(*c.address, config::AddressUse::kConnect);
+    if (!parsed) return {400, "address: " + parsed.message()};
+    address = *parsed;
+  }
+  if (current != nullptr || configured_name) {
+    if (address && (current == nullptr || !(address->host == current->address.host &&
+                                            address->port == current->address.port))) {
+      return {409, "backend " + c.backend + " exists with another address: DELETE it first"};
+    }
+    if (weight == 0) return {400, "nothing to change: give a weight"};
+    return apply(
+        [&](config::AdminChanges& a) {
+          if (auto it = a.added.find(c.backend); it != a.added.end()) {
+            it->second.weight = weight;
+          } else {
+            a.weights[c.backend] = weight;
+          }
+        },
+        "weight " + std::to_string(weight));
+  }
+  // A backend this upstream does not have (any more): a removed one of the file comes back, else
+  // a new one, which needs an address.
+  const auto* overlay = overlay_.admin.count(c.upstream) ? &overlay_.admin.at(c.upstream) : nullptr;
+  if (overlay != nullptr && overlay->removed.count(c.backend)) {
+    return apply(
+        [&](config::AdminChanges& a) {
+          a.removed.erase(c.backend);
+          if (weight != 0) a.weights[c.backend] = weight;
+        },
+        "restored");
+  }
+  if (!address) return {400, "address: required for a new backend (\"IP:PORT\")"};
+  if (c.backend.empty() || c.backend.size() > 128 || c.backend.find('/') != std::string::npos ||
+      c.backend.find_first_of(" \t\r\n\"\\") != std::string::npos) {
+    return {400, "name: up to 128 characters, without '/', spaces or quotes"};
+  }
+  config::BackendConfig b;
+  b.name = c.backend;
+  b.address = *address;
+  b.weight = weight == 0 ? 1 : weight;
+  b.file = "admin API";
+  return apply([&](config::AdminChanges& a) { a.added[b.name] = b; },
+               "added at " + b.address.text + ", weight " + std::to_string(b.weight));
 }
 
 // A backend that left the configuration takes no new sessions; its tunnels are closed cleanly
@@ -687,6 +814,7 @@ void Server::begin_shutdown(Worker::StopKind kind) {
   if (admin_) admin_->close();
   admin_.reset();
   checker_->stop();
+  if (discovery_) discovery_->close();
   if (fleet_) fleet_->stop();  // the others stop counting our sessions now, not in 3 s
   uv_timer_start(&shutdown_timer_, on_shutdown_timeout_cb, deadline_ms, 0);
   for (auto& w : workers_) w->stop(kind);
@@ -771,6 +899,7 @@ void Server::on_housekeeping_cb(uv_timer_t* handle) {
   auto* self = static_cast<Server*>(handle->data);
   self->shared_.affinity->expire();
   self->run_due_drains();
+  if (self->discovery_) self->discovery_->tick();
 }
 
 void Server::on_worker_exit_cb(uv_async_t* handle) { static_cast<Server*>(handle->data)->on_worker_exit(); }
@@ -784,6 +913,7 @@ void Server::on_worker_exit() {
 }
 
 void Server::finish() {
+  if (discovery_) discovery_->close();
   if (upgrade_) upgrade_->close();
   if (inherited_) inherited_->close();
   for (auto& s : signals_) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);

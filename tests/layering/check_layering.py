@@ -35,6 +35,7 @@ THIRD_PARTY_HEADERS = {
     'llhttp': re.compile(r'^llhttp\.h$'),
     'libxxhash': re.compile(r'^xxhash\.h$'),
     'hiredis': re.compile(r'^hiredis/'),
+    'libcares': re.compile(r'^ares(_[a-z]+)?\.h$'),
 }
 SOURCE_SUFFIXES = {'.cpp', '.hpp', '.cc', '.h', '.c'}
 INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"]([^>"]+)[>"]', re.M)

@@ -14,11 +14,15 @@ namespace limpet::config {
 
 using Millis = std::chrono::milliseconds;
 
-// "host:port", "[v6]:port" or "*:port"; resolved at load time to a numeric host.
+// "host:port", "[v6]:port" or "*:port"; resolved at load time to a numeric host. A backend's
+// host may also be a DNS name (`by_name`), resolved at run time (runtime/discovery).
 struct Address {
-  std::string host;  // numeric IPv4/IPv6 literal ("0.0.0.0" for "*")
+  std::string host;  // numeric IPv4/IPv6 literal ("0.0.0.0" for "*"); a lower-case name when by_name
   uint16_t port = 0;
   std::string text;  // as written, for messages and logs
+  bool by_name = false;
+
+  bool operator==(const Address&) const = default;
 };
 
 enum class Balance {
@@ -113,6 +117,12 @@ struct BackendConfig {
   uint32_t weight = 1;  // 1..1000
   std::string file;  // source position, for reload messages
   int line = 0;
+  // A name in `address` is resolved again this often (0: at start and reload only). Each address
+  // it resolves to becomes a backend named NAME/IP:PORT (config/overlay.hpp).
+  Millis resolve{30000};
+  // Set on the backends of the effective configuration that came from a name: the configured
+  // backend's name. Empty for a backend as the file (or the admin API) wrote it.
+  std::string from{};
 };
 
 // PROXY protocol header sent first on every new connection to the backends (upstream
@@ -127,6 +137,7 @@ struct UpstreamConfig {
   std::string name;
   Balance balance = Balance::kLeastSessions;
   std::vector<BackendConfig> backends;
+  Millis resolve{30000};  // the default of its backends' `resolve`
 
   // Stickiness (design §5), applied in this order before `balance`.
   std::vector<std::string> engineio_paths{"/socket.io/"};  // empty = no sid affinity
@@ -225,6 +236,9 @@ struct ServerConfig {
   // Let a second limpet bind an address a live process already listens on (SO_REUSEPORT).
   bool shared_listeners = false;
   size_t affinity_max_entries = 1000000;
+  // DNS servers for backends given by name ("127.0.0.1:5353"); empty = those of /etc/resolv.conf.
+  std::vector<Address> resolver;
+  Millis resolver_timeout{5000};  // one resolution, retries included
 };
 
 struct Config {

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "limpet/config/config.hpp"
 #include "limpet/util/result.hpp"
@@ -26,13 +27,20 @@ Result<size_t> parse_size(std::string_view text);
 
 enum class AddressUse {
   kListen,   // "*:port" allowed (0.0.0.0)
-  kConnect,  // a backend: "*" makes no sense
+  kConnect,  // something limpet connects to: "*" makes no sense
+  kBackend,  // kConnect, or a DNS name ("node.internal:3000", Address::by_name), resolved at run time
 };
 
 // "host:port" or "[v6]:port", port 1..65535. The host is a numeric IPv4/IPv6 literal or "localhost"
 // (127.0.0.1); names are not resolved, so a config never depends on DNS at load time. Address::host
 // is the canonical numeric text (inet_ntop), so equal addresses compare equal.
 Result<Address> parse_address(std::string_view text, AddressUse use);
+
+// A numeric host and a port as an Address ("10.0.0.1:3000", "[fd00::1]:3000"). `ip` is canonical.
+Address numeric_address(const std::string& ip, uint16_t port);
+
+// "127.0.0.1:5353, [::1]" (port 53 when absent): the DNS servers of [server] resolver.
+Result<std::vector<Address>> parse_resolver(std::string_view text);
 
 // "10.0.0.0/8", "::1/128"; a bare address stands for one host. Returns the canonical
 // "address/prefix" form (a prefix is always present in the result).

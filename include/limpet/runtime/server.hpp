@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -14,7 +15,9 @@
 #include <vector>
 
 #include "limpet/admin/admin_server.hpp"
+#include "limpet/config/overlay.hpp"
 #include "limpet/health/checker.hpp"
+#include "limpet/runtime/discovery.hpp"
 #include "limpet/runtime/handover.hpp"
 #include "limpet/runtime/snapshot.hpp"
 #include "limpet/runtime/upgrade.hpp"
@@ -56,6 +59,14 @@ class Server {
   void import_affinity(std::string_view blob, const char* what, limpet::log::Level level);
   void on_worker_exit();
   void reload();
+  // The one way a configuration reaches the workers (a reload, a DNS answer, an admin change):
+  // the snapshot of `file` with `overlay` laid over it, built next to the running one ...
+  Result<std::shared_ptr<const Snapshot>> build_next(const config::Config& file, const config::Overlay& overlay);
+  // ... and published: removed backends drain, health checks, fleet counts, fd budget, workers.
+  void publish(std::shared_ptr<const Snapshot> next, std::vector<std::vector<ListenSocket>> per_worker);
+  // Edits a copy of the overlay and publishes it; nothing changes when it cannot be built.
+  Status change_overlay(const std::function<void(config::Overlay&)>& edit, const std::string& what);
+  admin::Reply backend_change(const admin::BackendChange& change);
   void note_removed_backends(const Snapshot& before, const Snapshot& after);
   void run_due_drains();
   void end_retirement(const std::vector<uint32_t>& backend_ids);
@@ -95,7 +106,10 @@ class Server {
   std::unique_ptr<UpgradeChild> inherited_;
   bool handed_over_ = false;
   SharedState shared_;
-  std::shared_ptr<const Snapshot> snapshot_;
+  std::shared_ptr<const Snapshot> snapshot_;  // of the effective configuration (file + overlay)
+  std::shared_ptr<const config::Config> file_config_;  // as the file says it, at the last (re)load
+  config::Overlay overlay_;  // resolved names and admin changes, until the next reload
+  std::unique_ptr<Discovery> discovery_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::unique_ptr<health::Checker> checker_;  // from run() until shutdown begins

@@ -451,9 +451,25 @@ TEST(LoaderErrors, Addresses) {
   std::string text = kMinimal;
   text.replace(text.find("127.0.0.1:3001"), 14, "no port here");
   expect_error(text, "10:11", "address: missing port");
+  // A backend may be a host name (resolved at run time, never by the loader); a listener may not.
   text = kMinimal;
-  text.replace(text.find("127.0.0.1:3001"), 14, "backend.example.com:3001");
-  expect_error(text, "10:11", "host names are not resolved");
+  text.replace(text.find("127.0.0.1:3001"), 14, "Backend.Example.com:3001");
+  const Config named = load_ok(text);
+  ASSERT_EQ(named.upstreams.at(0).backends.size(), 1u);
+  const Address& a = named.upstreams[0].backends[0].address;
+  EXPECT_TRUE(a.by_name);
+  EXPECT_EQ(a.host, "backend.example.com");
+  EXPECT_EQ(a.port, 3001);
+  EXPECT_EQ(named.upstreams[0].backends[0].resolve, Millis(30000));
+  text = kMinimal;
+  text.replace(text.find("127.0.0.1:3001"), 14, "bad..name:3001");
+  expect_error(text, "10:11", "neither a numeric IPv4/IPv6 address nor a host name");
+  text = kMinimal;
+  text.replace(text.find("127.0.0.1:3001"), 14, "10.0.0.300:3001");
+  expect_error(text, "10:11", "neither a numeric IPv4/IPv6 address nor a host name");
+  text = kMinimal;
+  text.replace(text.find("127.0.0.1:8080"), 14, "node.internal:8080");
+  expect_error(text, "2:11", "host names are not resolved");
   text = kMinimal;
   text.replace(text.find("127.0.0.1:3001"), 14, "*:3001");
   expect_error(text, "10:11", "only for listeners");
@@ -755,6 +771,32 @@ TEST(Loader, ValuesInErrorsAreEscapedOntoOneLine) {
       load_error("[[listener]]\naddress = \"127.0.0.\\nx:80\\t\\u0001\"\nupstream = \"a\"\n");
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   EXPECT_NE(message.find("\"127.0.0.\\nx:80\\t\\u0001\""), std::string::npos) << message;
+}
+
+TEST(Loader, BackendsByName) {
+  std::string text = kMinimal;
+  text.replace(text.find("127.0.0.1:3001"), 14, "node.internal:3001");
+  text.insert(text.find("\n[[upstream.backend]]"), "resolve = \"5s\"\n");
+  text += "resolve = \"0s\"\n[[upstream.backend]]\nname = \"b2\"\naddress = \"web.internal:3002\"\n";
+  text = "[server]\nresolver = \"127.0.0.1:5353, 10.0.0.2, [::1]\"\nresolver_timeout = \"2s\"\n" + text;
+  const Config c = load_ok(text);
+  ASSERT_EQ(c.server.resolver.size(), 3u);
+  EXPECT_EQ(c.server.resolver[0].port, 5353);
+  EXPECT_EQ(c.server.resolver[1].port, 53);
+  EXPECT_EQ(c.server.resolver[2].host, "::1");
+  EXPECT_EQ(c.server.resolver_timeout, Millis(2000));
+  EXPECT_EQ(c.upstreams[0].resolve, Millis(5000));
+  EXPECT_EQ(c.upstreams[0].backends[0].resolve, Millis(0));     // its own
+  EXPECT_EQ(c.upstreams[0].backends[1].resolve, Millis(5000));  // the upstream's
+}
+
+TEST(LoaderErrors, BackendsByName) {
+  std::string text = kMinimal;
+  text.replace(text.find("name = \"b1\""), 11, "name = \"b/1\"");
+  expect_error(text, "9:8", "'/' is reserved");
+  text = kMinimal + std::string("resolve = \"10ms\"\n");
+  expect_error(text, "11:11", "at least \"1s\"");
+  expect_error("[server]\nresolver = \"dns.example:53\"\n" + std::string(kMinimal), "2:12", "resolver");
 }
 
 }  // namespace
