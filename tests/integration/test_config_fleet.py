@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 
-from conftest import RawHttp, connect_refused, limpet_bin, render_config, wait_until
+from conftest import RawHttp, admin_metric, connect_refused, free_port, limpet_bin, render_config, wait_until
 
 UPSTREAM = {"name": "app", "backends": ["127.0.0.1:18081"], "read_timeout": "60s"}
 
@@ -93,7 +93,9 @@ def test_guardrails(tmp_path):
 
 def test_ready_path_turns_503_when_a_graceful_stop_starts(cluster):
     b = cluster.backend("r1")
-    lp = cluster.limpet([b], listener={"ready_path": "/limpet-ready"}, server={"shutdown_timeout": "5s"})
+    admin = f"127.0.0.1:{free_port()}"
+    lp = cluster.limpet([b], listener={"ready_path": "/limpet-ready"}, server={"shutdown_timeout": "5s"},
+                        tables={"[admin]": {"address": admin}})
     with RawHttp(lp.port) as c:
         c.send("GET /limpet-ready?probe=1 HTTP/1.1\r\nHost: lb\r\n\r\n")
         assert c.read_response().status == 200
@@ -102,6 +104,10 @@ def test_ready_path_turns_503_when_a_graceful_stop_starts(cluster):
     # A probe whose head is half sent keeps limpet alive through the stop, and is answered then.
     with RawHttp(lp.port) as c:
         c.send("GET /limpet-ready HTTP/1.1\r\nHost: lb\r\n")
+        # Accepted, not only in the kernel's backlog: the stop closes the listener, and a
+        # connection still in its queue would be reset.
+        wait_until(lambda: admin_metric(admin, "limpet_active_connections") == 1, 5,
+                   "limpet to accept the probe's connection")
         lp.signal(signal.SIGQUIT)
         wait_until(lambda: connect_refused(lp.port), 5, "limpet to stop accepting")
         c.send("\r\n")
