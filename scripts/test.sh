@@ -42,15 +42,22 @@ timings=()
 stages=(${LIMPET_STAGES:-main asan fuzz package e2e})
 later=()  # the stages after main, built in the background during main's tests
 
-# setup DIR [OPTIONS...]: configure DIR, or reconfigure it with OPTIONS if it exists.
+# setup DIR [OPTIONS...]: configure DIR, or reconfigure it with OPTIONS if it exists and was
+# configured otherwise (a reconfigure rewrites the compile commands: ninja would build it all
+# again). DIR/test-sh-setup remembers the compiler and options it was last configured with.
 setup() {
   local dir=$1
   shift
+  local wanted="${CC:-} ${CXX:-} $*"
+  if [[ -f "$dir/build.ninja" && -f "$dir/test-sh-setup" && $(cat "$dir/test-sh-setup") == "$wanted" ]]; then
+    return 0
+  fi
   if [[ -f "$dir/build.ninja" ]]; then
     meson setup --reconfigure "$dir" "$@" || meson setup --wipe "$dir" "$@"
   else
     meson setup "$dir" "$@"
   fi
+  echo "$wanted" >"$dir/test-sh-setup"
 }
 
 build() { ninja -C "$1" ${JOBS:+-j "$JOBS"} "${@:2}"; }
@@ -62,7 +69,7 @@ unit_only=(--no-suite integration --no-suite e2e)
 
 # ASan + UBSan at -O1 (what the sanitizers recommend; GCC builds the toml11-heavy loader a third
 # faster than at -O2). No -Werror: GCC's optimizer warnings change under -fsanitize.
-asan_options=(--buildtype=debugoptimized -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false)
+asan_options=(-Ddebug=true -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false)
 
 # Sanitizer reports must fail the test that triggers them: UBSan only prints by default.
 sanitizer_env() {
