@@ -159,6 +159,12 @@ Result<Message> Channel::receive(int timeout_ms) {
   return m;
 }
 
+std::vector<Message> Channel::take_buffered() {
+  std::vector<Message> out;
+  out.swap(ready_);
+  return out;
+}
+
 std::vector<int> Channel::take_fds(size_t n) {
   n = std::min(n, fds_in_.size());
   std::vector<int> out(fds_in_.begin(), fds_in_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -193,7 +199,7 @@ void ChannelWatcher::on_poll_cb(uv_poll_t* handle, int status, int events) {
 }
 
 void ChannelWatcher::on_readable() {
-  std::vector<Message> messages;
+  std::vector<Message> messages = channel_->take_buffered();
   std::string error;
   const bool open = channel_->read_available(&messages, &error);
   const std::shared_ptr<bool> alive = alive_;

@@ -308,11 +308,14 @@ bool UpgradeChild::wait_released(int timeout_ms, const std::function<void(std::s
 }
 
 void UpgradeChild::watch_journal(uv_loop_t* loop, std::function<void(std::string_view)> on_blob) {
+  auto deliver = [on_blob = std::move(on_blob)](handover::Message& m) {
+    if (m.type == handover::Type::kJournal) on_blob(m.payload);
+  };
+  // wait_released() may have read journal blobs together with kReleased: they are only in the
+  // channel's buffer now, and the watcher's poll would never report them.
+  for (auto& m : channel_->take_buffered()) deliver(m);
   watcher_ = std::make_unique<handover::ChannelWatcher>(
-      loop, channel_.get(),
-      [on_blob = std::move(on_blob)](handover::Message& m) {
-        if (m.type == handover::Type::kJournal) on_blob(m.payload);
-      },
+      loop, channel_.get(), std::move(deliver),
       [this](const std::string&) {
         LOG_INFO("upgrade: the old process (pid %d) is gone: hand-over complete", static_cast<int>(parent_));
       });

@@ -60,6 +60,9 @@ class Channel {
   bool read_available(std::vector<Message>* out, std::string* error);
   // Waits for the next message, at most `timeout_ms`.
   Result<Message> receive(int timeout_ms);
+  // Messages a receive() read along with the one it returned and still holds (one read can
+  // bring several); they are no longer on the socket, so a poll on it will not announce them.
+  std::vector<Message> take_buffered();
   // The other process closed its end (as opposed to a timeout).
   bool peer_closed() const { return peer_closed_; }
   // The first `n` descriptors received and not yet taken (fewer if fewer came); caller owns them.
