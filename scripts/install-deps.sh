@@ -28,6 +28,7 @@ packages=(
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
   libc-ares-dev  # backends by name: DNS resolution on the main loop (src/net/resolver)
+  libnghttp2-dev nghttp2-client  # HTTP/2 to clients (src/http2); nghttp, h2load for its tests and bench
   libsystemd-dev  # sd_notify for Type=notify (optional: -Dsystemd=disabled builds without it)
   # packaging: the .deb (debian/, scripts/build-deb.sh, the "package" stage of scripts/test.sh)
   debhelper dpkg-dev fakeroot lintian

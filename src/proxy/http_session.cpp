@@ -260,7 +260,7 @@ void HttpSession::next_request() {
 // ---------------------------------------------------------------------------------------------
 // Responses (ExchangeOwner)
 
-net::Stream* HttpSession::response_sink() { return conn_.client(); }
+net::ByteStream* HttpSession::response_sink() { return conn_.client(); }
 
 void HttpSession::on_exchange_progress(bool activity) {
   conn_.refresh_deadline(activity ? ClientConnection::Refresh::kActivity : ClientConnection::Refresh::kIfChanged);

@@ -1,13 +1,15 @@
 #include "limpet/proxy/relay.hpp"
 
+#include "limpet/net/out_queue.hpp"
+
 namespace limpet::proxy {
 
 bool Relay::sink_full() const {
   if (sink_ == nullptr) return false;
-  const net::OutQueue& out = sink_->out();
-  if (out.above_high_water()) {
+  const size_t pending = sink_->pending();
+  if (pending > net::OutQueue::kHighWater) {
     sink_blocked_ = true;
-  } else if (out.pending() <= net::OutQueue::kLowWater) {
+  } else if (pending <= net::OutQueue::kLowWater) {
     sink_blocked_ = false;
   }
   return sink_blocked_;

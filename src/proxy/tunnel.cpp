@@ -221,7 +221,7 @@ void Tunnel::on_deadline(Deadline kind) {
 void Tunnel::inject_close(Direction& d) {
   if (d.close_sent) return;
   d.close_sent = true;
-  net::Stream* to = d.relay.sink();
+  net::ByteStream* to = d.relay.sink();
   if (to->write_side_shut()) {
     // That direction is already half-closed (its source ended): no frame can follow, and the
     // peer's answer is the EOF we propagate.

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "limpet/net/byte_stream.hpp"
 #include "limpet/net/out_queue.hpp"
 #include "limpet/net/stream_filter.hpp"
 #include "limpet/util/buffer_pool.hpp"
@@ -36,7 +37,7 @@ class StreamDelegate {
   virtual void on_timeout(Stream* s) = 0;
 };
 
-class Stream : private OutQueueListener {
+class Stream final : public ByteStream, private OutQueueListener {
  public:
   Stream(uv_loop_t* loop, BufferPool* buffers);
   Stream(const Stream&) = delete;
@@ -56,8 +57,8 @@ class Stream : private OutQueueListener {
   void accepted();
   void set_nodelay();
 
-  void start_reading();
-  void stop_reading();
+  void start_reading() override;
+  void stop_reading() override;
   bool reading() const { return reading_; }
 
   // Install before accepted()/connect: every byte then goes through `filter` (TLS).
@@ -68,13 +69,14 @@ class Stream : private OutQueueListener {
   void attach_filter(std::unique_ptr<StreamFilter> filter, std::string_view already_read);
   bool filtered() const { return filter_ != nullptr; }
 
-  void write(std::string_view data) { write(std::span<const std::string_view>(&data, 1)); }
+  using ByteStream::write;
   // The pieces in order, gathered into one system call when the socket takes them all.
-  void write(std::span<const std::string_view> parts);
+  void write(std::span<const std::string_view> parts) override;
+  size_t pending() const override { return out_.pending(); }
   OutQueue& out() { return out_; }
   // Half-close our sending side once everything queued has been written.
-  void shutdown_after_writes();
-  bool write_side_shut() const { return shutdown_wanted_; }
+  void shutdown_after_writes() override;
+  bool write_side_shut() const override { return shutdown_wanted_; }
 
   // One deadline per stream: on_timeout runs `ms` from now unless set again or cleared first.
   // Moving the deadline later (every request, every tunnel message) touches no timer: the timer
@@ -88,7 +90,7 @@ class Stream : private OutQueueListener {
   void drop_timer();
 
   void close();
-  bool closing() const { return closing_; }
+  bool closing() const override { return closing_; }
 
   uint64_t bytes_read() const { return bytes_read_; }
   void* user_data = nullptr;  // free for the owner (the pool keys idle streams with it)

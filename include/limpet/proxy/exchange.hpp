@@ -53,7 +53,7 @@ class ExchangeOwner {
   // After the 101 head: the upstream connection now belongs to a tunnel.
   virtual void on_upgraded(UpgradeHandoff handoff) = 0;
   // Where response bytes wait for the client: the backend is not read while it is full.
-  virtual net::Stream* response_sink() = 0;
+  virtual net::ByteStream* response_sink() = 0;
   // Something changed that may change the connection's deadline.
   virtual void on_exchange_progress(bool activity) = 0;
 };

@@ -44,7 +44,7 @@ class HttpSession : public ExchangeOwner, private http::ParserDelegate {
   void on_response_end() override;
   void on_exchange_failed(int status) override;
   void on_upgraded(UpgradeHandoff handoff) override;
-  net::Stream* response_sink() override;
+  net::ByteStream* response_sink() override;
   void on_exchange_progress(bool activity) override;
 
  private:

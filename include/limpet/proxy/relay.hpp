@@ -9,7 +9,7 @@
 #include <span>
 #include <string_view>
 
-#include "limpet/net/stream.hpp"
+#include "limpet/net/byte_stream.hpp"
 
 namespace limpet::proxy {
 
@@ -22,16 +22,16 @@ class Relay {
   };
 
   Relay() = default;
-  Relay(net::Stream* source, net::Stream* sink) : source_(source), sink_(sink) {}
+  Relay(net::ByteStream* source, net::ByteStream* sink) : source_(source), sink_(sink) {}
 
   // The sink may change (a retried exchange, a request body that ended) or be absent.
-  void set_sink(net::Stream* sink) {
+  void set_sink(net::ByteStream* sink) {
     sink_ = sink;
     sink_blocked_ = false;
     update();
   }
-  net::Stream* sink() const { return sink_; }
-  net::Stream* source() const { return source_; }
+  net::ByteStream* sink() const { return sink_; }
+  net::ByteStream* source() const { return source_; }
 
   // The owner wants no bytes from the source for now (its input buffer is full).
   void hold(bool held) {
@@ -57,8 +57,8 @@ class Relay {
   // reading does not flap around one threshold).
   bool sink_full() const;
 
-  net::Stream* source_ = nullptr;
-  net::Stream* sink_ = nullptr;
+  net::ByteStream* source_ = nullptr;
+  net::ByteStream* sink_ = nullptr;
   bool held_ = false;
   bool source_ended_ = false;
   mutable bool sink_blocked_ = false;

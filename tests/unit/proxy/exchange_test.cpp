@@ -107,7 +107,7 @@ class ExchangeTest : public ProxyTest, public ExchangeOwner, public net::StreamD
     upgraded_lease_ = std::move(handoff.lease);
     handoff.upstream->close();  // the test keeps no tunnel
   }
-  net::Stream* response_sink() override { return client_; }
+  net::ByteStream* response_sink() override { return client_; }
   void on_exchange_progress(bool) override { ++progress_; }
 
   // The client stream's events.
