@@ -1,11 +1,14 @@
 #include "limpet/runtime/server.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -290,6 +293,13 @@ Result<std::vector<ListenSocket>> Server::open_sockets(const config::ListenerCon
   }
   while (sockets.size() < count) {  // inherited ones join the same SO_REUSEPORT group
     auto fd = net::open_reuseport_socket(*addr);
+    // Listening here, on the main loop, and not only once a worker adopts the socket: a reload
+    // reported done (or a start) must not refuse the connections that follow it.
+    if (fd && ::listen(*fd, static_cast<int>(listener.backlog)) != 0) {
+      const int error = errno;
+      ::close(*fd);
+      fd = Result<int>::fail(std::string("listen: ") + std::strerror(error));
+    }
     if (!fd) {
       for (auto& s : sockets) ::close(s.fd);
       return R::fail("listener " + listener.name + " (" + listener.address.text + "): " + fd.message());
