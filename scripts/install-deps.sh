@@ -36,6 +36,7 @@ packages=(
   libclang-rt-14-dev
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
+  python3-h2  # tests: an HTTP/2 client whose windows and resets the test controls (test_http2)
   redis-server curl
   dnsmasq  # tests: the local DNS server of the discovery test (started by the test, never as a service)
   # tests: the status page is checked in headless Chromium

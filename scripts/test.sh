@@ -181,7 +181,7 @@ stage_sanitize_only() {  # SANITIZE=1: the old single-build mode, every test (or
 # Left out: ops (reload and drain timing, 30 s alone), status-page (headless Chromium), health
 # (probe timing), and e2e (900 Node clients): they add minutes and no parser or proxy path the
 # ones below do not take. The unit tests run under clang's sanitizers in the fuzz stage.
-asan_integration=(cli http balance backpressure client-errors upstream-failures exchange websocket lifecycle tls session-store proxy-protocol faults upgrade signals discovery)
+asan_integration=(cli http balance backpressure client-errors upstream-failures exchange websocket lifecycle tls session-store proxy-protocol faults upgrade signals discovery http2)
 
 stage_asan() {
   local t=$SECONDS

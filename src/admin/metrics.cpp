@@ -194,6 +194,13 @@ std::string render_prometheus(const MetricsSnapshot& m) {
             "Requests whose client closed the connection before the answer was complete (logged as 499 "
             "when no response byte had been sent).",
             m.client_aborts);
+  w.counter("limpet_http2_connections_total", "Client connections served in HTTP/2 (ALPN h2, or h2c prior knowledge).",
+            m.http2_connections);
+  w.counter("limpet_http2_streams_total", "HTTP/2 requests (streams), also counted in limpet_requests_total.",
+            m.http2_streams);
+  w.counter("limpet_http2_client_resets_total",
+            "HTTP/2 streams the client reset (RST_STREAM) before their answer was complete.",
+            m.http2_resets_by_client);
   w.counter("limpet_upstream_stale_resends_total",
             "Requests sent again on a new connection because the pooled one closed before any response byte.",
             m.stale_resends);

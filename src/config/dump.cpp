@@ -161,6 +161,8 @@ void write_listener(Writer& w, const ListenerConfig& l) {
   if (!l.trusted_proxies.empty()) w.strings("trusted_proxies", l.trusted_proxies);
   w.duration("proxy_protocol_timeout", l.proxy_protocol_timeout);
   w.non_empty("ready_path", l.ready_path);
+  w.boolean("http2", l.http2);
+  w.integer("http2_max_streams", l.http2_max_streams);
   write_listener_tls(w, l.tls);
 }
 

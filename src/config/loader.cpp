@@ -214,6 +214,8 @@ ListenerConfig read_listener(TableReader r, size_t index) {
       r.read_list("trusted_proxies", l.trusted_proxies, [](const std::string& t) { return parse_cidr(t); });
   r.read_duration("proxy_protocol_timeout", l.proxy_protocol_timeout, Millis(1));
   r.read_parsed("ready_path", l.ready_path, parse_path);
+  r.read("http2", l.http2);
+  r.read_int("http2_max_streams", l.http2_max_streams, 1, 10000);
   // Without a list anyone could claim any client address.
   if (l.proxy_protocol && !has_trusted) {
     r.fail("proxy_protocol", "proxy_protocol = true needs trusted_proxies, the addresses allowed to send the "

@@ -71,6 +71,8 @@ proxy_protocol = true
 trusted_proxies = ["10.0.0.0/8"]
 proxy_protocol_timeout = "5s"
 ready_path = "/limpet-ready"
+http2 = true
+http2_max_streams = 128
 
 [listener.tls]
 cert = "default.pem"

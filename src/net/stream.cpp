@@ -164,6 +164,10 @@ void Stream::accepted() {
   start_filter();
 }
 
+std::string_view Stream::application_protocol() const {
+  return filter_ != nullptr ? filter_->filter->application_protocol() : std::string_view();
+}
+
 void Stream::set_nodelay() { uv_tcp_nodelay(&tcp_, 1); }
 
 void Stream::start_reading() {

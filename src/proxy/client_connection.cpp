@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "limpet/net/socket.hpp"
+#include "limpet/proxy/http2_session.hpp"
 #include "limpet/proxy/http_session.hpp"
 #include "limpet/proxy/tunnel.hpp"
 #include "limpet/util/log.hpp"
@@ -227,9 +228,32 @@ void ClientConnection::on_data(net::Stream*, std::string_view data) {
   if (tunnel_) {
     tunnel_->on_client_data(data);
   } else {
+    if (!protocol_chosen_ && !choose_protocol(data)) return;
     http_->on_client_data(data);
   }
   refresh_deadline(Refresh::kActivity);
+}
+
+bool ClientConnection::choose_protocol(std::string_view data) {
+  protocol_chosen_ = true;
+  if (!listener_->config->http2) return true;
+  if (client_->filtered()) {
+    if (client_->application_protocol() == "h2") http_ = std::make_unique<Http2Session>(*this);
+    return true;
+  }
+  // RFC 9113 §3.4: prior knowledge; an HTTP/1 request never starts with "PRI ".
+  constexpr std::string_view kStart = "PRI ";
+  const size_t seen = preface_seen_;
+  const size_t n = std::min(kStart.size() - seen, data.size());
+  const bool matches = data.substr(0, n) == kStart.substr(seen, n);
+  if (matches && seen + n < kStart.size()) {
+    preface_seen_ = static_cast<uint8_t>(seen + n);
+    protocol_chosen_ = false;
+    return false;
+  }
+  if (matches) http_ = std::make_unique<Http2Session>(*this);
+  if (seen > 0) http_->on_client_data(kStart.substr(0, seen));
+  return !client_->closing();
 }
 
 void ClientConnection::on_end(net::Stream*, int status) {

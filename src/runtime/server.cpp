@@ -257,6 +257,9 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.stale_resends += c.stale_resends.load();
     m.pool_not_fresh += c.pool_not_fresh.load();
     m.handshake_retries += c.handshake_retries.load();
+    m.http2_connections += c.http2_connections.load();
+    m.http2_streams += c.http2_streams.load();
+    m.http2_resets_by_client += c.http2_resets_by_client.load();
     const auto rejected = [&c](proxy::ProxyReject why) {
       return c.proxy_protocol_rejected[static_cast<size_t>(why)].load();
     };

@@ -26,7 +26,7 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(std::shared_ptr<const con
   // Certificates and keys are read here: a bad one fails the reload and the old snapshot serves on.
   for (const auto& listener : config->listeners) {
     if (!listener.tls.enabled) continue;
-    auto built = tls::ServerContext::build(listener.tls);
+    auto built = tls::ServerContext::build(listener.tls, tls::TicketKeys::process(), listener.http2);
     if (!built) {
       return Result<std::shared_ptr<const Snapshot>>::fail(listener.tls.where + ": listener \"" + listener.name +
                                                            "\": " + built.message());

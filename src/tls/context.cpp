@@ -5,6 +5,7 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <initializer_list>
 
@@ -30,12 +31,19 @@ std::string lower(std::string_view text) {
   return out;
 }
 
-// ALPN (RFC 7301): http/1.1 when the client offers it (http/1.0 failing that). A client offering
-// only other protocols (h2 alone) gets the no_application_protocol alert: answering HTTP/1.1 to a
-// client that asked for something else would fail later and less clearly. No ALPN at all is fine.
+// ALPN (RFC 7301): the first protocol of our preference list that the client offers: h2 where
+// the listener serves HTTP/2, then http/1.1 (http/1.0 failing that). A client offering only
+// protocols we do not speak (h2 alone, where HTTP/2 is off) gets the no_application_protocol
+// alert: answering HTTP/1.1 to a client that asked for something else would fail later and less
+// clearly. No ALPN at all is fine.
+using AlpnPreference = std::array<std::string_view, 3>;
+constexpr AlpnPreference kAlpnHttp1{"http/1.1", "http/1.0", ""};
+constexpr AlpnPreference kAlpnWithH2{"h2", "http/1.1", "http/1.0"};
+
 int alpn_select_cb(SSL*, const unsigned char** out, unsigned char* out_size, const unsigned char* in,
-                   unsigned int in_size, void*) {
-  for (std::string_view wanted : {"http/1.1", "http/1.0"}) {
+                   unsigned int in_size, void* arg) {
+  for (std::string_view wanted : *static_cast<const AlpnPreference*>(arg)) {
+    if (wanted.empty()) break;
     for (unsigned int i = 0; i < in_size && i + 1 + in[i] <= in_size; i += 1 + in[i]) {
       if (std::string_view(reinterpret_cast<const char*>(in + i + 1), in[i]) == wanted) {
         *out = in + i + 1;
@@ -58,7 +66,7 @@ int ticket_key_cb(SSL* ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_
 
 // Everything but the certificate: the same on every context of a listener, since SNI switches
 // an SSL between them mid-handshake.
-Status configure_server(SSL_CTX* ctx, const config::ListenerTls& config, const TicketKeys& keys) {
+Status configure_server(SSL_CTX* ctx, const config::ListenerTls& config, const TicketKeys& keys, bool offer_h2) {
   SSL_CTX_set_min_proto_version(ctx, config.min_version == config::TlsVersion::kTls13 ? TLS1_3_VERSION
                                                                                         : TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
@@ -74,7 +82,7 @@ Status configure_server(SSL_CTX* ctx, const config::ListenerTls& config, const T
     return Status::fail("ciphersuites \"" + suites + "\": " + take_error());
   }
   if (SSL_CTX_set1_groups_list(ctx, kGroups) != 1) return Status::fail("groups: " + take_error());
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, nullptr);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, const_cast<AlpnPreference*>(offer_h2 ? &kAlpnWithH2 : &kAlpnHttp1));
   SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof kSessionIdContext - 1);
   SSL_CTX_set_timeout(ctx, kSessionSeconds);
   if (config.session_tickets) {
@@ -117,7 +125,7 @@ bool is_ip_literal(const std::string& host) {
 // ServerContext
 
 Result<std::shared_ptr<const ServerContext>> ServerContext::build(const config::ListenerTls& config,
-                                                                  const TicketKeys& keys) {
+                                                                  const TicketKeys& keys, bool offer_h2) {
   using Built = Result<std::shared_ptr<const ServerContext>>;
   const auto fail = [](const std::string& why) { return Built::fail(why); };
   auto self = std::shared_ptr<ServerContext>(new ServerContext());
@@ -130,7 +138,7 @@ Result<std::shared_ptr<const ServerContext>> ServerContext::build(const config::
     if (!loaded) return fail(loaded.message());
     SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
     if (!ctx) return fail("cannot create a TLS context: " + take_error());
-    if (Status st = configure_server(ctx.get(), config, keys); !st) return fail(st.message());
+    if (Status st = configure_server(ctx.get(), config, keys, offer_h2); !st) return fail(st.message());
     if (Status st = use_certificate(ctx.get(), *loaded, *f); !st) return fail(st.message());
     SSL_CTX_set_tlsext_servername_callback(ctx.get(), on_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx.get(), self.get());

@@ -108,6 +108,9 @@ struct MetricsSnapshot {
   uint64_t stale_resends = 0;
   uint64_t pool_not_fresh = 0;
   uint64_t handshake_retries = 0;
+  uint64_t http2_connections = 0;
+  uint64_t http2_streams = 0;
+  uint64_t http2_resets_by_client = 0;
   // The fd budget (net/fd_budget.hpp).
   int64_t fd_limit = 0;
   int64_t fd_capacity = 0;

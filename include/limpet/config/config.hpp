@@ -195,6 +195,10 @@ struct ListenerConfig {
   // Answered by limpet itself, never proxied: 200 while serving, 503 once a shutdown or a binary
   // upgrade starts, so whatever balances in front stops sending first. Empty = off.
   std::string ready_path;
+  // HTTP/2 to clients: offered in ALPN on a TLS listener; on a cleartext one, a connection that
+  // opens with the HTTP/2 preface (prior knowledge, h2c) is served as HTTP/2. Backends stay HTTP/1.1.
+  bool http2 = false;
+  uint32_t http2_max_streams = 128;  // SETTINGS_MAX_CONCURRENT_STREAMS per connection
   ListenerTls tls;
 };
 

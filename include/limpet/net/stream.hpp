@@ -68,6 +68,9 @@ class Stream final : public ByteStream, private OutQueueListener {
   // read that ended the preamble, goes through it first (plaintext reaches on_data from here).
   void attach_filter(std::unique_ptr<StreamFilter> filter, std::string_view already_read);
   bool filtered() const { return filter_ != nullptr; }
+  // What the filter's handshake agreed on (TLS ALPN), empty without one; known from the first
+  // plaintext byte on.
+  std::string_view application_protocol() const;
 
   using ByteStream::write;
   // The pieces in order, gathered into one system call when the socket takes them all.

@@ -25,6 +25,8 @@ class StreamFilter {
   // The peer said it sends nothing more (TLS close_notify): the stream's end, as a FIN would be.
   // Some peers send no FIN until they get ours, so the stream must not wait for one.
   virtual bool peer_closed() const = 0;
+  // The application protocol agreed in the handshake (TLS ALPN: "h2", "http/1.1"), or empty.
+  virtual std::string_view application_protocol() const { return {}; }
 };
 
 }  // namespace limpet::net

@@ -20,7 +20,7 @@
 
 namespace limpet::proxy {
 
-class HttpSession;
+class ClientSession;
 class Tunnel;
 
 class ClientConnection : public net::StreamDelegate {
@@ -79,6 +79,10 @@ class ClientConnection : public net::StreamDelegate {
   bool awaiting_proxy_header() const;
   void on_proxy_header_data(std::string_view data);
   void reject_proxy(ProxyReject why, const char* detail);
+  // On an http2 listener the first plaintext bytes choose the session: TLS by its ALPN, cleartext
+  // by the HTTP/2 preface. False while `data` is still the start of "PRI " (it is remembered as a
+  // count: the bytes are known).
+  bool choose_protocol(std::string_view data);
 
   WorkerContext* worker_;
   std::shared_ptr<const ListenerContext> listener_;
@@ -89,11 +93,13 @@ class ClientConnection : public net::StreamDelegate {
   // connection carries the pointer alone.
   struct Proxied;
   std::unique_ptr<Proxied> proxied_;
-  std::unique_ptr<HttpSession> http_;  // until a 101 (and, behind a PROXY header, from its end)
+  std::unique_ptr<ClientSession> http_;  // until a 101 (and, behind a PROXY header, from its end)
   std::unique_ptr<Tunnel> tunnel_;     // after it
   ClientConnection* list_prev_ = nullptr;  // WorkerContext::connections
   ClientConnection* list_next_ = nullptr;
   Deadline deadline_ = Deadline::kNone;
+  bool protocol_chosen_ = false;
+  uint8_t preface_seen_ = 0;  // bytes of "PRI " read so far (cleartext http2 listeners)
 };
 
 template <class F>

@@ -55,6 +55,10 @@ struct WorkerCounters {
   // New-session requests (handshakes, upgrades) retried on another backend after a failure
   // status or the handshake timeout.
   std::atomic<uint64_t> handshake_retries{0};
+  // HTTP/2 to clients: connections, streams (each also a request), streams the client reset.
+  std::atomic<uint64_t> http2_connections{0};
+  std::atomic<uint64_t> http2_streams{0};
+  std::atomic<uint64_t> http2_resets_by_client{0};
   std::atomic<uint64_t> proxy_protocol_rejected[kProxyRejectReasons]{};
   void count_proxy_reject(ProxyReject why) {
     proxy_protocol_rejected[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);

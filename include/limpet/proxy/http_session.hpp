@@ -11,6 +11,7 @@
 
 #include "limpet/http/parser.hpp"
 #include "limpet/http/rewrite.hpp"
+#include "limpet/proxy/client_session.hpp"
 #include "limpet/proxy/deadline.hpp"
 #include "limpet/proxy/exchange.hpp"
 #include "limpet/proxy/relay.hpp"
@@ -19,22 +20,21 @@ namespace limpet::proxy {
 
 class ClientConnection;
 
-class HttpSession : public ExchangeOwner, private http::ParserDelegate {
+class HttpSession final : public ClientSession, public ExchangeOwner, private http::ParserDelegate {
  public:
   explicit HttpSession(ClientConnection& conn);
   ~HttpSession() override;
   HttpSession(const HttpSession&) = delete;
   HttpSession& operator=(const HttpSession&) = delete;
 
-  void on_client_data(std::string_view data);
-  void on_client_end(int status);
-  void on_client_writable();
-  DeadlineSpec deadline() const;
-  void on_deadline(Deadline kind);
-  // Idle: close now; busy: close after the current response.
-  void begin_shutdown();
-  // The client connection is closing: the exchange lets go of its backend now.
-  void abort() { exchange_.abort(); }
+  // ClientSession
+  void on_client_data(std::string_view data) override;
+  void on_client_end(int status) override;
+  void on_client_writable() override;
+  DeadlineSpec deadline() const override;
+  void on_deadline(Deadline kind) override;
+  void begin_shutdown() override;  // busy: close after the current response
+  void abort() override { exchange_.abort(); }
 
   // ExchangeOwner
   void on_interim_response(const http::ResponseHead& head) override;

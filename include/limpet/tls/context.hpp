@@ -37,8 +37,10 @@ using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 class ServerContext : public std::enable_shared_from_this<ServerContext> {
  public:
   // Errors name the file at fault: "<file>: <reason>" (or the setting: "ciphers \"...\": <reason>").
+  // `offer_h2`: ALPN selects h2 when the client offers it (the listener serves HTTP/2).
   static Result<std::shared_ptr<const ServerContext>> build(const config::ListenerTls& config,
-                                                            const TicketKeys& keys = TicketKeys::process());
+                                                            const TicketKeys& keys = TicketKeys::process(),
+                                                            bool offer_h2 = false);
 
   // A filter for an accepted connection from `peer` (an address, for log lines).
   std::unique_ptr<Filter> new_filter(Counters* counters, std::string peer) const;

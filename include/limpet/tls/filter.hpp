@@ -35,6 +35,7 @@ class Filter final : public net::StreamFilter {
 
   // What the handshake settled, for logs and tests ("" / false before it completes).
   std::string_view alpn() const;
+  std::string_view application_protocol() const override { return alpn(); }
   std::string_view server_name() const;  // the SNI name the client sent
   std::string_view version() const;
   bool resumed() const;

@@ -1,0 +1,654 @@
+#include "limpet/proxy/http2_session.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "limpet/http/message.hpp"
+#include "limpet/http/rewrite.hpp"
+#include "limpet/net/out_queue.hpp"
+#include "limpet/proxy/client_connection.hpp"
+#include "limpet/proxy/exchange.hpp"
+#include "limpet/util/log.hpp"
+
+namespace limpet::proxy {
+namespace {
+
+// Bytes of frames gathered into one write to the client.
+constexpr size_t kGatherBytes = 64 * 1024;
+// After GOAWAY and the last frame: how long the client has to read them and close.
+constexpr uint64_t kLingerMs = 2000;
+// nghttp2's own defaults, written out: they are the protections this file relies on.
+constexpr size_t kMaxSettingsPerFrame = 32;
+constexpr size_t kMaxQueuedAcks = 1000;   // SETTINGS/PING acks a client that does not read piles up
+constexpr size_t kMaxContinuations = 8;   // CONTINUATION frames per header block (CVE-2024-28182)
+constexpr uint64_t kResetBurst = 1000;    // RST_STREAMs accepted at once, then kResetRate per
+constexpr uint64_t kResetRate = 33;       // second (rapid reset, CVE-2023-44487)
+
+std::string_view as_view(const uint8_t* data, size_t size) { return {reinterpret_cast<const char*>(data), size}; }
+
+nghttp2_nv make_nv(std::string_view name, std::string_view value) {
+  return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+          NGHTTP2_NV_FLAG_NONE};
+}
+
+bool has_response_body(std::string_view method, int status) {
+  return method != "HEAD" && status != 204 && status != 304 && status >= 200;
+}
+
+}  // namespace
+
+// One stream: its request head as HTTP/1 code expects it, the Exchange, and the response bytes
+// its window has not let out yet. As the request body's source it is "read" while its window is
+// given back; as the response's sink, its unsent bytes are what the relay weighs.
+class Http2Stream final : public ExchangeOwner, public net::ByteStream {
+ public:
+  Http2Stream(Http2Session& session, int32_t id)
+      : session_(session),
+        id_(id),
+        body_in_(this, nullptr),
+        exchange_(session.conn().worker(), &session.conn().listener(), this),
+        started_ns_(uv_hrtime()) {}
+  ~Http2Stream() override {
+    exchange_.abort();
+    if (timer_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    }
+  }
+
+  // A field of the request's header block; past max_header_size the rest is dropped and the
+  // request answered 431 (nghttp2 has checked the field's syntax).
+  void add_field(std::string_view name, std::string_view value) {
+    header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 §6.5.2's accounting
+    if (header_bytes_ > session_.conn().listener().config->max_header_size) {
+      too_large_ = true;
+      return;
+    }
+    if (too_large_) return;
+    fields_.emplace_back(std::string(name), std::string(value));
+  }
+
+  void on_request_head(bool end_stream);
+  void on_request_data(std::string_view data);
+  void on_request_end();
+  // nghttp2 closed the stream (both sides done, or a reset either way).
+  void on_closed(uint32_t error_code);
+  // The client connection is going: let go of the backend now.
+  void abort() { exchange_.abort(); }
+  ssize_t read_response(uint8_t* buf, size_t length, uint32_t* flags);
+
+  // ExchangeOwner
+  void on_interim_response(const http::ResponseHead& head) override;
+  void on_response_head(const http::ResponseHead& head, std::string_view set_cookie) override;
+  void on_response_body(std::string_view data) override { write(data); }
+  void flush_response() override { session_.send(); }
+  void on_response_end() override;
+  void on_exchange_failed(int status) override;
+  void on_upgraded(UpgradeHandoff handoff) override;
+  net::ByteStream* response_sink() override { return this; }
+  void on_exchange_progress(bool) override { arm_timer(); }
+
+  // net::ByteStream: the request body's source, the response's sink.
+  void start_reading() override;
+  void stop_reading() override { reading_ = false; }
+  bool closing() const override { return closed_; }
+  using net::ByteStream::write;
+  void write(std::span<const std::string_view> parts) override;
+  size_t pending() const override { return out_.size() - out_taken_; }
+  void shutdown_after_writes() override;
+  bool write_side_shut() const override { return response_ended_; }
+
+ private:
+  void build_head(bool end_stream);
+  // A refusal or an answer of limpet's own, headers only.
+  void respond(int status);
+  void submit_head(int status, std::vector<nghttp2_nv>& fields, bool with_body);
+  void reset(uint32_t error_code);
+  void log_access(int status);
+  DeadlineSpec deadline() const;
+  void arm_timer();
+  void on_timer();
+
+  Http2Session& session_;
+  int32_t id_;
+  std::vector<std::pair<std::string, std::string>> fields_;  // while the header block arrives
+  size_t header_bytes_ = 0;
+  http::RequestHead head_;
+  Relay body_in_;  // this stream → the backend: the only decider of giving the window back
+  Exchange exchange_;
+  std::string out_;  // response bytes nghttp2 has not taken yet, from out_taken_ on
+  size_t out_taken_ = 0;
+  uint64_t unconsumed_ = 0;  // request bytes received, window not given back (the backend is behind)
+  uint64_t body_bytes_ = 0;
+  uint64_t sent_bytes_ = 0;
+  uint64_t started_ns_;
+  uv_timer_t* timer_ = nullptr;  // created with the first deadline
+  Deadline timer_kind_ = Deadline::kNone;
+  int status_ = 0;
+  bool too_large_ = false;
+  bool reading_ = true;
+  bool request_ended_ = false;
+  bool response_started_ = false;
+  bool response_ended_ = false;
+  bool logged_ = false;
+  bool closed_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The request
+
+void Http2Stream::build_head(bool end_stream) {
+  std::string_view method, path, authority;
+  std::string cookie;  // RFC 9113 §8.2.3: split crumbs go to HTTP/1 as one header
+  bool has_host = false;
+  size_t total = 0;
+  for (const auto& [name, value] : fields_) {
+    total += name.size() + value.size() + 2;
+    if (name == ":method") method = value;
+    if (name == ":path") path = value;
+    if (name == ":authority") authority = value;
+    if (name == "host") has_host = true;
+    if (name == "cookie") cookie.append(cookie.empty() ? "" : "; ").append(value);
+  }
+  head_.clear();
+  head_.storage.reserve(total + cookie.size() + 16);  // nothing below reallocates: the views hold
+  auto keep = [this](std::string_view text) {
+    const size_t at = head_.storage.size();
+    head_.storage.append(text);
+    return std::string_view(head_.storage).substr(at, text.size());
+  };
+  head_.method = keep(method);
+  head_.target = keep(path);
+  const size_t q = head_.target.find('?');
+  head_.path = head_.target.substr(0, q);
+  head_.query = q == std::string_view::npos ? std::string_view() : head_.target.substr(q + 1);
+  if (!has_host && !authority.empty()) head_.headers.push_back({keep("host"), keep(authority)});
+  for (const auto& [name, value] : fields_) {
+    if (name.starts_with(':') || name == "cookie") continue;
+    head_.headers.push_back({keep(name), keep(value)});
+    if (name == "content-length") {
+      uint64_t length = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+      if (ec == std::errc() && end == value.data() + value.size()) head_.content_length = length;
+    }
+  }
+  if (!cookie.empty()) head_.headers.push_back({keep("cookie"), keep(cookie)});
+  head_.http_major = 2;
+  head_.http_minor = 0;
+  // A body of unknown length goes to the backend chunked (HTTP/2 carries no Transfer-Encoding).
+  head_.chunked = !end_stream && !head_.content_length;
+  fields_.clear();
+  fields_.shrink_to_fit();
+}
+
+void Http2Stream::on_request_head(bool end_stream) {
+  WorkerContext& worker = *session_.conn().worker();
+  const config::ListenerConfig& listener = *session_.conn().listener().config;
+  worker.counters.requests.fetch_add(1, std::memory_order_relaxed);
+  worker.counters.http2_streams.fetch_add(1, std::memory_order_relaxed);
+  request_ended_ = end_stream;
+  if (too_large_) {
+    fields_.clear();
+    respond(431);
+    return;
+  }
+  build_head(end_stream);
+  if (head_.method == "CONNECT") {
+    respond(501);  // limpet is no forward proxy
+    return;
+  }
+  if (!head_.header("host")) {
+    LOG_INFO("bad request from %s: HTTP/2 request without :authority or host", session_.conn().client_ip().data());
+    respond(400);
+    return;
+  }
+  if (!listener.ready_path.empty() && head_.path == listener.ready_path) {
+    respond(worker.shutting_down || worker.close_after_response ? 503 : 200);
+    return;
+  }
+  if (listener.max_body_size > 0 && head_.content_length && *head_.content_length > listener.max_body_size) {
+    respond(413);
+    return;
+  }
+  const bool send_proxy =
+      session_.conn().listener().upstream->config().send_proxy_protocol != config::SendProxyProtocol::kOff;
+  exchange_.start({&head_, session_.conn().client_ip(), &body_in_,
+                   send_proxy ? &session_.conn().endpoints() : nullptr, &session_.conn().backend_fd()});
+  if (end_stream && exchange_.active()) exchange_.end_body();
+  arm_timer();
+}
+
+void Http2Stream::on_request_data(std::string_view data) {
+  nghttp2_session* s = session_.session();
+  // The connection's window goes back at once: only this stream's may wait for its backend.
+  nghttp2_session_consume_connection(s, data.size());
+  const size_t max_body = session_.conn().listener().config->max_body_size;
+  body_bytes_ += data.size();
+  if (exchange_.active() && !exchange_.request_complete()) {
+    if (max_body > 0 && body_bytes_ > max_body) {
+      exchange_.abort();
+      respond(413);
+    } else {
+      exchange_.send_body(data);
+    }
+  }
+  if (reading_ || !exchange_.active()) {
+    nghttp2_session_consume_stream(s, id_, data.size());
+  } else {
+    unconsumed_ += data.size();
+  }
+  arm_timer();
+}
+
+void Http2Stream::on_request_end() {
+  request_ended_ = true;
+  if (exchange_.active() && !exchange_.request_complete()) exchange_.end_body();
+}
+
+void Http2Stream::start_reading() {
+  reading_ = true;
+  if (unconsumed_ == 0 || closed_) return;
+  nghttp2_session_consume_stream(session_.session(), id_, unconsumed_);
+  unconsumed_ = 0;
+  session_.send();  // the WINDOW_UPDATE
+}
+
+void Http2Stream::on_closed(uint32_t error_code) {
+  closed_ = true;
+  if (exchange_.active()) {
+    // The client reset the stream (or the connection failed) before the answer was complete.
+    session_.conn().worker()->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    if (error_code != NGHTTP2_NO_ERROR) {
+      session_.conn().worker()->counters.http2_resets_by_client.fetch_add(1, std::memory_order_relaxed);
+    }
+    log_access(response_started_ ? status_ : kClientClosedRequest);
+    exchange_.abort();
+  } else if (!logged_ && !head_.method.empty()) {
+    log_access(response_started_ ? status_ : kClientClosedRequest);
+  }
+  if (timer_ != nullptr) uv_timer_stop(timer_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The response
+
+void Http2Stream::submit_head(int status, std::vector<nghttp2_nv>& fields, bool with_body) {
+  char status_text[4];
+  std::to_chars(status_text, status_text + 3, std::clamp(status, 100, 999));
+  fields.insert(fields.begin(), make_nv(":status", std::string_view(status_text, 3)));
+  nghttp2_data_provider provider{};
+  provider.source.ptr = this;
+  provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+                              nghttp2_data_source* source, void*) -> ssize_t {
+    return static_cast<Http2Stream*>(source->ptr)->read_response(buf, length, flags);
+  };
+  status_ = status;
+  response_started_ = true;
+  response_ended_ = !with_body;
+  session_.conn().worker()->counters.responses_by_class[std::clamp(status / 100, 0, 5)].fetch_add(
+      1, std::memory_order_relaxed);
+  nghttp2_submit_response(session_.session(), id_, fields.data(), fields.size(), with_body ? &provider : nullptr);
+}
+
+void Http2Stream::respond(int status) {
+  std::vector<nghttp2_nv> fields{make_nv("content-length", "0")};
+  submit_head(status, fields, false);
+  log_access(status);
+  session_.send();  // the rest of the request, if any, is read and dropped
+}
+
+void Http2Stream::on_interim_response(const http::ResponseHead& head) {
+  char status_text[4];
+  std::to_chars(status_text, status_text + 3, std::clamp(head.status, 100, 199));
+  nghttp2_nv status = make_nv(":status", std::string_view(status_text, 3));
+  nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, &status, 1, nullptr);
+  session_.send();
+}
+
+void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_view set_cookie) {
+  // Lower-case names (RFC 9113 §8.2.2), hop-by-hop fields dropped (§8.2.2 again).
+  std::string names;
+  names.reserve(head.storage.size());
+  std::vector<std::pair<size_t, std::string_view>> kept;  // offset of the lowered name, value
+  const std::string_view connection = head.header("connection").value_or("");
+  for (const auto& h : head.headers) {
+    if (http::is_hop_by_hop(h.name, connection)) continue;
+    kept.emplace_back(names.size(), h.value);
+    for (char c : h.name) names.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c));
+  }
+  std::vector<nghttp2_nv> fields;
+  fields.reserve(kept.size() + 2);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const size_t end = i + 1 < kept.size() ? kept[i + 1].first : names.size();
+    fields.push_back(make_nv(std::string_view(names).substr(kept[i].first, end - kept[i].first), kept[i].second));
+  }
+  if (!set_cookie.empty()) fields.push_back(make_nv("set-cookie", set_cookie));
+  submit_head(head.status, fields, has_response_body(head_.method, head.status));
+}
+
+void Http2Stream::write(std::span<const std::string_view> parts) {
+  if (response_ended_ || closed_) return;
+  for (auto part : parts) out_.append(part);
+  nghttp2_session_resume_data(session_.session(), id_);
+}
+
+void Http2Stream::shutdown_after_writes() {
+  if (response_ended_) return;
+  response_ended_ = true;
+  if (!closed_) nghttp2_session_resume_data(session_.session(), id_);
+}
+
+ssize_t Http2Stream::read_response(uint8_t* buf, size_t length, uint32_t* flags) {
+  const bool was_full = pending() > net::OutQueue::kLowWater;
+  const size_t n = std::min(length, pending());
+  std::memcpy(buf, out_.data() + out_taken_, n);
+  out_taken_ += n;
+  sent_bytes_ += n;
+  if (out_taken_ == out_.size()) {
+    out_.clear();
+    out_taken_ = 0;
+  } else if (out_taken_ >= kGatherBytes) {
+    out_.erase(0, out_taken_);
+    out_taken_ = 0;
+  }
+  if (pending() == 0 && response_ended_) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+  } else if (n == 0) {
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  // Under the low-water mark again: the backend may be read (this only restarts its reads).
+  if (was_full && pending() <= net::OutQueue::kLowWater) exchange_.on_client_writable();
+  if (n > 0) arm_timer();
+  return static_cast<ssize_t>(n);
+}
+
+void Http2Stream::on_response_end() {
+  shutdown_after_writes();
+  session_.conn().worker()->counters.request_latency.observe_us((uv_hrtime() - started_ns_) / 1000);
+  log_access(status_);
+  arm_timer();
+  session_.send();
+}
+
+void Http2Stream::on_exchange_failed(int status) {
+  if (!response_started_) {
+    respond(status);
+    return;
+  }
+  log_access(status_);
+  reset(NGHTTP2_INTERNAL_ERROR);  // the client has part of a response: only a reset tells it
+}
+
+void Http2Stream::on_upgraded(UpgradeHandoff handoff) {
+  // An HTTP/2 request is never a WebSocket upgrade here (RFC 8441's CONNECT is not served yet).
+  handoff.upstream->close();
+  reset(NGHTTP2_INTERNAL_ERROR);
+}
+
+void Http2Stream::reset(uint32_t error_code) {
+  if (closed_) return;
+  exchange_.abort();
+  nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, error_code);
+  session_.send();
+}
+
+void Http2Stream::log_access(int status) {
+  if (logged_) return;
+  logged_ = true;
+  const uint64_t now = uv_hrtime();
+  AccessEntry entry;
+  entry.client_ip = session_.conn().client_ip();
+  entry.request = &head_;
+  entry.status = status;
+  entry.bytes = sent_bytes_ + pending();
+  entry.duration_ns = now - started_ns_;
+  entry.upstream_time_ns = exchange_.upstream_time_ns(now);
+  entry.upstream = session_.conn().listener().upstream->config().name;
+  entry.backend = exchange_.backend_name();
+  entry.reason = exchange_.route_reason();
+  session_.conn().worker()->access_log.write(entry);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stream's own deadline (the connection's timer is the connection's: idle, not reading)
+
+DeadlineSpec Http2Stream::deadline() const {
+  if (closed_) return {};
+  if (exchange_.active()) return exchange_.deadline();
+  if (response_started_ && pending() > 0) {
+    return {Deadline::kClientSend, to_ms(session_.conn().listener().config->send_timeout)};
+  }
+  return {};
+}
+
+void Http2Stream::arm_timer() {
+  const DeadlineSpec next = deadline();
+  if (next.kind == Deadline::kNone) {
+    if (timer_ != nullptr) uv_timer_stop(timer_);
+    timer_kind_ = Deadline::kNone;
+    return;
+  }
+  const bool restart = next.kind != timer_kind_ || extends_on_activity(next.kind);
+  timer_kind_ = next.kind;
+  if (timer_ == nullptr) {
+    timer_ = new uv_timer_t;
+    uv_timer_init(session_.conn().worker()->loop, timer_);
+    timer_->data = this;
+  } else if (!restart) {
+    return;
+  }
+  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Http2Stream*>(t->data)->on_timer(); }, next.ms, 0);
+}
+
+void Http2Stream::on_timer() {
+  const Deadline kind = std::exchange(timer_kind_, Deadline::kNone);
+  LOG_DEBUG("client %s: HTTP/2 stream %d: %s deadline passed", session_.conn().client_ip().data(), id_,
+            to_string(kind));
+  if (blames_backend(kind) && exchange_.active()) {
+    exchange_.on_deadline(kind);  // answered 504 (or reset) through on_exchange_failed
+  } else if (kind == Deadline::kClientBody && !response_started_) {
+    exchange_.abort();
+    respond(408);
+  } else {
+    log_access(response_started_ ? status_ : 408);
+    reset(NGHTTP2_CANCEL);
+  }
+  arm_timer();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+Http2Session::Http2Session(ClientConnection& conn) : conn_(conn) {
+  nghttp2_session_callbacks* callbacks = nullptr;
+  nghttp2_session_callbacks_new(&callbacks);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers_cb);
+  nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header_cb);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv_cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk_recv_cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close_cb);
+  nghttp2_option* options = nullptr;
+  nghttp2_option_new(&options);
+  nghttp2_option_set_no_auto_window_update(options, 1);
+  nghttp2_option_set_max_settings(options, kMaxSettingsPerFrame);
+  nghttp2_option_set_max_outbound_ack(options, kMaxQueuedAcks);
+  nghttp2_option_set_max_continuations(options, kMaxContinuations);
+  nghttp2_option_set_stream_reset_rate_limit(options, kResetBurst, kResetRate);
+  nghttp2_session_server_new2(&session_, callbacks, this, options);
+  nghttp2_option_del(options);
+  nghttp2_session_callbacks_del(callbacks);
+
+  const config::ListenerConfig& listener = *conn_.listener().config;
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, listener.http2_max_streams},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(listener.max_header_size)},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  conn_.worker()->counters.http2_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+Http2Session::~Http2Session() {
+  for (auto& [id, stream] : streams_) stream->abort();
+  streams_.clear();
+  nghttp2_session_del(session_);
+}
+
+Http2Stream* Http2Session::find(int32_t stream_id) {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+void Http2Session::on_client_data(std::string_view data) {
+  if (finished_) return;
+  in_nghttp2_ = true;
+  const ssize_t r = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  in_nghttp2_ = false;
+  if (r < 0) {
+    // A connection error: nghttp2 has queued its GOAWAY where the protocol allows one.
+    LOG_INFO("HTTP/2 from %s: %s", conn_.client_ip().data(), nghttp2_strerror(static_cast<int>(r)));
+  }
+  send();
+}
+
+void Http2Session::on_client_end(int status) {
+  (void)status;
+  // No half-closed HTTP/2 connection: the client that ends it has given up on its streams.
+  abort();
+  conn_.close();
+}
+
+void Http2Session::on_client_writable() {
+  if (!finished_) send();
+}
+
+void Http2Session::send() {
+  if (in_nghttp2_) {
+    send_due_ = true;
+    return;
+  }
+  net::Stream* client = conn_.client();
+  do {
+    send_due_ = false;
+    while (!finished_ && !client->closing() && !client->out().above_high_water()) {
+      wire_.clear();
+      in_nghttp2_ = true;
+      while (wire_.size() < kGatherBytes) {
+        const uint8_t* frames = nullptr;
+        const ssize_t n = nghttp2_session_mem_send(session_, &frames);
+        if (n <= 0) break;
+        wire_.append(reinterpret_cast<const char*>(frames), static_cast<size_t>(n));
+      }
+      in_nghttp2_ = false;
+      if (wire_.empty()) break;
+      client->write(wire_);
+    }
+  } while (send_due_ && !finished_ && !client->closing());
+  if (!finished_ && !client->closing() && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+    finish();
+  }
+  conn_.refresh_deadline(ClientConnection::Refresh::kIfChanged);
+}
+
+void Http2Session::finish() {
+  finished_ = true;
+  // The GOAWAY and the last frames leave, then a half-close; the client closes in answer.
+  conn_.client()->shutdown_after_writes();
+}
+
+DeadlineSpec Http2Session::deadline() const {
+  const auto& l = *conn_.listener().config;
+  if (finished_) return {Deadline::kLinger, kLingerMs};
+  if (conn_.client()->pending() > net::OutQueue::kHighWater) return {Deadline::kClientSend, to_ms(l.send_timeout)};
+  if (!streams_.empty()) return {};  // each stream keeps its own time
+  return served_one_ ? DeadlineSpec{Deadline::kKeepAlive, to_ms(l.keepalive_timeout)}
+                     : DeadlineSpec{Deadline::kRequestHead, to_ms(l.header_timeout)};
+}
+
+void Http2Session::on_deadline(Deadline kind) {
+  if (kind == Deadline::kKeepAlive || kind == Deadline::kRequestHead) {
+    begin_shutdown();
+    return;
+  }
+  if (kind == Deadline::kClientSend) {
+    LOG_INFO("client %s read none of its HTTP/2 frames within send_timeout", conn_.client_ip().data());
+  }
+  abort();
+  conn_.close();
+}
+
+void Http2Session::begin_shutdown() {
+  if (!going_away_) {
+    going_away_ = true;
+    nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+                          NGHTTP2_NO_ERROR, nullptr, 0);
+  }
+  send();
+}
+
+void Http2Session::abort() {
+  for (auto& [id, stream] : streams_) stream->abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// nghttp2 callbacks
+
+int Http2Session::on_begin_headers_cb(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  self->served_one_ = true;
+  self->streams_.emplace(frame->hd.stream_id, std::make_unique<Http2Stream>(*self, frame->hd.stream_id));
+  return 0;
+}
+
+int Http2Session::on_header_cb(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+                               const uint8_t* value, size_t valuelen, uint8_t, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: dropped
+  if (Http2Stream* stream = self->find(frame->hd.stream_id)) {
+    stream->add_field(as_view(name, namelen), as_view(value, valuelen));
+  }
+  return 0;
+}
+
+int Http2Session::on_frame_recv_cb(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  Http2Stream* stream = self->find(frame->hd.stream_id);
+  if (stream == nullptr) return 0;
+  const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    WorkerContext& worker = *self->conn_.worker();
+    if (worker.shutting_down || worker.close_after_response) self->begin_shutdown();  // this one is served
+    stream->on_request_head(end_stream);
+  } else if (end_stream && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS)) {
+    stream->on_request_end();
+  }
+  return 0;
+}
+
+int Http2Session::on_data_chunk_recv_cb(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data,
+                                        size_t len, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  if (Http2Stream* stream = self->find(stream_id)) {
+    stream->on_request_data(as_view(data, len));
+  } else {
+    nghttp2_session_consume(self->session_, stream_id, len);
+  }
+  return 0;
+}
+
+int Http2Session::on_stream_close_cb(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  auto it = self->streams_.find(stream_id);
+  if (it == self->streams_.end()) return 0;
+  it->second->on_closed(error_code);
+  // Its exchange may be on the call stack (a response's last frame went out from inside it).
+  self->conn_.worker()->graveyard.bury(std::move(it->second));
+  self->streams_.erase(it);
+  return 0;
+}
+
+}  // namespace limpet::proxy

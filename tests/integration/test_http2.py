@@ -1,0 +1,384 @@
+"""HTTP/2 to clients (listener http2 = true): ALPN h2 on TLS, prior-knowledge h2c on cleartext, each
+stream proxied to an HTTP/1.1 backend. Clients that share no code with limpet: curl, h2load
+(nghttp2-client) and Python's h2 (hyper-h2), whose windows, resets and frames the test controls."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+
+import pattern
+from conftest import admin_metric, free_port, wait_until
+from tls_util import Pki, client_context, run_cmd
+
+MB = 1024 * 1024
+MAX_STREAMS = 16
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def env(module_cluster, pki):
+    """Listener 0: HTTPS with HTTP/2; 1: cleartext with h2c; admin for the counters."""
+    cert, key, _ = pki.issue("default", dns=["localhost"], ips=["127.0.0.1"])
+    backends = [module_cluster.backend(f"h2b{i}") for i in (1, 2)]
+    admin = f"127.0.0.1:{free_port()}"
+    h2 = {"upstream": "app", "http2": True, "http2_max_streams": MAX_STREAMS, "max_header_size": "8k"}
+    lp = module_cluster.limpet(None, upstreams=[
+        {"name": "app", "engineio_paths": ["/socket.io/"], "backends": [(b.name, b.address) for b in backends]},
+    ], listeners=[{**h2, "tls": {"cert": cert, "key": key}}, h2], tables={"[admin]": {"address": admin}})
+    lp.admin_address = admin
+    lp.test_backends = backends
+    return lp
+
+
+@pytest.fixture
+def lp(env):
+    env.assert_alive()
+    yield env
+    env.assert_alive()
+
+
+def curl(pki, lp, *args, path="/echo", tls=True):
+    if tls:
+        url = [f"https://localhost:{lp.ports[0]}{path}", "--cacert", str(pki.ca_file),
+               "--resolve", f"localhost:{lp.ports[0]}:127.0.0.1"]
+    else:
+        url = [f"http://127.0.0.1:{lp.ports[1]}{path}"]
+    return run_cmd(["curl", "-sS", "--max-time", "20", "--noproxy", "*", *args, *url], timeout=30)
+
+
+class H2:
+    """A raw HTTP/2 client on one connection. Received DATA is acknowledged (its window given
+    back) except on the streams in `held`: those are the slow readers."""
+
+    def __init__(self, pki, lp, tls=True, connection_window=16 * MB):
+        port = lp.ports[0] if tls else lp.ports[1]
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = client_context(pki, alpn=("h2",)).wrap_socket(raw, server_hostname="localhost") if tls else raw
+        if tls:
+            assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                                                         validate_outbound_headers=False,
+                                                                         normalize_outbound_headers=False))
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(connection_window)  # the connection never limits
+        self.flush()
+        self.streams = {}
+        self.held = set()
+        self.goaway = None
+        self.remote_settings = {}
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, path, method="GET", headers=(), body=None, end=True):
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None}
+        fields = [(":method", method), (":scheme", "https"), (":authority", "localhost"), (":path", path),
+                  *headers]
+        self.conn.send_headers(sid, fields, end_stream=end and body is None)
+        if body is not None:
+            self.send_body(sid, body, end=end)
+        self.flush()
+        return sid
+
+    def send_body(self, sid, body, end=True, timeout=20):
+        """Sends as the stream's window allows, pumping events meanwhile."""
+        deadline = time.monotonic() + timeout
+        view = memoryview(body)
+        while view:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                assert time.monotonic() < deadline, f"stream {sid}: the window stayed closed"
+                self.pump(0.05)
+                continue
+            self.conn.send_data(sid, bytes(view[:window]))
+            view = view[window:]
+            self.flush()
+        if end:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def reset(self, sid, code=8):
+        self.conn.reset_stream(sid, code)
+        self.flush()
+
+    def pump(self, seconds):
+        self.sock.settimeout(seconds)
+        try:
+            data = self.sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            return
+        if not data:
+            raise ConnectionError("limpet closed the connection")
+        for event in self.conn.receive_data(data):
+            self.on_event(event)
+        self.flush()
+
+    def on_event(self, event):
+        if isinstance(event, h2.events.ResponseReceived):
+            self.streams[event.stream_id]["headers"] = dict(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            self.streams[event.stream_id]["data"] += event.data
+            if event.stream_id not in self.held:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            self.streams[event.stream_id]["ended"] = True
+        elif isinstance(event, h2.events.StreamReset):
+            self.streams[event.stream_id]["reset"] = event.error_code
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.remote_settings.update({k: v.new_value for k, v in event.changed_settings.items()})
+
+    def wait(self, pred, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {self.streams}"
+            self.pump(0.05)
+
+    def done(self, sid):
+        s = self.streams[sid]
+        return s["ended"] or s["reset"] is not None
+
+    def response(self, sid, timeout=20):
+        self.wait(lambda: self.done(sid), timeout, f"stream {sid}")
+        return self.streams[sid]
+
+    def release(self, sid):
+        """The slow reader catches up: everything received so far is acknowledged."""
+        self.held.discard(sid)
+        self.conn.acknowledge_received_data(len(self.streams[sid]["data"]), sid)
+        self.flush()
+
+    def close(self):
+        self.sock.close()
+
+
+def counter(lp, name):
+    return admin_metric(lp.admin_address, name) or 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Negotiation
+
+
+def test_tls_alpn_selects_h2_and_the_backend_sees_http11(lp, pki):
+    rc, out, err = curl(pki, lp, "--http2", "-w", "\n%{http_version}")
+    assert rc == 0, err
+    body, _, version = out.rpartition("\n")
+    assert version == "2"
+    echo = json.loads(body)
+    assert echo["version"] == "HTTP/1.1"
+    headers = {k.lower(): v for k, v in echo["headers"]}
+    assert headers["host"] == f"localhost:{lp.ports[0]}"  # from :authority
+    assert headers["x-forwarded-proto"] == "https"
+    # A client offering only http/1.1 still gets it on the same listener.
+    rc, out, err = curl(pki, lp, "--http1.1", "-o", "/dev/null", "-w", "%{http_version}")
+    assert (rc, out) == (0, "1.1"), err
+
+
+def test_cleartext_listener_takes_prior_knowledge_h2c_and_http11(lp, pki):
+    rc, out, err = curl(pki, lp, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                        tls=False)
+    assert (rc, out) == (0, "2 200"), err
+    rc, out, err = curl(pki, lp, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", tls=False)
+    assert (rc, out) == (0, "1.1 200"), err
+    # The preface split over several reads is still recognised.
+    s = socket.create_connection(("127.0.0.1", lp.ports[1]), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    wire = conn.data_to_send()
+    for piece in (wire[:1], wire[1:3], wire[3:]):
+        s.sendall(piece)
+        time.sleep(0.05)
+    conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/echo")],
+                      end_stream=True)
+    s.sendall(conn.data_to_send())
+    status = None
+    deadline = time.monotonic() + 10
+    while status is None and time.monotonic() < deadline:
+        for event in conn.receive_data(s.recv(65536)):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = dict(event.headers)[":status"]
+        s.sendall(conn.data_to_send())
+    s.close()
+    assert status == "200"
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests and bodies
+
+
+def test_request_bodies_with_and_without_length_and_a_large_response(lp, pki, tmp_path):
+    data = pattern.data(3 * MB + 17)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
+    rc, out, err = curl(pki, lp, "--http2", "--data-binary", f"@{upload}", path="/upload")
+    assert rc == 0, err
+    assert json.loads(out) == {**json.loads(out), "length": len(data), "sha256": want, "chunked": False}
+    # From stdin: no content-length on the stream, so chunked toward the backend.
+    rc, out, err = run_cmd(["curl", "-sS", "--max-time", "20", "--http2", "--cacert", str(pki.ca_file),
+                            "--resolve", f"localhost:{lp.ports[0]}:127.0.0.1", "-T", "-",
+                            f"https://localhost:{lp.ports[0]}/upload"], timeout=30, stdin=data)
+    assert rc == 0, err
+    assert json.loads(out) == {**json.loads(out), "length": len(data), "sha256": want, "chunked": True}
+    got = tmp_path / "big.bin"
+    rc, out, err = curl(pki, lp, "--http2", "-o", str(got), "-w", "%{http_code}", path=f"/big?size={5 * MB}")
+    assert (rc, out) == (0, "200"), err
+    assert got.read_bytes() == pattern.data(5 * MB)
+
+
+def test_many_concurrent_streams_with_h2load(lp, pki):
+    before = counter(lp, "limpet_http2_streams_total")
+    rc, out, err = run_cmd(["h2load", "-n", "2000", "-c", "4", "-m", str(MAX_STREAMS),
+                            f"http://127.0.0.1:{lp.ports[1]}/echo"], timeout=60)
+    assert rc == 0, err + out
+    assert "2000 succeeded, 0 failed, 0 errored" in out, out
+    assert "status codes: 2000 2xx" in out, out
+    assert counter(lp, "limpet_http2_streams_total") - before == 2000
+
+
+def test_engineio_sessions_stay_on_their_backends_over_h2(lp, pki):
+    """Sessions opened over one HTTP/2 connection (one client IP, one TCP connection) spread
+    over both backends, and every later request of a session reaches the backend that opened it."""
+    client = H2(pki, lp)
+    try:
+        owners = set()
+        for _ in range(6):
+            opened = client.response(client.request("/socket.io/?EIO=4&transport=polling"))
+            assert opened["headers"][":status"] == "200"
+            sid = json.loads(bytes(opened["data"])[1:])["sid"]
+            owner = sid.split("-")[0]
+            owners.add(owner)
+            streams = [client.request(f"/socket.io/?EIO=4&transport=polling&sid={sid}") for _ in range(5)]
+            seen = {json.loads(bytes(client.response(s)["data"]))["backend"] for s in streams}
+            assert seen == {owner}, (sid, seen)
+        assert owners == {"h2b1", "h2b2"}
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow control
+
+
+def test_a_slow_stream_does_not_stall_the_others(lp, pki):
+    """Stream A's reader stops after its first window (64 KiB) of a 4 MiB answer; streams on
+    the same connection still complete, and A does once its reader catches up."""
+    client = H2(pki, lp)
+    try:
+        slow = client.request(f"/big?size={4 * MB}")
+        client.held.add(slow)
+        client.wait(lambda: len(client.streams[slow]["data"]) >= 65535, 10, "the slow stream's first window")
+        for _ in range(5):
+            fast = client.request("/echo")
+            assert client.response(fast)["headers"][":status"] == "200"
+        assert not client.done(slow) and len(client.streams[slow]["data"]) == 65535
+        deadline = time.monotonic() + 30
+        while not client.done(slow):
+            assert time.monotonic() < deadline, "the slow stream never completed"
+            client.release(slow)
+            client.held.add(slow)
+            client.pump(0.05)
+        assert bytes(client.streams[slow]["data"]) == pattern.data(4 * MB)
+    finally:
+        client.close()
+
+
+def test_an_upload_to_a_backend_that_reads_late_completes(lp, pki):
+    """/sink reads its body only after 500 ms: the stream's window reopens as the backend
+    takes the bytes, and all of them arrive."""
+    client = H2(pki, lp)
+    try:
+        body = pattern.data(2 * MB)
+        sid = client.request("/sink?delay_ms=500", method="POST", headers=[("content-length", str(len(body)))],
+                             body=body)
+        answer = client.response(sid, timeout=30)
+        assert answer["headers"][":status"] == "200"
+        assert json.loads(bytes(answer["data"]))["sha256"] == hashlib.sha256(body).hexdigest()
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Resets, limits, malformed streams
+
+
+def test_a_client_reset_aborts_the_backend_request_and_the_connection_goes_on(lp, pki):
+    before = counter(lp, "limpet_http2_client_resets_total")
+    client = H2(pki, lp)
+    try:
+        hung = client.request("/hang")
+        wait_until(lambda: any("/hang" in b.paths() for b in lp.test_backends), 10, "the request to reach a backend")
+        client.reset(hung)
+        wait_until(lambda: counter(lp, "limpet_http2_client_resets_total") == before + 1, 10,
+                   "the reset to be counted")
+        assert client.response(client.request("/echo"))["headers"][":status"] == "200"
+    finally:
+        client.close()
+    wait_until(lambda: re.search(r'"GET /hang HTTP/2\.0" 499 ', lp.stderr()), 10, "the 499 access-log line")
+
+
+def test_settings_and_limits(lp, pki):
+    client = H2(pki, lp)
+    try:
+        client.wait(lambda: h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in client.remote_settings, 10,
+                    "limpet's SETTINGS")
+        assert client.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == MAX_STREAMS
+        assert client.remote_settings[h2.settings.SettingCodes.ENABLE_PUSH] == 0
+        big = client.request("/echo", headers=[("x-big", "a" * 9000)])
+        assert client.response(big)["headers"][":status"] == "431"
+        no_host = client.request("/echo", headers=[])
+        assert client.response(no_host)["headers"][":status"] == "200"  # :authority is the host
+    finally:
+        client.close()
+
+
+def test_more_body_than_content_length_is_a_stream_error_not_a_second_request(lp, pki):
+    client = H2(pki, lp)
+    try:
+        sid = client.request("/upload", method="POST", headers=[("content-length", "5")], body=b"0123456789")
+        assert client.response(sid)["reset"] == 1  # PROTOCOL_ERROR
+        bad = client.request("/echo", headers=[("connection", "keep-alive")])  # connection-specific: refused
+        assert client.response(bad)["reset"] == 1
+        assert client.response(client.request("/echo"))["headers"][":status"] == "200"
+    finally:
+        client.close()
+
+
+def test_graceful_stop_sends_goaway_and_finishes_the_open_stream(cluster, pki):
+    """nghttp (hyper-h2 takes a GOAWAY for the end of everything) keeps a request open across
+    the SIGQUIT: it gets GOAWAY (NO_ERROR) and then its answer."""
+    cert, key, _ = pki.issue("goaway", dns=["localhost"], ips=["127.0.0.1"])
+    backend = cluster.backend("gw1")
+    lp = cluster.limpet([backend], listener={"http2": True, "tls": {"cert": cert, "key": key}},
+                        server={"shutdown_timeout": "10s"})
+    nghttp = subprocess.Popen(["nghttp", "-v", "-t", "20", f"https://127.0.0.1:{lp.port}/slow?ms=1500"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "SSL_CERT_FILE":
+                                                                                   str(pki.ca_file)})
+    wait_until(lambda: any(p.startswith("/slow") for p in backend.paths()), 10, "the request to reach the backend")
+    lp.signal(signal.SIGQUIT)  # graceful (SIGTERM is the fast stop)
+    out, _ = nghttp.communicate(timeout=30)
+    text = out.decode(errors="replace")
+    goaway = text.find("recv GOAWAY")
+    assert goaway >= 0 and "error_code=NO_ERROR" in text[goaway:goaway + 200], text[-3000:]
+    assert re.search(r"recv \(stream_id=\d+\) :status: 200", text), text[-3000:]
+    assert lp.wait_exit(15) == 0
