@@ -16,7 +16,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential meson ninja-build pkg-config cmake \
       libuv1-dev libssl-dev libtoml11-dev node-llhttp libxxhash-dev \
-      libhiredis-dev libsystemd-dev libc-ares-dev \
+      libhiredis-dev libsystemd-dev libc-ares-dev libnghttp2-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -32,7 +32,7 @@ FROM debian:12-slim
 # limpet calls sd_notify only under a systemd that asks for it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libuv1 libssl3 libxxhash0 libhiredis0.14 libsystemd0 libc-ares2 ca-certificates \
+      libuv1 libssl3 libxxhash0 libhiredis0.14 libsystemd0 libc-ares2 libnghttp2-14 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 # A fixed uid, so a mounted config or certificate can be made readable to it.
 RUN groupadd --system --gid 10001 limpet \

@@ -28,7 +28,7 @@ packages=(
   libuv1-dev libssl-dev libtoml11-dev libgtest-dev libgmock-dev libbenchmark-dev node-llhttp libxxhash-dev
   libhiredis-dev  # the Redis session store (src/store), with its libuv adapter
   libc-ares-dev  # backends by name: DNS resolution on the main loop (src/net/resolver)
-  libnghttp2-dev nghttp2-client  # HTTP/2 to clients (src/http2); nghttp, h2load for its tests and bench
+  libnghttp2-dev  # HTTP/2 to clients (src/proxy/http2_session)
   libsystemd-dev  # sd_notify for Type=notify (optional: -Dsystemd=disabled builds without it)
   # packaging: the .deb (debian/, scripts/build-deb.sh, the "package" stage of scripts/test.sh)
   debhelper dpkg-dev fakeroot lintian
@@ -37,6 +37,7 @@ packages=(
   # tests: integration (pytest + Python backends), e2e (Node Socket.IO cluster + Redis)
   python3 python3-pytest python3-websockets python3-requests python3-prometheus-client
   python3-h2  # tests: an HTTP/2 client whose windows and resets the test controls (test_http2)
+  nghttp2-client  # tests and benchmarks: nghttp, h2load
   redis-server curl
   dnsmasq  # tests: the local DNS server of the discovery test (started by the test, never as a service)
   # tests: the status page is checked in headless Chromium

@@ -48,6 +48,7 @@ MESON_DEP_PACKAGES = {
     "hiredis": "libhiredis-dev",
     "libsystemd": "libsystemd-dev",
     "libcares": "libc-ares-dev",
+    "libnghttp2": "libnghttp2-dev",
     "gtest": "libgtest-dev",
     "gmock": "libgmock-dev",
     "benchmark": "libbenchmark-dev",
