@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/tls/run.sh: TLS termination, limpet vs nginx with the same certificate (issue 5), one command.
+# bench/tls/run.sh: TLS termination, limpet vs nginx with the same certificate (issue 5), and HTTP/2
+# (h2load, also against HAProxy: --loads h2; issue 13), one command.
 #
 #   bench/tls/run.sh                  release limpet of the working tree, built in build-bench-tls/;
 #                                     1 and 2 workers, 3 rounds; ~10 min; writes
@@ -42,7 +43,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 "$ROOT/bench/tls/tls_bench.py" --help
       ;;
@@ -53,8 +54,8 @@ while (($#)); do
   esac
 done
 
-for tool in wrk nginx openssl python3 gcc pkg-config git; do
-  command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install -y wrk nginx openssl gcc pkg-config git)"
+for tool in wrk nginx haproxy h2load openssl python3 gcc pkg-config git; do
+  command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install -y wrk nginx haproxy nghttp2-client openssl gcc pkg-config git)"
 done
 pkg-config --exists libuv openssl || die "libuv and openssl headers needed (apt-get install -y libuv1-dev libssl-dev)"
 

@@ -14,6 +14,8 @@ load); the table shows medians:
   keepalive_16k  the same on /16k: 16 KB responses (record encryption dominates)
   close          (not in the default set) wrk with "Connection: close": one request per
                  connection; wrk offers its last session, so mostly resumption + one request
+  h2             h2load -cC -mM -DDs: HTTP/2 requests/s over ALPN h2, 13-byte responses, also
+                 against HAProxy (bind ... alpn h2,http/1.1): the only load with three proxies
 
 hsload (bench/tls/hsload.c) stands in for `openssl s_time -new/-reuse`: s_time never reads after
 a TLS 1.3 handshake, so it never gets a ticket and `-reuse` silently does full handshakes.
@@ -45,12 +47,14 @@ from bench import (Service, cpu_model, first_line, fmt, get_status, log, measure
                    parse_wrk, port_free, run_measured, stop_all, wait_for_quiet, wait_until)
 
 FRONTS = ["limpet", "nginx"]
+H2_FRONTS = ["limpet", "nginx", "haproxy"]
 LOADS = {  # load -> (label, unit of the rate, unit of one operation)
     "full": ("full TLS 1.3 handshakes/s", "handshake"),
     "resumed": ("resumed TLS 1.3 handshakes/s", "handshake"),
     "keepalive": ("HTTPS keep-alive requests/s, 13 B", "request"),
     "keepalive_16k": ("HTTPS keep-alive requests/s, 16 KB", "request"),
     "close": ("HTTPS connection-per-request requests/s (wrk resumes)", "request"),
+    "h2": ("HTTP/2 requests/s (h2load), 13 B", "request"),
 }
 DEFAULT_LOADS = "full,resumed,keepalive,keepalive_16k"
 
@@ -61,6 +65,8 @@ def make_certificate(directory, key_type):
     cmd = ["openssl", "req", "-x509", *newkey, "-nodes", "-days", "30", "-subj", "/CN=localhost",
            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert]
     subprocess.run(cmd, check=True, capture_output=True)
+    with open(os.path.join(directory, "cert+key.pem"), "w") as pem:  # HAProxy's crt: both in one file
+        pem.write(open(cert).read() + open(key).read())
     return cert, key, shlex.join(cmd).replace(directory + "/", "")
 
 
@@ -94,7 +100,7 @@ class Fronts:
 
     def __init__(self, args, work, cert, key):
         self.args, self.work, self.cert, self.key = args, work, cert, key
-        self.port = {"limpet": args.port_base + 10, "nginx": args.port_base + 11}
+        self.port = {"limpet": args.port_base + 10, "nginx": args.port_base + 11, "haproxy": args.port_base + 12}
         self.negotiated = {}  # kind -> details of the first probe
 
     def start(self, kind, workers):
@@ -102,17 +108,20 @@ class Fronts:
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o777)  # nginx workers run as nobody and write their temp dirs here
         template, conf = {"limpet": ("limpet-tls.toml.in", "limpet.toml"),
-                          "nginx": ("nginx-tls.conf.in", "nginx.conf")}[kind]
+                          "nginx": ("nginx-tls.conf.in", "nginx.conf"),
+                          "haproxy": ("haproxy-tls.cfg.in", "haproxy.cfg")}[kind]
         conf = os.path.join(d, conf)
         subprocess.run([sys.executable, os.path.join(ROOT, "bench", "lib", "render.py"), os.path.join(HERE, template),
                         conf, "--kind", kind, "--servers", ",".join(map(str, self.args.backend_ports)),
                         f"WORKERS={workers}", f"DIR={d}", f"PORT={self.port[kind]}",
-                        f"CERT={self.cert}", f"KEY={self.key}"], check=True)
+                        f"CERT={self.cert}", f"KEY={self.key}",
+                        f"PEM={os.path.join(os.path.dirname(self.cert), 'cert+key.pem')}"], check=True)
         port = self.port[kind]
         if not port_free(port):
             raise RuntimeError(f"port {port} for {kind} is busy (set --port-base)")
-        cmd = [self.args.limpet, "-c", conf] if kind == "limpet" else \
-            ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")]
+        cmd = {"limpet": [self.args.limpet, "-c", conf],
+               "nginx": ["nginx", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")],
+               "haproxy": ["haproxy", "-f", conf]}[kind]
         svc = Service(kind, cmd, os.path.join(d, "proxy.log"))
         svc.port = port
         probe = {}
@@ -178,13 +187,13 @@ class TlsBench:
             wait_until(f"backend on {port}", lambda p=port: socket.create_connection(("127.0.0.1", p), 1).close() or True)
             self.backends.append(b)
 
-    def rounds(self, load, workers, fn):
+    def rounds(self, load, workers, fn, fronts=FRONTS):
         for r in range(self.args.rounds):
             if self.args.wait_quiet_each:
                 busy = wait_for_quiet(self.args.wait_quiet_each)
                 if busy >= 15:
                     log(f"machine still {busy:.0f}% busy with other work; measuring anyway")
-            for kind in FRONTS[r % 2:] + FRONTS[:r % 2]:
+            for kind in fronts[r % len(fronts):] + fronts[:r % len(fronts)]:
                 m = measure_once(f"{load} w{workers} round {r + 1} {kind}", self.notes,
                                  lambda: self.fronts.start(kind, workers), fn)
                 if m is not None:
@@ -212,6 +221,33 @@ class TlsBench:
             }
 
         self.rounds(load, workers, fn)
+
+    def h2load(self, load, workers):
+        a = self.args
+        base = ["h2load", f"-c{a.h2_conns}", f"-m{a.h2_streams}"]
+        self.commands[load] = (shlex.join([*base, f"-D{a.duration}", "https://127.0.0.1:PORT/"]) +
+                               "  (after a 1 s warm-up run)")
+
+        def fn(proxy):
+            url = f"https://127.0.0.1:{proxy.port}/"
+            subprocess.run([*base, "-D1", url], capture_output=True, timeout=60, check=True)
+            ms = run_measured([*base, f"-D{a.duration}", url], proxy, self.backends, a.duration + 60)
+            done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+                             ms.out)
+            rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", ms.out)
+            if not done or not rate:
+                raise RuntimeError("unexpected h2load output: " + ms.out[-500:])
+            if "h2" not in re.search(r"Application protocol: (\S+)", ms.out).group(1):
+                raise RuntimeError(f"{proxy.name} did not negotiate h2: " + ms.out[-500:])
+            succeeded = int(done.group(1))
+            return {
+                "rate": float(rate.group(1)),
+                "cpu_us": 1e6 * ms.proxy_cpu / max(1, succeeded),
+                "errors": int(done.group(2)) + int(done.group(3)),
+                **ms.cpu_split(),
+            }
+
+        self.rounds(load, workers, fn, H2_FRONTS)
 
     def handshakes(self, load, workers, resume):
         a = self.args
@@ -252,6 +288,8 @@ class TlsBench:
                         self.wrk(load, workers, "/16k", [])
                     elif load == "close":
                         self.wrk(load, workers, "/", ["-H", "Connection: close"])
+                    elif load == "h2":
+                        self.h2load(load, workers)
         finally:
             stop_all()
             self.loadavg[1] = open("/proc/loadavg").read().strip()
@@ -265,6 +303,8 @@ class TlsBench:
                  "|---|---|---|---|---|---|---|---|"]
         for workers in self.args.workers:
             for load in self.args.loads:
+                if load == "h2":
+                    continue  # three proxies: h2_table()
                 cells = {k: self.samples.get((load, workers, k), []) for k in FRONTS}
                 lr, nr = med(cells["limpet"], "rate"), med(cells["nginx"], "rate")
                 lc, nc = med(cells["limpet"], "cpu_us"), med(cells["nginx"], "cpu_us")
@@ -276,6 +316,20 @@ class TlsBench:
                              f"{fmt(nc)} | {cratio} |")
         return "\n".join(lines)
 
+    def h2_table(self):
+        lines = ["| workers | limpet req/s | nginx req/s | HAProxy req/s | limpet/nginx | limpet/HAProxy | "
+                 "limpet CPU µs/req | nginx CPU µs/req | HAProxy CPU µs/req |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for workers in self.args.workers:
+            cells = {k: self.samples.get(("h2", workers, k), []) for k in H2_FRONTS}
+            rate = {k: med(v, "rate") for k, v in cells.items()}
+            cpu = {k: med(v, "cpu_us") for k, v in cells.items()}
+            ratio = {k: f"{rate['limpet'] / rate[k]:.2f}" if rate["limpet"] and rate[k] else "—" for k in H2_FRONTS}
+            lines.append(f"| {workers} | {fmt(rate['limpet'])} | {fmt(rate['nginx'])} | {fmt(rate['haproxy'])} | "
+                         f"{ratio['nginx']} | {ratio['haproxy']} | {fmt(cpu['limpet'])} | {fmt(cpu['nginx'])} | "
+                         f"{fmt(cpu['haproxy'])} |")
+        return "\n".join(lines)
+
     def detail_table(self):
         """Latency, resumption share, errors and how the machine was shared, medians."""
         lines = ["| load | workers | proxy | p50 ms | p99 ms | resumed % | errors (sum) | proxy CPU % | "
@@ -283,7 +337,7 @@ class TlsBench:
                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for workers in self.args.workers:
             for load in self.args.loads:
-                for kind in FRONTS:
+                for kind in H2_FRONTS if load == "h2" else FRONTS:
                     s = self.samples.get((load, workers, kind), [])
                     if not s:
                         continue
@@ -303,6 +357,8 @@ class TlsBench:
                f"load and worker count (the order of the two proxies alternates), each proxy freshly started for "
                f"every measurement, {a.duration} s per measurement after a 1 s warm-up; figures are medians.\n",
                "## Results\n", self.table(), "",
+               *(["### HTTP/2 (h2load over ALPN h2; backends in HTTP/1.1 keep-alive)\n", self.h2_table(), ""]
+                 if "h2" in a.loads else []),
                "Rates: higher is better. CPU: the proxy's utime+stime (all its processes and threads) during "
                "the measured run divided by the handshakes or requests done, lower is better. On 2 cores the "
                "client, the proxy and the backends share the machine, so a rate also depends on how much CPU "
@@ -328,7 +384,8 @@ class TlsBench:
                 f"- Configs, certificate and logs were rendered into {self.work}.", "",
                 "## Commands\n"]
         out += [f"- {load}: `{self.commands[load]}`" for load in a.loads if load in self.commands]
-        out.append(f"- PORT: limpet {self.fronts.port['limpet']}, nginx {self.fronts.port['nginx']}; hsload is "
+        out.append(f"- PORT: limpet {self.fronts.port['limpet']}, nginx {self.fronts.port['nginx']}, HAProxy "
+                   f"{self.fronts.port['haproxy']} (h2 only); hsload is "
                    "bench/tls/hsload.c (built by bench/tls/run.sh).\n")
         others = [x["other_cpu_pct"] for ss in self.samples.values() for x in ss if "other_cpu_pct" in x]
         if others:
@@ -357,6 +414,8 @@ def main():
     ap.add_argument("--workers", default="1,2", help="worker counts, both proxies")
     ap.add_argument("--conns", type=int, default=64, help="wrk connections")
     ap.add_argument("--procs", type=int, default=4, help="hsload client processes")
+    ap.add_argument("--h2-conns", type=int, default=16, help="h2load connections")
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load concurrent streams per connection")
     ap.add_argument("--key", choices=["ec", "rsa"], default="ec")
     ap.add_argument("--loads", default=DEFAULT_LOADS, help="from " + ",".join(LOADS))
     ap.add_argument("--backend-threads", type=int, default=2)

@@ -362,7 +362,11 @@ std::string render_json(const MetricsSnapshot& m) {
   num("tunnels_opened", static_cast<double>(m.tunnels_opened));
   num("ws_messages_to_backend", static_cast<double>(m.ws_messages_to_backend));
   num("ws_messages_to_client", static_cast<double>(m.ws_messages_to_client));
-  o += "\"responses\":{";
+  o += "\"http2\":{";
+  num("connections", static_cast<double>(m.http2_connections));
+  num("streams", static_cast<double>(m.http2_streams));
+  num("client_resets", static_cast<double>(m.http2_resets_by_client), false);
+  o += "},\"responses\":{";
   for (int c = 1; c <= 5; ++c) {
     o += "\"" + std::to_string(c) + "xx\":" + std::to_string(m.responses_by_class[c]);
     if (c < 5) o += ',';
@@ -575,7 +579,7 @@ async function refresh() {
     body.replaceChildren(...rows);
     document.getElementById('summary').textContent =
       `generation ${s.generation} · up ${Math.round(s.uptime_seconds)} s · ${s.workers.length} workers · ` +
-      `${s.affinity.entries} sessions known` +
+      `${s.affinity.entries} sessions known · HTTP/2: ${s.http2.connections} connections, ${s.http2.streams} streams` +
       (s.session_store.enabled ? ` · session store ${s.session_store.address} ${s.session_store.up ? 'up' : 'DOWN'}` : '');
     last = {s, t: now};
     lastOk = now;

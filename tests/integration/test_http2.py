@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import h2.config
 import h2.connection
@@ -254,6 +255,9 @@ def test_many_concurrent_streams_with_h2load(lp, pki):
     assert "2000 succeeded, 0 failed, 0 errored" in out, out
     assert "status codes: 2000 2xx" in out, out
     assert counter(lp, "limpet_http2_streams_total") - before == 2000
+    with urllib.request.urlopen(f"http://{lp.admin_address}/status", timeout=5) as r:
+        status = json.loads(r.read())
+    assert status["http2"]["streams"] >= 2000 and status["http2"]["connections"] >= 4, status["http2"]
 
 
 def test_engineio_sessions_stay_on_their_backends_over_h2(lp, pki):
