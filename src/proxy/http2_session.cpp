@@ -53,6 +53,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
         exchange_(session.conn().worker(), &session.conn().listener(), this),
         started_ns_(uv_hrtime()) {}
   ~Http2Stream() override {
+    closed_ = true;  // nothing below may reach the session: it may be gone
     exchange_.abort();
     if (timer_ != nullptr) {
       uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
@@ -76,8 +77,9 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
   void on_request_end();
   // nghttp2 closed the stream (both sides done, or a reset either way).
   void on_closed(uint32_t error_code);
-  // The client connection is going: let go of the backend now.
-  void abort() { exchange_.abort(); }
+  // The client connection is going (its streams get no close callback): let go of the backend
+  // now, logged as the client's abort.
+  void abort();
   ssize_t read_response(uint8_t* buf, size_t length, uint32_t* flags);
 
   // ExchangeOwner
@@ -246,6 +248,17 @@ void Http2Stream::on_request_data(std::string_view data) {
 void Http2Stream::on_request_end() {
   request_ended_ = true;
   if (exchange_.active() && !exchange_.request_complete()) exchange_.end_body();
+}
+
+void Http2Stream::abort() {
+  if (closed_) return;
+  closed_ = true;
+  if (exchange_.active()) {
+    session_.conn().worker()->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    log_access(response_started_ ? status_ : kClientClosedRequest);
+    exchange_.abort();
+  }
+  if (timer_ != nullptr) uv_timer_stop(timer_);
 }
 
 void Http2Stream::start_reading() {

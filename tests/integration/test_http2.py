@@ -339,6 +339,12 @@ def test_a_client_reset_aborts_the_backend_request_and_the_connection_goes_on(lp
     finally:
         client.close()
     wait_until(lambda: re.search(r'"GET /hang HTTP/2\.0" 499 ', lp.stderr()), 10, "the 499 access-log line")
+    # The whole connection goes: its open streams are logged as aborted too.
+    client = H2(pki, lp)
+    client.request("/hang?gone=1")
+    wait_until(lambda: any("/hang?gone=1" in b.paths() for b in lp.test_backends), 10, "the request to reach a backend")
+    client.close()
+    wait_until(lambda: re.search(r'"GET /hang\?gone=1 HTTP/2\.0" 499 ', lp.stderr()), 10, "the 499 line of the closed connection")
 
 
 def test_settings_and_limits(lp, pki):
