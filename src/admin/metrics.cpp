@@ -201,6 +201,9 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   w.counter("limpet_http2_client_resets_total",
             "HTTP/2 streams the client reset (RST_STREAM) before their answer was complete.",
             m.http2_resets_by_client);
+  w.counter("limpet_http2_websockets_total",
+            "WebSockets over HTTP/2: extended CONNECTs (RFC 8441), each an HTTP/1.1 upgrade to its backend.",
+            m.http2_websockets);
   w.counter("limpet_upstream_stale_resends_total",
             "Requests sent again on a new connection because the pooled one closed before any response byte.",
             m.stale_resends);
@@ -365,7 +368,8 @@ std::string render_json(const MetricsSnapshot& m) {
   o += "\"http2\":{";
   num("connections", static_cast<double>(m.http2_connections));
   num("streams", static_cast<double>(m.http2_streams));
-  num("client_resets", static_cast<double>(m.http2_resets_by_client), false);
+  num("client_resets", static_cast<double>(m.http2_resets_by_client));
+  num("websockets", static_cast<double>(m.http2_websockets), false);
   o += "},\"responses\":{";
   for (int c = 1; c <= 5; ++c) {
     o += "\"" + std::to_string(c) + "xx\":" + std::to_string(m.responses_by_class[c]);

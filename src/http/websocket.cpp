@@ -116,6 +116,23 @@ size_t FrameTracker::feed(std::string_view data) {
   return last_boundary;
 }
 
+std::string handshake_key(uint64_t high, uint64_t low) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  uint8_t bytes[18] = {};  // 16, padded to a multiple of 3
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<uint8_t>(high >> (56 - 8 * i));
+    bytes[8 + i] = static_cast<uint8_t>(low >> (56 - 8 * i));
+  }
+  std::string out;
+  out.reserve(24);
+  for (int i = 0; i < 18; i += 3) {
+    const uint32_t group = (uint32_t{bytes[i]} << 16) | (uint32_t{bytes[i + 1]} << 8) | bytes[i + 2];
+    for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kAlphabet[(group >> shift) & 0x3F]);
+  }
+  out.replace(22, 2, "==");  // the last group held one byte of the 16
+  return out;
+}
+
 std::string close_frame(uint16_t code, std::string_view reason, bool masked, uint32_t mask_key) {
   reason = reason.substr(0, 123);
   std::string payload;

@@ -148,6 +148,10 @@ void ClientConnection::begin_shutdown() {
 }
 
 void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_ids) {
+  if (http_) {
+    http_->drain_tunnels_to(backend_ids);
+    return;
+  }
   if (!tunnel_ || std::find(backend_ids.begin(), backend_ids.end(), tunnel_->backend_id()) == backend_ids.end()) {
     return;
   }
@@ -155,7 +159,11 @@ void ClientConnection::drain_if_tunnel_to(const std::vector<uint32_t>& backend_i
 }
 
 void ClientConnection::close_tunnel_cleanly(uint16_t code, uint64_t delay_ms) {
-  if (tunnel_) tunnel_->close_cleanly(code, delay_ms);
+  if (tunnel_) {
+    tunnel_->close_cleanly(code, delay_ms);
+  } else if (http_) {
+    http_->close_tunnels_cleanly(code, delay_ms);
+  }
 }
 
 void ClientConnection::become_tunnel(UpgradeHandoff handoff, std::string early_client_bytes) {

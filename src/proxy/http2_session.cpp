@@ -8,9 +8,11 @@
 
 #include "limpet/http/message.hpp"
 #include "limpet/http/rewrite.hpp"
+#include "limpet/http/websocket.hpp"
 #include "limpet/net/out_queue.hpp"
 #include "limpet/proxy/client_connection.hpp"
 #include "limpet/proxy/exchange.hpp"
+#include "limpet/proxy/tunnel.hpp"
 #include "limpet/util/log.hpp"
 
 namespace limpet::proxy {
@@ -43,14 +45,20 @@ bool has_response_body(std::string_view method, int status) {
 
 // One stream: its request head as HTTP/1 code expects it, the Exchange, and the response bytes
 // its window has not let out yet. As the request body's source it is "read" while its window is
-// given back; as the response's sink, its unsent bytes are what the relay weighs.
-class Http2Stream final : public ExchangeOwner, public net::ByteStream {
+// given back; as the response's sink, its unsent bytes are what the relay weighs. After an
+// extended CONNECT (RFC 8441) answered 101 by the backend it is a Tunnel's client side, the same
+// way. It keeps what a tunnel asks of its owner (worker, listener, client address) itself: a
+// closed stream is freed at the end of the loop turn, when its connection may be gone.
+class Http2Stream final : public ExchangeOwner, public net::ByteStream, public TunnelOwner {
  public:
   Http2Stream(Http2Session& session, int32_t id)
       : session_(session),
         id_(id),
+        worker_(session.conn().worker()),
+        listener_(session.conn().listener_ref()),
+        client_ip_(session.conn().client_ip()),
         body_in_(this, nullptr),
-        exchange_(session.conn().worker(), &session.conn().listener(), this),
+        exchange_(worker_, listener_.get(), this),
         started_ns_(uv_hrtime()) {}
   ~Http2Stream() override {
     closed_ = true;  // nothing below may reach the session: it may be gone
@@ -64,7 +72,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
   // request answered 431 (nghttp2 has checked the field's syntax).
   void add_field(std::string_view name, std::string_view value) {
     header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 §6.5.2's accounting
-    if (header_bytes_ > session_.conn().listener().config->max_header_size) {
+    if (header_bytes_ > listener_->config->max_header_size) {
       too_large_ = true;
       return;
     }
@@ -81,6 +89,10 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
   // now, logged as the client's abort.
   void abort();
   ssize_t read_response(uint8_t* buf, size_t length, uint32_t* flags);
+  // Our END_STREAM went out: a stream whose client side is still open is reset (NO_ERROR) if
+  // close() asked for it.
+  void on_end_stream_sent();
+  Tunnel* tunnel() { return tunnel_.get(); }
 
   // ExchangeOwner
   void on_interim_response(const http::ResponseHead& head) override;
@@ -103,6 +115,14 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
   void shutdown_after_writes() override;
   bool write_side_shut() const override { return response_ended_; }
 
+  // TunnelOwner
+  WorkerContext* worker() const override { return worker_; }
+  const ListenerContext& listener() const override { return *listener_; }
+  std::string_view client_ip() const override { return client_ip_; }
+  net::ByteStream* tunnel_client() override { return this; }
+  void tunnel_deadline_changed() override { arm_timer(); }
+  void close() override;
+
  private:
   void build_head(bool end_stream);
   // A refusal or an answer of limpet's own, headers only.
@@ -116,11 +136,16 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
 
   Http2Session& session_;
   int32_t id_;
+  WorkerContext* worker_;
+  std::shared_ptr<const ListenerContext> listener_;
+  std::string client_ip_;
   std::vector<std::pair<std::string, std::string>> fields_;  // while the header block arrives
   size_t header_bytes_ = 0;
   http::RequestHead head_;
   Relay body_in_;  // this stream → the backend: the only decider of giving the window back
   Exchange exchange_;
+  std::unique_ptr<Tunnel> tunnel_;  // after a 101 to an extended CONNECT
+  std::string early_;  // tunnel bytes the client sent before the backend's 101
   std::string out_;  // response bytes nghttp2 has not taken yet, from out_taken_ on
   size_t out_taken_ = 0;
   uint64_t unconsumed_ = 0;  // request bytes received, window not given back (the backend is behind)
@@ -137,13 +162,16 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream {
   bool response_ended_ = false;
   bool logged_ = false;
   bool closed_ = false;
+  bool reset_after_end_ = false;  // close(): RST_STREAM once our END_STREAM is sent
+  bool end_stream_sent_ = false;
+  bool extended_connect_ = false;  // the request carried :protocol (RFC 8441)
 };
 
 // ---------------------------------------------------------------------------------------------
 // The request
 
 void Http2Stream::build_head(bool end_stream) {
-  std::string_view method, path, authority;
+  std::string_view method, path, authority, protocol;
   std::string cookie;  // RFC 9113 §8.2.3: split crumbs go to HTTP/1 as one header
   bool has_host = false;
   size_t total = 0;
@@ -152,10 +180,17 @@ void Http2Stream::build_head(bool end_stream) {
     if (name == ":method") method = value;
     if (name == ":path") path = value;
     if (name == ":authority") authority = value;
+    if (name == ":protocol") protocol = value;
     if (name == "host") has_host = true;
     if (name == "cookie") cookie.append(cookie.empty() ? "" : "; ").append(value);
   }
   head_.clear();
+  // RFC 8441: CONNECT with :protocol websocket is, for the backend, an HTTP/1.1 upgrade (a GET
+  // with the key limpet makes; Connection and Upgrade are added by the head rewrite).
+  const bool websocket = method == "CONNECT" && protocol == "websocket";
+  const std::string key = websocket ? http::websocket::handshake_key(worker_->rng(), worker_->rng()) : std::string();
+  if (websocket) method = "GET";
+  total += key.size() + 32;
   head_.storage.reserve(total + cookie.size() + 16);  // nothing below reallocates: the views hold
   auto keep = [this](std::string_view text) {
     const size_t at = head_.storage.size();
@@ -178,17 +213,20 @@ void Http2Stream::build_head(bool end_stream) {
     }
   }
   if (!cookie.empty()) head_.headers.push_back({keep("cookie"), keep(cookie)});
+  if (websocket) head_.headers.push_back({keep("sec-websocket-key"), keep(key)});
+  head_.upgrade = head_.websocket = websocket;
+  extended_connect_ = !protocol.empty();
   head_.http_major = 2;
   head_.http_minor = 0;
   // A body of unknown length goes to the backend chunked (HTTP/2 carries no Transfer-Encoding).
-  head_.chunked = !end_stream && !head_.content_length;
+  head_.chunked = !end_stream && !head_.content_length && !websocket;
   fields_.clear();
   fields_.shrink_to_fit();
 }
 
 void Http2Stream::on_request_head(bool end_stream) {
-  WorkerContext& worker = *session_.conn().worker();
-  const config::ListenerConfig& listener = *session_.conn().listener().config;
+  WorkerContext& worker = *worker_;
+  const config::ListenerConfig& listener = *listener_->config;
   worker.counters.requests.fetch_add(1, std::memory_order_relaxed);
   worker.counters.http2_streams.fetch_add(1, std::memory_order_relaxed);
   request_ended_ = end_stream;
@@ -198,12 +236,13 @@ void Http2Stream::on_request_head(bool end_stream) {
     return;
   }
   build_head(end_stream);
-  if (head_.method == "CONNECT") {
-    respond(501);  // limpet is no forward proxy
+  if (head_.method == "CONNECT" || (extended_connect_ && !head_.websocket)) {
+    respond(501);  // limpet is no forward proxy, and tunnels only WebSockets
     return;
   }
+  if (head_.websocket) worker_->counters.http2_websockets.fetch_add(1, std::memory_order_relaxed);
   if (!head_.header("host")) {
-    LOG_INFO("bad request from %s: HTTP/2 request without :authority or host", session_.conn().client_ip().data());
+    LOG_INFO("bad request from %s: HTTP/2 request without :authority or host", client_ip_.data());
     respond(400);
     return;
   }
@@ -216,10 +255,10 @@ void Http2Stream::on_request_head(bool end_stream) {
     return;
   }
   const bool send_proxy =
-      session_.conn().listener().upstream->config().send_proxy_protocol != config::SendProxyProtocol::kOff;
-  exchange_.start({&head_, session_.conn().client_ip(), &body_in_,
+      listener_->upstream->config().send_proxy_protocol != config::SendProxyProtocol::kOff;
+  exchange_.start({&head_, client_ip_, &body_in_,
                    send_proxy ? &session_.conn().endpoints() : nullptr, &session_.conn().backend_fd()});
-  if (end_stream && exchange_.active()) exchange_.end_body();
+  if ((end_stream || head_.websocket) && exchange_.active()) exchange_.end_body();
   arm_timer();
 }
 
@@ -227,9 +266,14 @@ void Http2Stream::on_request_data(std::string_view data) {
   nghttp2_session* s = session_.session();
   // The connection's window goes back at once: only this stream's may wait for its backend.
   nghttp2_session_consume_connection(s, data.size());
-  const size_t max_body = session_.conn().listener().config->max_body_size;
+  const size_t max_body = listener_->config->max_body_size;
   body_bytes_ += data.size();
-  if (exchange_.active() && !exchange_.request_complete()) {
+  if (tunnel_) {
+    tunnel_->on_client_data(data);
+  } else if (head_.websocket && exchange_.active()) {
+    early_.append(data);  // tunnel bytes ahead of the 101; the window stays closed meanwhile
+    reading_ = false;
+  } else if (exchange_.active() && !exchange_.request_complete()) {
     if (max_body > 0 && body_bytes_ > max_body) {
       exchange_.abort();
       respond(413);
@@ -237,7 +281,7 @@ void Http2Stream::on_request_data(std::string_view data) {
       exchange_.send_body(data);
     }
   }
-  if (reading_ || !exchange_.active()) {
+  if (reading_ || (!exchange_.active() && !tunnel_)) {
     nghttp2_session_consume_stream(s, id_, data.size());
   } else {
     unconsumed_ += data.size();
@@ -247,14 +291,19 @@ void Http2Stream::on_request_data(std::string_view data) {
 
 void Http2Stream::on_request_end() {
   request_ended_ = true;
-  if (exchange_.active() && !exchange_.request_complete()) exchange_.end_body();
+  if (tunnel_) {
+    tunnel_->on_client_end(UV_EOF);  // the half-close travels on to the backend
+  } else if (exchange_.active() && !exchange_.request_complete()) {
+    exchange_.end_body();
+  }
 }
 
 void Http2Stream::abort() {
   if (closed_) return;
   closed_ = true;
+  if (tunnel_) tunnel_->drop_upstream();
   if (exchange_.active()) {
-    session_.conn().worker()->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    worker_->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
     log_access(response_started_ ? status_ : kClientClosedRequest);
     exchange_.abort();
   }
@@ -271,11 +320,18 @@ void Http2Stream::start_reading() {
 
 void Http2Stream::on_closed(uint32_t error_code) {
   closed_ = true;
+  if (tunnel_) {
+    // Reset, or both sides ended: the backend goes now; the tunnel's close line is written when
+    // this stream is freed (at the end of the loop turn: the tunnel may be on the call stack).
+    tunnel_->drop_upstream();
+    if (timer_ != nullptr) uv_timer_stop(timer_);
+    return;
+  }
   if (exchange_.active()) {
     // The client reset the stream (or the connection failed) before the answer was complete.
-    session_.conn().worker()->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
+    worker_->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
     if (error_code != NGHTTP2_NO_ERROR) {
-      session_.conn().worker()->counters.http2_resets_by_client.fetch_add(1, std::memory_order_relaxed);
+      worker_->counters.http2_resets_by_client.fetch_add(1, std::memory_order_relaxed);
     }
     log_access(response_started_ ? status_ : kClientClosedRequest);
     exchange_.abort();
@@ -301,7 +357,7 @@ void Http2Stream::submit_head(int status, std::vector<nghttp2_nv>& fields, bool 
   status_ = status;
   response_started_ = true;
   response_ended_ = !with_body;
-  session_.conn().worker()->counters.responses_by_class[std::clamp(status / 100, 0, 5)].fetch_add(
+  worker_->counters.responses_by_class[std::clamp(status / 100, 0, 5)].fetch_add(
       1, std::memory_order_relaxed);
   nghttp2_submit_response(session_.session(), id_, fields.data(), fields.size(), with_body ? &provider : nullptr);
 }
@@ -339,6 +395,14 @@ void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_v
     fields.push_back(make_nv(std::string_view(names).substr(kept[i].first, end - kept[i].first), kept[i].second));
   }
   if (!set_cookie.empty()) fields.push_back(make_nv("set-cookie", set_cookie));
+  if (head.status == 101) {
+    // RFC 8441 §5: the backend's 101 is a 200 to the HTTP/2 client, with no accept key.
+    std::erase_if(fields, [](const nghttp2_nv& nv) {
+      return std::string_view(reinterpret_cast<const char*>(nv.name), nv.namelen) == "sec-websocket-accept";
+    });
+    submit_head(200, fields, true);
+    return;
+  }
   submit_head(head.status, fields, has_response_body(head_.method, head.status));
 }
 
@@ -346,12 +410,16 @@ void Http2Stream::write(std::span<const std::string_view> parts) {
   if (response_ended_ || closed_) return;
   for (auto part : parts) out_.append(part);
   nghttp2_session_resume_data(session_.session(), id_);
+  // An exchange flushes once per backend read (flush_response); a tunnel writes and is done.
+  if (tunnel_) session_.send();
 }
 
 void Http2Stream::shutdown_after_writes() {
   if (response_ended_) return;
   response_ended_ = true;
-  if (!closed_) nghttp2_session_resume_data(session_.session(), id_);
+  if (closed_) return;
+  nghttp2_session_resume_data(session_.session(), id_);
+  if (tunnel_) session_.send();  // the backend's half-close travels on now
 }
 
 ssize_t Http2Stream::read_response(uint8_t* buf, size_t length, uint32_t* flags) {
@@ -372,15 +440,22 @@ ssize_t Http2Stream::read_response(uint8_t* buf, size_t length, uint32_t* flags)
   } else if (n == 0) {
     return NGHTTP2_ERR_DEFERRED;
   }
-  // Under the low-water mark again: the backend may be read (this only restarts its reads).
-  if (was_full && pending() <= net::OutQueue::kLowWater) exchange_.on_client_writable();
+  // Under the low-water mark again (or drained: a closing tunnel waits for that), the backend
+  // may be read: this only restarts its reads.
+  if ((was_full && pending() <= net::OutQueue::kLowWater) || (n > 0 && pending() == 0)) {
+    if (tunnel_) {
+      tunnel_->on_client_writable();
+    } else {
+      exchange_.on_client_writable();
+    }
+  }
   if (n > 0) arm_timer();
   return static_cast<ssize_t>(n);
 }
 
 void Http2Stream::on_response_end() {
   shutdown_after_writes();
-  session_.conn().worker()->counters.request_latency.observe_us((uv_hrtime() - started_ns_) / 1000);
+  worker_->counters.request_latency.observe_us((uv_hrtime() - started_ns_) / 1000);
   log_access(status_);
   arm_timer();
   session_.send();
@@ -396,9 +471,38 @@ void Http2Stream::on_exchange_failed(int status) {
 }
 
 void Http2Stream::on_upgraded(UpgradeHandoff handoff) {
-  // An HTTP/2 request is never a WebSocket upgrade here (RFC 8441's CONNECT is not served yet).
-  handoff.upstream->close();
-  reset(NGHTTP2_INTERNAL_ERROR);
+  log_access(200);
+  const std::string_view leftover = handoff.leftover;
+  tunnel_ = std::make_unique<Tunnel>(*this, std::move(handoff));
+  std::string early;
+  early.swap(early_);
+  tunnel_->start(leftover, early);  // its client relay opens this stream's window again
+  arm_timer();
+  session_.send();
+}
+
+void Http2Stream::close() {
+  if (tunnel_) tunnel_->drop_upstream();
+  if (closed_) return;
+  if (timer_ != nullptr) uv_timer_stop(timer_);
+  if (request_ended_) {
+    shutdown_after_writes();  // END_STREAM after what is queued closes the stream
+  } else if (end_stream_sent_) {
+    reset(NGHTTP2_NO_ERROR);  // the client's side is still open
+  } else {
+    // Not before our last DATA: a RST_STREAM can overtake DATA frames queued in nghttp2.
+    shutdown_after_writes();
+    reset_after_end_ = true;
+  }
+  session_.send();
+}
+
+void Http2Stream::on_end_stream_sent() {
+  end_stream_sent_ = true;
+  if (reset_after_end_ && !closed_) {
+    reset_after_end_ = false;
+    nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
+  }
 }
 
 void Http2Stream::reset(uint32_t error_code) {
@@ -413,16 +517,16 @@ void Http2Stream::log_access(int status) {
   logged_ = true;
   const uint64_t now = uv_hrtime();
   AccessEntry entry;
-  entry.client_ip = session_.conn().client_ip();
+  entry.client_ip = client_ip_;
   entry.request = &head_;
   entry.status = status;
   entry.bytes = sent_bytes_ + pending();
   entry.duration_ns = now - started_ns_;
   entry.upstream_time_ns = exchange_.upstream_time_ns(now);
-  entry.upstream = session_.conn().listener().upstream->config().name;
+  entry.upstream = listener_->upstream->config().name;
   entry.backend = exchange_.backend_name();
   entry.reason = exchange_.route_reason();
-  session_.conn().worker()->access_log.write(entry);
+  worker_->access_log.write(entry);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,9 +534,10 @@ void Http2Stream::log_access(int status) {
 
 DeadlineSpec Http2Stream::deadline() const {
   if (closed_) return {};
+  if (tunnel_) return tunnel_->deadline();
   if (exchange_.active()) return exchange_.deadline();
   if (response_started_ && pending() > 0) {
-    return {Deadline::kClientSend, to_ms(session_.conn().listener().config->send_timeout)};
+    return {Deadline::kClientSend, to_ms(listener_->config->send_timeout)};
   }
   return {};
 }
@@ -448,7 +553,7 @@ void Http2Stream::arm_timer() {
   timer_kind_ = next.kind;
   if (timer_ == nullptr) {
     timer_ = new uv_timer_t;
-    uv_timer_init(session_.conn().worker()->loop, timer_);
+    uv_timer_init(worker_->loop, timer_);
     timer_->data = this;
   } else if (!restart) {
     return;
@@ -458,9 +563,19 @@ void Http2Stream::arm_timer() {
 
 void Http2Stream::on_timer() {
   const Deadline kind = std::exchange(timer_kind_, Deadline::kNone);
-  LOG_DEBUG("client %s: HTTP/2 stream %d: %s deadline passed", session_.conn().client_ip().data(), id_,
+  LOG_DEBUG("client %s: HTTP/2 stream %d: %s deadline passed", client_ip_.data(), id_,
             to_string(kind));
-  if (blames_backend(kind) && exchange_.active()) {
+  if (tunnel_) {
+    const uint64_t now = uv_now(worker_->loop);
+    if (kind == Deadline::kTunnelIdle && !tunnel_->idle_expired(now)) {
+      // Activity moves an idle deadline on without touching the timer: look again in a second
+      // (the granularity of the worker's sweep of HTTP/1 tunnels).
+      uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Http2Stream*>(t->data)->on_timer(); }, 1000, 0);
+      timer_kind_ = kind;
+      return;
+    }
+    tunnel_->on_deadline(kind);
+  } else if (blames_backend(kind) && exchange_.active()) {
     exchange_.on_deadline(kind);  // answered 504 (or reset) through on_exchange_failed
   } else if (kind == Deadline::kClientBody && !response_started_) {
     exchange_.abort();
@@ -483,6 +598,7 @@ Http2Session::Http2Session(ClientConnection& conn) : conn_(conn) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv_cb);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk_recv_cb);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close_cb);
+  nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send_cb);
   nghttp2_option* options = nullptr;
   nghttp2_option_new(&options);
   nghttp2_option_set_no_auto_window_update(options, 1);
@@ -499,6 +615,7 @@ Http2Session::Http2Session(ClientConnection& conn) : conn_(conn) {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, listener.http2_max_streams},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(listener.max_header_size)},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // RFC 8441: WebSockets over HTTP/2
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
   conn_.worker()->counters.http2_connections.fetch_add(1, std::memory_order_relaxed);
@@ -594,12 +711,28 @@ void Http2Session::on_deadline(Deadline kind) {
 }
 
 void Http2Session::begin_shutdown() {
+  close_tunnels_cleanly(Tunnel::kCloseGoingAway, conn_.worker()->close_delay_ms());
   if (!going_away_) {
     going_away_ = true;
     nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
                           NGHTTP2_NO_ERROR, nullptr, 0);
   }
   send();
+}
+
+void Http2Session::drain_tunnels_to(const std::vector<uint32_t>& backend_ids) {
+  for (auto& [id, stream] : streams_) {
+    Tunnel* tunnel = stream->tunnel();
+    if (tunnel != nullptr && std::find(backend_ids.begin(), backend_ids.end(), tunnel->backend_id()) != backend_ids.end()) {
+      tunnel->close_cleanly(Tunnel::kCloseServiceRestart, conn_.worker()->close_delay_ms());
+    }
+  }
+}
+
+void Http2Session::close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) {
+  for (auto& [id, stream] : streams_) {
+    if (Tunnel* tunnel = stream->tunnel()) tunnel->close_cleanly(code, delay_ms);
+  }
 }
 
 void Http2Session::abort() {
@@ -649,6 +782,15 @@ int Http2Session::on_data_chunk_recv_cb(nghttp2_session*, uint8_t, int32_t strea
     stream->on_request_data(as_view(data, len));
   } else {
     nghttp2_session_consume(self->session_, stream_id, len);
+  }
+  return 0;
+}
+
+int Http2Session::on_frame_send_cb(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  auto* self = static_cast<Http2Session*>(user);
+  const bool ends = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (ends && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS)) {
+    if (Http2Stream* stream = self->find(frame->hd.stream_id)) stream->on_end_stream_sent();
   }
   return 0;
 }

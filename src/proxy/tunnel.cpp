@@ -22,16 +22,16 @@ const char* close_reason(uint16_t code) {
 
 }  // namespace
 
-Tunnel::Tunnel(ClientConnection& conn, UpgradeHandoff handoff)
+Tunnel::Tunnel(TunnelOwner& conn, UpgradeHandoff handoff)
     : conn_(conn),
       upstream_(handoff.upstream),
       lease_(std::move(handoff.lease)),
       session_id_(handoff.session_id),
       counted_in_affinity_(handoff.session_known),
-      up_{Relay(conn.client(), handoff.upstream),
+      up_{Relay(conn.tunnel_client(), handoff.upstream),
           http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
                                         http::websocket::FrameTracker::Masking::kRequired)},
-      down_{Relay(handoff.upstream, conn.client()),
+      down_{Relay(handoff.upstream, conn.tunnel_client()),
             http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
                                           http::websocket::FrameTracker::Masking::kForbidden)} {
   upstream_->set_delegate(this);
@@ -92,7 +92,7 @@ void Tunnel::log_close() {
 void Tunnel::start(std::string_view upstream_leftover, std::string_view early_client_bytes) {
   if (!upstream_leftover.empty()) forward(down_, upstream_leftover);
   if (!early_client_bytes.empty() && upstream_ != nullptr) forward(up_, early_client_bytes);
-  if (upstream_ == nullptr || conn_.client()->closing()) return;
+  if (upstream_ == nullptr || conn_.tunnel_client()->closing()) return;
   up_.relay.update();
   down_.relay.update();
   if (conn_.worker()->shutting_down) {
@@ -174,12 +174,12 @@ void Tunnel::close_cleanly(uint16_t code, uint64_t delay_ms) {
   if (close_code_ != 0) return;
   close_code_ = code;
   close_deadline_ = uv_now(conn_.worker()->loop) + delay_ms;
-  conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+  conn_.tunnel_deadline_changed();
 }
 
 void Tunnel::start_close_replies() {
   close_deadline_ = uv_now(conn_.worker()->loop) + kCloseReplyMs;
-  conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+  conn_.tunnel_deadline_changed();
 }
 
 uint64_t Tunnel::idle_ms() const { return to_ms(conn_.listener().config->tunnel_idle_timeout); }
@@ -272,7 +272,7 @@ void Tunnel::on_sink_writable(Direction& d) {
 // written; the sinks' on_writable calls back here until they are.
 void Tunnel::finish() {
   finished_ = true;
-  if (upstream_ == nullptr || (conn_.client()->out().drained() && upstream_->out().drained())) {
+  if (upstream_ == nullptr || (conn_.tunnel_client()->pending() == 0 && upstream_->out().drained())) {
     conn_.close();
   }
 }

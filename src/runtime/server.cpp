@@ -260,6 +260,7 @@ admin::MetricsSnapshot Server::collect_metrics() const {
     m.http2_connections += c.http2_connections.load();
     m.http2_streams += c.http2_streams.load();
     m.http2_resets_by_client += c.http2_resets_by_client.load();
+    m.http2_websockets += c.http2_websockets.load();
     const auto rejected = [&c](proxy::ProxyReject why) {
       return c.proxy_protocol_rejected[static_cast<size_t>(why)].load();
     };

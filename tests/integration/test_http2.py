@@ -1,10 +1,12 @@
 """HTTP/2 to clients (listener http2 = true): ALPN h2 on TLS, prior-knowledge h2c on cleartext, each
-stream proxied to an HTTP/1.1 backend. Clients that share no code with limpet: curl, h2load
+stream proxied to an HTTP/1.1 backend, and WebSockets over HTTP/2 (RFC 8441) to backends that see
+a plain HTTP/1.1 upgrade. Clients that share no code with limpet: curl, h2load
 (nghttp2-client) and Python's h2 (hyper-h2), whose windows, resets and frames the test controls."""
 
 import hashlib
 import json
 import os
+import struct
 import re
 import signal
 import socket
@@ -36,11 +38,16 @@ def env(module_cluster, pki):
     """Listener 0: HTTPS with HTTP/2; 1: cleartext with h2c; admin for the counters."""
     cert, key, _ = pki.issue("default", dns=["localhost"], ips=["127.0.0.1"])
     backends = [module_cluster.backend(f"h2b{i}") for i in (1, 2)]
+    ws = module_cluster.backend("h2ws", kind="ws")
     admin = f"127.0.0.1:{free_port()}"
     h2 = {"upstream": "app", "http2": True, "http2_max_streams": MAX_STREAMS, "max_header_size": "8k"}
+    tls = {"tls": {"cert": cert, "key": key}}
     lp = module_cluster.limpet(None, upstreams=[
         {"name": "app", "engineio_paths": ["/socket.io/"], "backends": [(b.name, b.address) for b in backends]},
-    ], listeners=[{**h2, "tls": {"cert": cert, "key": key}}, h2], tables={"[admin]": {"address": admin}})
+        {"name": "ws", "backends": [(ws.name, ws.address)]},
+    ], listeners=[{**h2, **tls}, h2, {**h2, **tls, "upstream": "ws"},
+                  {**h2, **tls, "upstream": "ws", "tunnel_idle_timeout": "1s"}],
+        tables={"[admin]": {"address": admin}})
     lp.admin_address = admin
     lp.test_backends = backends
     return lp
@@ -66,8 +73,8 @@ class H2:
     """A raw HTTP/2 client on one connection. Received DATA is acknowledged (its window given
     back) except on the streams in `held`: those are the slow readers."""
 
-    def __init__(self, pki, lp, tls=True, connection_window=16 * MB):
-        port = lp.ports[0] if tls else lp.ports[1]
+    def __init__(self, pki, lp, tls=True, connection_window=16 * MB, listener=None):
+        port = lp.ports[listener if listener is not None else (0 if tls else 1)]
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.sock = client_context(pki, alpn=("h2",)).wrap_socket(raw, server_hostname="localhost") if tls else raw
         if tls:
@@ -82,6 +89,11 @@ class H2:
         self.held = set()
         self.goaway = None
         self.remote_settings = {}
+        # hyper-h2 takes a GOAWAY for the end of the connection and refuses every frame after
+        # it; limpet's open streams go on, so GOAWAY frames are taken out here (and recorded).
+        self.strip_goaway = False
+        self.goaway_codes = []
+        self.inbuf = b""
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -128,6 +140,18 @@ class H2:
             return
         if not data:
             raise ConnectionError("limpet closed the connection")
+        if self.strip_goaway:
+            self.inbuf += data
+            data = b""
+            while len(self.inbuf) >= 9:
+                length = int.from_bytes(self.inbuf[:3], "big")
+                if len(self.inbuf) < 9 + length:
+                    break
+                frame, self.inbuf = self.inbuf[:9 + length], self.inbuf[9 + length:]
+                if frame[3] == 0x7:
+                    self.goaway_codes.append(int.from_bytes(frame[13:17], "big"))
+                else:
+                    data += frame
         for event in self.conn.receive_data(data):
             self.on_event(event)
         self.flush()
@@ -161,6 +185,43 @@ class H2:
     def response(self, sid, timeout=20):
         self.wait(lambda: self.done(sid), timeout, f"stream {sid}")
         return self.streams[sid]
+
+    def websocket(self, path):
+        """An extended CONNECT (RFC 8441); returns the stream id once limpet answered."""
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None}
+        self.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                                     (":authority", "localhost"), (":path", path),
+                                     ("sec-websocket-version", "13")])
+        self.flush()
+        self.wait(lambda: self.streams[sid]["headers"] is not None or self.done(sid), 10, "the CONNECT's answer")
+        return sid
+
+    def ws_send(self, sid, payload, opcode=1):
+        mask = os.urandom(4)
+        n = len(payload)
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+        self.conn.send_data(sid, head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        self.flush()
+
+    def ws_frames(self, sid):
+        """The WebSocket frames received on the stream so far: [(opcode, payload)]."""
+        frames, data = [], bytes(self.streams[sid]["data"])
+        while len(data) >= 2:
+            n = data[1] & 0x7F
+            at = 2
+            if n == 126:
+                n, at = struct.unpack("!H", data[2:4])[0], 4
+            if len(data) < at + n:
+                break
+            assert not data[1] & 0x80, "a frame toward the client must not be masked"
+            frames.append((data[0] & 0x0F, data[at:at + n]))
+            data = data[at + n:]
+        return frames
+
+    def wait_frames(self, sid, count, timeout=10):
+        self.wait(lambda: len(self.ws_frames(sid)) >= count, timeout, f"{count} WebSocket frames on stream {sid}")
+        return self.ws_frames(sid)
 
     def release(self, sid):
         """The slow reader catches up: everything received so far is acknowledged."""
@@ -392,3 +453,105 @@ def test_graceful_stop_sends_goaway_and_finishes_the_open_stream(cluster, pki):
     assert goaway >= 0 and "error_code=NO_ERROR" in text[goaway:goaway + 200], text[-3000:]
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", text), text[-3000:]
     assert lp.wait_exit(15) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# WebSockets over HTTP/2 (RFC 8441)
+
+
+def test_settings_offer_extended_connect(lp, pki):
+    client = H2(pki, lp, listener=2)
+    try:
+        client.wait(lambda: h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL in client.remote_settings, 10,
+                    "limpet's SETTINGS")
+        assert client.remote_settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
+    finally:
+        client.close()
+
+
+def test_websocket_over_h2_is_a_plain_upgrade_at_the_backend(lp, pki):
+    before = counter(lp, "limpet_http2_websockets_total")
+    client = H2(pki, lp, listener=2)
+    try:
+        ws = client.websocket("/headers")
+        assert client.streams[ws]["headers"][":status"] == "200"
+        assert "sec-websocket-accept" not in client.streams[ws]["headers"]
+        opcode, first = client.wait_frames(ws, 1)[0]
+        assert opcode == 1, first
+        seen = {k.lower(): v for k, v in json.loads(first)}
+        assert seen["upgrade"].lower() == "websocket" and "upgrade" in seen["connection"].lower()
+        assert len(seen["sec-websocket-key"]) == 24 and seen["sec-websocket-version"] == "13"
+        # Frames both ways, a plain stream on the same connection meanwhile.
+        for i, size in enumerate([5, 125, 126, 4000]):
+            client.ws_send(ws, bytes([65 + i]) * size)
+            assert client.wait_frames(ws, 2 + i)[-1] == (1, bytes([65 + i]) * size)
+        plain = client.request("/echo")  # on the ws upstream: the backend refuses plain HTTP
+        assert client.response(plain)["headers"] is not None
+        client.ws_send(ws, struct.pack("!H", 1000) + b"done", opcode=8)
+        frames = client.wait_frames(ws, 6)
+        assert frames[-1][0] == 8 and struct.unpack("!H", frames[-1][1][:2])[0] == 1000
+        client.conn.end_stream(ws)
+        client.flush()
+        client.response(ws)
+    finally:
+        client.close()
+    assert counter(lp, "limpet_http2_websockets_total") == before + 1
+    wait_until(lambda: re.search(r'"WEBSOCKET closed" 101 .*closed_by=client', lp.stderr()), 10,
+               "the tunnel's close line")
+
+
+def test_websocket_over_h2_refused_by_the_backend_gets_its_answer(lp, pki):
+    client = H2(pki, lp, listener=2)
+    try:
+        refused = client.websocket("/refuse")
+        answer = client.response(refused)
+        assert answer["headers"][":status"] == "403"
+        assert b"refused by h2ws" in bytes(answer["data"])
+        # Another :protocol than websocket is not tunnelled.
+        sid = client.conn.get_next_available_stream_id()
+        client.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None}
+        client.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", "webtransport"), (":scheme", "https"),
+                                       (":authority", "localhost"), (":path", "/echo")], end_stream=True)
+        client.flush()
+        assert client.response(sid)["headers"][":status"] == "501"
+    finally:
+        client.close()
+
+
+def test_an_idle_websocket_over_h2_is_closed_after_tunnel_idle_timeout(lp, pki):
+    client = H2(pki, lp, listener=3)
+    try:
+        idle = client.websocket("/echo")
+        client.ws_send(idle, b"once")
+        client.wait_frames(idle, 1)
+        other = client.request("/echo")  # the connection itself stays up
+        client.response(other)
+        client.response(idle, timeout=10)  # ended or reset by limpet, about 1 s after the last frame
+    finally:
+        client.close()
+    wait_until(lambda: re.search(r'"WEBSOCKET closed" 101 .*close_reason=idle', lp.stderr()), 10,
+               "the idle close line")
+
+
+def test_graceful_stop_closes_websockets_over_h2_with_1001(cluster, pki):
+    cert, key, _ = pki.issue("wsstop", dns=["localhost"], ips=["127.0.0.1"])
+    ws = cluster.backend("wsstop", kind="ws")
+    lp = cluster.limpet([ws], listener={"http2": True, "tls": {"cert": cert, "key": key}},
+                        server={"shutdown_timeout": "10s", "close_spread": "0s"})
+    client = H2(pki, lp)
+    client.strip_goaway = True
+    try:
+        sid = client.websocket("/echo")
+        client.ws_send(sid, b"before")
+        client.wait_frames(sid, 1)
+        lp.signal(signal.SIGQUIT)
+        frames = client.wait_frames(sid, 2)
+        assert frames[-1][0] == 8 and struct.unpack("!H", frames[-1][1][:2])[0] == 1001, frames
+        assert client.goaway_codes == [0]
+        client.ws_send(sid, struct.pack("!H", 1001), opcode=8)  # the client answers the Close
+        client.conn.end_stream(sid)
+        client.flush()
+    finally:
+        client.close()
+    assert lp.wait_exit(15) == 0
+    assert re.search(r'"WEBSOCKET closed" 101 .*close_reason=shutdown', lp.stderr()), lp.stderr()[-3000:]

@@ -111,6 +111,7 @@ struct MetricsSnapshot {
   uint64_t http2_connections = 0;
   uint64_t http2_streams = 0;
   uint64_t http2_resets_by_client = 0;
+  uint64_t http2_websockets = 0;
   // The fd budget (net/fd_budget.hpp).
   int64_t fd_limit = 0;
   int64_t fd_capacity = 0;

@@ -76,4 +76,8 @@ class FrameTracker {
 // (RFC 6455 §5.3); `mask_key` is then used as the masking key.
 std::string close_frame(uint16_t code, std::string_view reason, bool masked, uint32_t mask_key);
 
+// A Sec-WebSocket-Key (RFC 6455 §4.1): the base64 of 16 random bytes, given as two words. For
+// an upgrade limpet makes itself (RFC 8441: an HTTP/2 client sends none).
+std::string handshake_key(uint64_t high, uint64_t low);
+
 }  // namespace limpet::http::websocket

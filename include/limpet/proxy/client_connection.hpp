@@ -17,13 +17,14 @@
 #include "limpet/proxy/context.hpp"
 #include "limpet/proxy/deadline.hpp"
 #include "limpet/proxy/exchange.hpp"
+#include "limpet/proxy/tunnel.hpp"
 
 namespace limpet::proxy {
 
 class ClientSession;
 class Tunnel;
 
-class ClientConnection : public net::StreamDelegate {
+class ClientConnection final : public net::StreamDelegate, public TunnelOwner {
  public:
   // Takes ownership of the accepted `client` stream.
   static void start(WorkerContext* worker, std::shared_ptr<const ListenerContext> listener,
@@ -42,11 +43,12 @@ class ClientConnection : public net::StreamDelegate {
   void sweep_idle(uint64_t now_ms);
 
   // For the session and the tunnel it holds.
-  WorkerContext* worker() const { return worker_; }
-  const ListenerContext& listener() const { return *listener_; }
+  WorkerContext* worker() const override { return worker_; }
+  const ListenerContext& listener() const override { return *listener_; }
+  const std::shared_ptr<const ListenerContext>& listener_ref() const { return listener_; }
   net::Stream* client() const { return client_; }
   // The client's address: the PROXY header's source when there was one, else the peer's.
-  std::string_view client_ip() const { return client_ip_; }  // NUL-terminated
+  std::string_view client_ip() const override { return client_ip_; }  // NUL-terminated
   // The client's address and port and the address it connected to, for a PROXY header toward a
   // backend: those of the PROXY header received, else the socket's (looked up on first use).
   // has_addresses is false when neither is known (a LOCAL header then).
@@ -62,7 +64,10 @@ class ClientConnection : public net::StreamDelegate {
   // The HTTP session hands over to a tunnel; the session is freed at the end of the loop turn.
   void become_tunnel(UpgradeHandoff handoff, std::string early_client_bytes);
   // Closes the client connection and lets go of any backend connection now.
-  void close();
+  void close() override;
+  // TunnelOwner: the whole connection is the tunnel's client side.
+  net::ByteStream* tunnel_client() override { return client_; }
+  void tunnel_deadline_changed() override { refresh_deadline(Refresh::kRestart); }
 
   void on_data(net::Stream* s, std::string_view data) override;
   void on_end(net::Stream* s, int status) override;

@@ -3,7 +3,9 @@
 // and its one timer here. Owning worker only.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "limpet/proxy/deadline.hpp"
 
@@ -22,6 +24,13 @@ class ClientSession {
   virtual void begin_shutdown() = 0;
   // The client connection is closing: every exchange lets go of its backend now.
   virtual void abort() = 0;
+  // Tunnels carried inside the session (RFC 8441 streams): a Close 1012 for those to these
+  // backends, or `code` for all, after a delay from close_spread.
+  virtual void drain_tunnels_to(const std::vector<uint32_t>& backend_ids) { (void)backend_ids; }
+  virtual void close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) {
+    (void)code;
+    (void)delay_ms;
+  }
 };
 
 }  // namespace limpet::proxy

@@ -59,6 +59,7 @@ struct WorkerCounters {
   std::atomic<uint64_t> http2_connections{0};
   std::atomic<uint64_t> http2_streams{0};
   std::atomic<uint64_t> http2_resets_by_client{0};
+  std::atomic<uint64_t> http2_websockets{0};  // extended CONNECTs (RFC 8441)
   std::atomic<uint64_t> proxy_protocol_rejected[kProxyRejectReasons]{};
   void count_proxy_reject(ProxyReject why) {
     proxy_protocol_rejected[static_cast<size_t>(why)].fetch_add(1, std::memory_order_relaxed);

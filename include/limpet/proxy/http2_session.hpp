@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "limpet/proxy/client_session.hpp"
 
@@ -39,6 +40,8 @@ class Http2Session final : public ClientSession {
   void on_deadline(Deadline kind) override;
   void begin_shutdown() override;  // GOAWAY: the open streams finish, no new one starts
   void abort() override;
+  void drain_tunnels_to(const std::vector<uint32_t>& backend_ids) override;
+  void close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) override;
 
   // For its streams.
   ClientConnection& conn() { return conn_; }
@@ -54,6 +57,7 @@ class Http2Session final : public ClientSession {
   static int on_frame_recv_cb(nghttp2_session*, const nghttp2_frame* frame, void* user);
   static int on_data_chunk_recv_cb(nghttp2_session*, uint8_t flags, int32_t stream_id, const uint8_t* data,
                                    size_t len, void* user);
+  static int on_frame_send_cb(nghttp2_session*, const nghttp2_frame* frame, void* user);
   static int on_stream_close_cb(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user);
   Http2Stream* find(int32_t stream_id);
   // nghttp2 has nothing more to read or write: the connection closes once its bytes are out.

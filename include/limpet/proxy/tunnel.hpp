@@ -20,7 +20,23 @@
 
 namespace limpet::proxy {
 
-class ClientConnection;
+// What a tunnel's client side belongs to: a ClientConnection (an HTTP/1.1 upgrade: the whole
+// connection) or an Http2Stream (RFC 8441: one stream of an HTTP/2 connection). Everything here
+// outlives the tunnel.
+class TunnelOwner {
+ public:
+  virtual WorkerContext* worker() const = 0;
+  virtual const ListenerContext& listener() const = 0;
+  virtual std::string_view client_ip() const = 0;  // NUL-terminated
+  virtual net::ByteStream* tunnel_client() = 0;
+  // The tunnel's deadline changed (tunnel.deadline() says to what).
+  virtual void tunnel_deadline_changed() = 0;
+  // The tunnel is over: close the client side (and let go of the backend now).
+  virtual void close() = 0;
+
+ protected:
+  ~TunnelOwner() = default;
+};
 
 class Tunnel : public net::StreamDelegate {
  public:
@@ -29,7 +45,7 @@ class Tunnel : public net::StreamDelegate {
   static constexpr uint16_t kCloseTooBig = 1009;
   static constexpr uint16_t kCloseServiceRestart = 1012;
 
-  Tunnel(ClientConnection& conn, UpgradeHandoff handoff);
+  Tunnel(TunnelOwner& conn, UpgradeHandoff handoff);
   ~Tunnel() override;
   Tunnel(const Tunnel&) = delete;
   Tunnel& operator=(const Tunnel&) = delete;
@@ -84,7 +100,7 @@ class Tunnel : public net::StreamDelegate {
   void log_close();
   uint64_t idle_ms() const;
 
-  ClientConnection& conn_;
+  TunnelOwner& conn_;
   net::Stream* upstream_;
   BackendLease lease_;
   std::string session_id_;

@@ -156,3 +156,14 @@ TEST(FrameTracker, CloseCodeAfterDataAndWithoutAStatus) {
 
 }  // namespace
 }  // namespace limpet::http::websocket
+
+TEST(HandshakeKey, IsTheBase64OfItsSixteenBytes) {
+  auto word = [](std::string_view eight) {
+    uint64_t w = 0;
+    for (char c : eight) w = (w << 8) | static_cast<uint8_t>(c);
+    return w;
+  };
+  // RFC 6455 §1.3's example key is the base64 of "the sample nonce".
+  EXPECT_EQ(limpet::http::websocket::handshake_key(word("the samp"), word("le nonce")), "dGhlIHNhbXBsZSBub25jZQ==");
+  EXPECT_EQ(limpet::http::websocket::handshake_key(0, 0), "AAAAAAAAAAAAAAAAAAAAAA==");
+}
