@@ -22,6 +22,7 @@ import pytest
 
 import pattern
 from conftest import admin_metric, free_port, wait_until
+from ops_util import start_ops_limpet
 from tls_util import Pki, client_context, run_cmd
 
 MB = 1024 * 1024
@@ -555,3 +556,28 @@ def test_graceful_stop_closes_websockets_over_h2_with_1001(cluster, pki):
         client.close()
     assert lp.wait_exit(15) == 0
     assert re.search(r'"WEBSOCKET closed" 101 .*close_reason=shutdown', lp.stderr()), lp.stderr()[-3000:]
+
+
+def test_draining_a_backend_closes_its_websockets_over_h2_with_1012(cluster, pki):
+    """The operator drains one backend: its tunnel on an HTTP/2 stream gets Close 1012, the
+    tunnel to the other backend on the same connection carries on."""
+    cert, key, _ = pki.issue("wsdrain", dns=["localhost"], ips=["127.0.0.1"])
+    w1, w2 = cluster.backend("wsd1", kind="ws"), cluster.backend("wsd2", kind="ws")
+    lp = start_ops_limpet(cluster, [w1, w2], listener={"http2": True, "tls": {"cert": cert, "key": key}},
+                          server={"drain_timeout": "100ms", "close_spread": "0s"}, upstream={"balance": "round_robin"})
+    client = H2(pki, lp)
+    try:
+        streams = {}
+        for _ in range(2):
+            sid = client.websocket("/hello")
+            streams[bytes(client.wait_frames(sid, 1)[0][1]).decode()] = sid
+        assert set(streams) == {"hello from wsd1", "hello from wsd2"}, streams
+        drained, kept = streams["hello from wsd1"], streams["hello from wsd2"]
+        code, _, body = lp.post("wsd1", "drain")
+        assert code == 200, body
+        frames = client.wait_frames(drained, 2)
+        assert frames[-1][0] == 8 and struct.unpack("!H", frames[-1][1][:2])[0] == 1012, frames
+        client.ws_send(kept, b"still here")
+        assert client.wait_frames(kept, 2)[-1] == (1, b"still here")
+    finally:
+        client.close()
