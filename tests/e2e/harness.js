@@ -252,8 +252,9 @@ function makeTestPki(dir) {
 // `adminPort` adds an [admin] listener on 127.0.0.1 (/metrics, /status). `sessionTtl` ("60s")
 // sets upstream.session_ttl. `sessionStore` ({address, keyPrefix, instance}) becomes a
 // [session_store] table (the Redis session store shared by several instances: run_scale.js).
+// `http2` turns the listener's http2 on (ALPN h2 with `tls`: browser_h2.js).
 function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = 'info', tls, health, workers = 2,
-  adminPort, sessionTtl, sessionStore }) {
+  adminPort, sessionTtl, sessionStore, http2 }) {
   const q = (s) => JSON.stringify(s);
   const lines = [
     '# written by tests/e2e/harness.js (limpetToml)',
@@ -270,6 +271,7 @@ function limpetToml({ listenPort, balance, engineioPaths, backends, logLevel = '
     `address = ${q(`127.0.0.1:${listenPort}`)}`,
     'upstream = "io"',
     ...(tls ? [`tls = { cert = ${q(tls.cert)}, key = ${q(tls.key)} }`] : []),
+    ...(http2 ? ['http2 = true'] : []),
     '',
     '[[upstream]]',
     'name = "io"',
@@ -327,13 +329,13 @@ http {
 // trusting `ca`. Returns the child's record; its URL is `frontUrl(listenPort, tls)`.
 // adminPort, sessionTtl, sessionStore: see limpetToml (limpet only).
 async function startFront(group, { kind, name, dir, listenPort, backends, balance, engineioPaths, limpetBin, tls, health, workers,
-  adminPort, sessionTtl, sessionStore }) {
+  adminPort, sessionTtl, sessionStore, http2 }) {
   let rec;
   if (tls && kind !== 'limpet') throw new Error(`TLS is implemented for limpet only, not ${kind}`);
   if (kind === 'limpet') {
     const conf = path.join(dir, `${name}.toml`);
     fs.writeFileSync(conf, limpetToml({ listenPort, balance, engineioPaths, backends, tls, health, workers,
-      adminPort, sessionTtl, sessionStore }));
+      adminPort, sessionTtl, sessionStore, http2 }));
     // cwd = the log dir: a core dump (core_pattern "core") lands beside the logs.
     rec = group.spawn(name, limpetBin, ['-c', conf], { cwd: dir });
   } else if (kind === 'nginx-rr' || kind === 'nginx-iphash') {
