@@ -314,7 +314,7 @@ class TlsBench:
                 cratio = f"{lc / nc:.2f}" if lc and nc else "—"
                 lines.append(f"| {LOADS[load][0]} | {workers} | {fmt(lr)} | {fmt(nr)} | {ratio} | {fmt(lc)} | "
                              f"{fmt(nc)} | {cratio} |")
-        return "\n".join(lines)
+        return "\n".join(lines) if len(lines) > 2 else "(only the HTTP/2 load was run: below)"
 
     def h2_table(self):
         lines = ["| workers | limpet req/s | nginx req/s | HAProxy req/s | limpet/nginx | limpet/HAProxy | "
@@ -350,7 +350,8 @@ class TlsBench:
 
     def report(self, info):
         a = self.args
-        out = [f"# TLS termination: limpet vs nginx — {self.started:%Y-%m-%d}\n",
+        title = "TLS termination: limpet vs nginx" + (", HTTP/2 also vs HAProxy" if "h2" in a.loads else "")
+        out = [f"# {title} — {self.started:%Y-%m-%d}\n",
                f"Command: `{a.command_line}`  ",
                f"Started {self.started:%Y-%m-%d %H:%M:%S}, finished {self.finished:%H:%M:%S} "
                f"({(self.finished - self.started).total_seconds() / 60:.1f} min). {a.rounds} interleaved rounds per "
@@ -379,6 +380,10 @@ class TlsBench:
                 "preference, X25519:P-256:P-384, stateless tickets with rotating keys, SSL_MODE_RELEASE_BUFFERS).",
                 "- nginx: bench/tls/nginx-tls.conf.in (the same protocols, ciphers, curves and tickets; nginx "
                 "sets SSL_MODE_RELEASE_BUFFERS too; no ssl_session_cache, so resumption is by ticket on both).",
+                "- HAProxy (h2 load only): bench/tls/haproxy-tls.cfg.in (the same certificate as one PEM, versions, "
+                "ciphers, curves; `alpn h2,http/1.1`; `http-reuse always` to the backends).",
+                "- HTTP/2 on all three: ALPN h2, default SETTINGS of each (limpet: 128 streams, 64 KiB stream "
+                "windows), backends in HTTP/1.1 with keep-alive.",
                 f"- Backends: 2 × bench/backends/backend.c ({a.backend_threads} thread(s) each), plain HTTP "
                 "keep-alive behind both proxies; consistent hash of the client address on both.",
                 f"- Configs, certificate and logs were rendered into {self.work}.", "",
