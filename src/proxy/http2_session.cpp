@@ -788,6 +788,11 @@ int Http2Session::on_data_chunk_recv_cb(nghttp2_session*, uint8_t, int32_t strea
 
 int Http2Session::on_frame_send_cb(nghttp2_session*, const nghttp2_frame* frame, void* user) {
   auto* self = static_cast<Http2Session*>(user);
+  if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+    // A protocol error or a flood limit (rapid reset, CONTINUATION, SETTINGS, queued ACKs).
+    LOG_INFO("HTTP/2 from %s: connection ended with GOAWAY %s", self->conn_.client_ip().data(),
+             nghttp2_http2_strerror(frame->goaway.error_code));
+  }
   const bool ends = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (ends && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS)) {
     if (Http2Stream* stream = self->find(frame->hd.stream_id)) stream->on_end_stream_sent();

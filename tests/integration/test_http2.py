@@ -581,3 +581,33 @@ def test_draining_a_backend_closes_its_websockets_over_h2_with_1012(cluster, pki
         assert client.wait_frames(kept, 2)[-1] == (1, b"still here")
     finally:
         client.close()
+
+
+def test_rapid_reset_ends_the_connection_and_nothing_else(lp, pki):
+    """CVE-2023-44487: streams opened and reset at once, far past nghttp2's reset budget (1000 at
+    once, then 33/s). The connection gets GOAWAY and is closed; limpet serves the next one."""
+    client = H2(pki, lp)
+    client.strip_goaway = True
+    try:
+        for _ in range(1500):
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "localhost:1")])  # answered locally
+            client.conn.reset_stream(sid, 8)
+        client.flush()
+        deadline = time.monotonic() + 20
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                client.pump(0.05)
+            except (ConnectionError, OSError):
+                closed = True
+        assert closed, "limpet kept the connection"
+        assert client.goaway_codes and client.goaway_codes[-1] != 0, client.goaway_codes
+    finally:
+        client.close()
+    wait_until(lambda: "connection ended with GOAWAY" in lp.stderr(), 10, "the GOAWAY's log line")
+    again = H2(pki, lp)
+    try:
+        assert again.response(again.request("/echo"))["headers"][":status"] == "200"
+    finally:
+        again.close()
