@@ -26,7 +26,7 @@ done
 builddir="${1:-build-fuzz}"
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(request response engineio sticky_key websocket config differential redis_reply proxy_protocol)
+[[ ${#targets[@]} -gt 0 ]] || targets=(request response engineio sticky_key websocket config differential redis_reply proxy_protocol http2)
 
 declare -A dicts=(
   [request]=http [response]=http [differential]=http [sticky_key]=http
