@@ -700,7 +700,7 @@ DeadlineSpec Http2Session::deadline() const {
 
 void Http2Session::on_deadline(Deadline kind) {
   if (kind == Deadline::kKeepAlive || kind == Deadline::kRequestHead) {
-    begin_shutdown();
+    go_away();
     return;
   }
   if (kind == Deadline::kClientSend) {
@@ -712,6 +712,9 @@ void Http2Session::on_deadline(Deadline kind) {
 
 void Http2Session::begin_shutdown() {
   close_tunnels_cleanly(Tunnel::kCloseGoingAway, conn_.worker()->close_delay_ms());
+}
+
+void Http2Session::go_away() {
   if (!going_away_) {
     going_away_ = true;
     nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
@@ -733,6 +736,9 @@ void Http2Session::close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) {
   for (auto& [id, stream] : streams_) {
     if (Tunnel* tunnel = stream->tunnel()) tunnel->close_cleanly(code, delay_ms);
   }
+  // Going away (a shutdown, or the hand-over to a new binary): no new stream on this connection,
+  // so the client opens its next one to whoever accepts now.
+  if (code == Tunnel::kCloseGoingAway) go_away();
 }
 
 void Http2Session::abort() {
@@ -767,7 +773,7 @@ int Http2Session::on_frame_recv_cb(nghttp2_session*, const nghttp2_frame* frame,
   const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
     WorkerContext& worker = *self->conn_.worker();
-    if (worker.shutting_down || worker.close_after_response) self->begin_shutdown();  // this one is served
+    if (worker.shutting_down || worker.close_after_response) self->go_away();  // this one is served
     stream->on_request_head(end_stream);
   } else if (end_stream && (frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS)) {
     stream->on_request_end();

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import connect_refused, limpet_bin, wait_until
+from h2_util import H2
 from ops_util import (HttpLoad, SessionTraffic, WsFleet, become_subreaper, get, handshake, pid_in,
                       serves_all_ports, session_node, start_ops_limpet, wait_pid_exit)
 
@@ -229,3 +230,34 @@ def test_upgrade_with_a_backend_gone_from_the_config(cluster, tmp_path):
         assert upgraded.stop() == 0
     finally:
         upgraded.kill()
+
+
+def test_upgrade_sends_goaway_to_http2_clients_and_finishes_their_streams(cluster, tmp_path):
+    """An HTTP/2 connection to the old process gets GOAWAY (NO_ERROR) at the hand-over, so its
+    client's next connection goes to the new process; the stream in flight still gets its answer."""
+    node = cluster.backend("h2n1")
+    pid_file = tmp_path / "limpet.pid"
+    lp = start_ops_limpet(cluster, [node], listener={"http2": True},
+                          server={**SERVER, "pid_file": str(pid_file)})
+    wait_until(lambda: pid_in(pid_file) == lp.proc.pid, 5, "the pid file to name limpet")
+    client = H2(None, lp, tls=False, listener=0)
+    client.strip_goaway = True
+    try:
+        slow = client.request("/slow?ms=1500")
+        wait_until(lambda: any(p.startswith("/slow") for p in node.paths()), 10, "the request to reach the node")
+        upgraded = upgrade(lp, pid_file)
+        try:
+            client.wait(lambda: client.goaway_codes, 10, "GOAWAY from the old process")
+            assert client.goaway_codes == [0]
+            assert client.response(slow)["headers"][":status"] == "200"
+            fresh = H2(None, lp, tls=False, listener=0)
+            try:
+                assert fresh.response(fresh.request("/echo"))["headers"][":status"] == "200"
+            finally:
+                fresh.close()
+            assert lp.wait_exit(SPREAD_S + SHUTDOWN_S + 2) == 0
+            assert upgraded.stop() == 0
+        finally:
+            upgraded.kill()
+    finally:
+        client.close()

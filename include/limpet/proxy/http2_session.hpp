@@ -38,7 +38,7 @@ class Http2Session final : public ClientSession {
   void on_client_writable() override;
   DeadlineSpec deadline() const override;
   void on_deadline(Deadline kind) override;
-  void begin_shutdown() override;  // GOAWAY: the open streams finish, no new one starts
+  void begin_shutdown() override;  // tunnels get 1001, then GOAWAY
   void abort() override;
   void drain_tunnels_to(const std::vector<uint32_t>& backend_ids) override;
   void close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) override;
@@ -60,6 +60,8 @@ class Http2Session final : public ClientSession {
   static int on_frame_send_cb(nghttp2_session*, const nghttp2_frame* frame, void* user);
   static int on_stream_close_cb(nghttp2_session*, int32_t stream_id, uint32_t error_code, void* user);
   Http2Stream* find(int32_t stream_id);
+  // GOAWAY (NO_ERROR): the open streams finish, no new one starts.
+  void go_away();
   // nghttp2 has nothing more to read or write: the connection closes once its bytes are out.
   void finish();
 
