@@ -638,8 +638,15 @@ void Http2Session::on_client_data(std::string_view data) {
   const ssize_t r = nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data.data()), data.size());
   in_nghttp2_ = false;
   if (r < 0) {
-    // A connection error: nghttp2 has queued its GOAWAY where the protocol allows one.
-    LOG_INFO("HTTP/2 from %s: %s", conn_.client_ip().data(), nghttp2_strerror(static_cast<int>(r)));
+    // Fatal for the connection (bad preface, a flood: too many CONTINUATIONs, queued ACKs): the
+    // session reads no more, so it ends here, with a GOAWAY if one can still be written.
+    LOG_INFO("HTTP/2 from %s: %s: closing the connection", conn_.client_ip().data(),
+             nghttp2_strerror(static_cast<int>(r)));
+    nghttp2_session_terminate_session(session_, NGHTTP2_ENHANCE_YOUR_CALM);
+    abort();
+    send();
+    if (!finished_) finish();
+    return;
   }
   send();
 }

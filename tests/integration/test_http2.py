@@ -448,3 +448,76 @@ def test_rapid_reset_ends_the_connection_and_nothing_else(lp, pki):
         assert again.response(again.request("/echo"))["headers"][":status"] == "200"
     finally:
         again.close()
+
+
+def raw_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def closed_by_limpet(sock, timeout=20):
+    """Reads (and drops) until limpet closes the connection; False if it did not in time."""
+    sock.settimeout(0.5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(1 << 20):
+                return True
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_streams_beyond_http2_max_streams_are_refused(lp, pki):
+    client = H2(pki, lp)
+    try:
+        # Opened before limpet's SETTINGS are read, so the client does not hold itself back.
+        hung = [client.request("/hang") for _ in range(MAX_STREAMS + 4)]
+        client.wait(lambda: sum(client.streams[s]["reset"] == 7 for s in hung) == 4, 10, "4 REFUSED_STREAM")
+        for s in hung:
+            if not client.done(s):
+                client.reset(s)
+        assert client.response(client.request("/echo"))["headers"][":status"] == "200"
+    finally:
+        client.close()
+
+
+def test_a_continuation_flood_ends_the_connection(lp, pki):
+    before = lp.stderr().count("Too many CONTINUATION frames")
+    client = H2(pki, lp)
+    try:
+        # A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION after
+        # CONTINUATION (CVE-2024-28182); nghttp2 allows 8.
+        flood = raw_frame(0x1, 0, 1, b"\x82") + b"".join(raw_frame(0x9, 0, 1, b"\x84") for _ in range(100))
+        client.sock.sendall(flood)
+        assert closed_by_limpet(client.sock), "limpet kept the connection"
+    finally:
+        client.close()
+    wait_until(lambda: lp.stderr().count("Too many CONTINUATION frames") > before, 10, "the connection's log line")
+
+
+def test_a_ping_flood_from_a_client_that_does_not_read_ends_the_connection(lp, pki):
+    """Every PING owes an ACK; a client that sends them and reads nothing fills limpet's queue
+    toward it, then nghttp2's queue of ACKs (1,000 at most): the connection is closed, and what
+    limpet held for it is bounded by those two."""
+    before = lp.stderr().count("Flooding was detected")
+    s = socket.create_connection(("127.0.0.1", lp.ports[1]), timeout=10)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + raw_frame(0x4, 0, 0))
+        pings = raw_frame(0x6, 0, 0, b"12345678") * 4096
+        s.settimeout(0.5)
+        deadline = time.monotonic() + 20
+        gone = False
+        while not gone and time.monotonic() < deadline:
+            try:
+                s.sendall(pings)
+            except (socket.timeout, TimeoutError):
+                continue  # limpet is not reading either: its end is full too
+            except OSError:
+                gone = True
+        assert gone or closed_by_limpet(s), "limpet kept the connection"
+    finally:
+        s.close()
+    wait_until(lambda: lp.stderr().count("Flooding was detected") > before, 10, "the connection's log line")
