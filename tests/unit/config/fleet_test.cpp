@@ -125,6 +125,22 @@ TEST(Guardrails, ReadyPathIsAPath) {
   EXPECT_THAT(load_error(text), StartsWith("t.toml:4:14: ready_path: expected a path"));
 }
 
+TEST(Listener, Http2KeysAndTheirErrors) {
+  std::string text = minimal();
+  EXPECT_FALSE(load_string(text, "t.toml")->listeners[0].http2);
+  text.insert(text.find("\n[[upstream]]"), "http2 = true\nhttp2_max_streams = 64\n");
+  const auto loaded = load_string(text, "t.toml");
+  ASSERT_TRUE(loaded) << loaded.message();
+  EXPECT_TRUE(loaded->listeners[0].http2);
+  EXPECT_EQ(loaded->listeners[0].http2_max_streams, 64u);
+  std::string bad = text;
+  bad.replace(bad.find("http2 = true"), 12, "http2 = \"on\"");
+  EXPECT_THAT(load_error(bad), StartsWith("t.toml:4:9: http2: expected"));
+  bad = text;
+  bad.replace(bad.find("= 64"), 4, "= 0");
+  EXPECT_THAT(load_error(bad), AllOf(StartsWith("t.toml:5:21: http2_max_streams:"), HasSubstr("1")));
+}
+
 // --- include ---------------------------------------------------------------------------------
 
 TEST_F(Files, IncludeMergesTablesInSortedOrder) {
