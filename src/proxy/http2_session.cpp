@@ -98,7 +98,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
   void on_interim_response(const http::ResponseHead& head) override;
   void on_response_head(const http::ResponseHead& head, std::string_view set_cookie) override;
   void on_response_body(std::string_view data) override { write(data); }
-  void flush_response() override { session_.send(); }
+  void flush_response() override { session_.send_soon(); }
   void on_response_end() override;
   void on_exchange_failed(int status) override;
   void on_upgraded(UpgradeHandoff handoff) override;
@@ -315,7 +315,7 @@ void Http2Stream::start_reading() {
   if (unconsumed_ == 0 || closed_) return;
   nghttp2_session_consume_stream(session_.session(), id_, unconsumed_);
   unconsumed_ = 0;
-  session_.send();  // the WINDOW_UPDATE
+  session_.send_soon();  // the WINDOW_UPDATE
 }
 
 void Http2Stream::on_closed(uint32_t error_code) {
@@ -366,7 +366,7 @@ void Http2Stream::respond(int status) {
   std::vector<nghttp2_nv> fields{make_nv("content-length", "0")};
   submit_head(status, fields, false);
   log_access(status);
-  session_.send();  // the rest of the request, if any, is read and dropped
+  session_.send_soon();  // the rest of the request, if any, is read and dropped
 }
 
 void Http2Stream::on_interim_response(const http::ResponseHead& head) {
@@ -374,7 +374,7 @@ void Http2Stream::on_interim_response(const http::ResponseHead& head) {
   std::to_chars(status_text, status_text + 3, std::clamp(head.status, 100, 199));
   nghttp2_nv status = make_nv(":status", std::string_view(status_text, 3));
   nghttp2_submit_headers(session_.session(), NGHTTP2_FLAG_NONE, id_, nullptr, &status, 1, nullptr);
-  session_.send();
+  session_.send_soon();
 }
 
 void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_view set_cookie) {
@@ -411,7 +411,7 @@ void Http2Stream::write(std::span<const std::string_view> parts) {
   for (auto part : parts) out_.append(part);
   nghttp2_session_resume_data(session_.session(), id_);
   // An exchange flushes once per backend read (flush_response); a tunnel writes and is done.
-  if (tunnel_) session_.send();
+  if (tunnel_) session_.send_soon();
 }
 
 void Http2Stream::shutdown_after_writes() {
@@ -419,7 +419,7 @@ void Http2Stream::shutdown_after_writes() {
   response_ended_ = true;
   if (closed_) return;
   nghttp2_session_resume_data(session_.session(), id_);
-  if (tunnel_) session_.send();  // the backend's half-close travels on now
+  if (tunnel_) session_.send_soon();  // the backend's half-close travels on now
 }
 
 ssize_t Http2Stream::read_response(uint8_t* buf, size_t length, uint32_t* flags) {
@@ -458,7 +458,7 @@ void Http2Stream::on_response_end() {
   worker_->counters.request_latency.observe_us((uv_hrtime() - started_ns_) / 1000);
   log_access(status_);
   arm_timer();
-  session_.send();
+  session_.send_soon();
 }
 
 void Http2Stream::on_exchange_failed(int status) {
@@ -478,7 +478,7 @@ void Http2Stream::on_upgraded(UpgradeHandoff handoff) {
   early.swap(early_);
   tunnel_->start(leftover, early);  // its client relay opens this stream's window again
   arm_timer();
-  session_.send();
+  session_.send_soon();
 }
 
 void Http2Stream::close() {
@@ -494,7 +494,7 @@ void Http2Stream::close() {
     shutdown_after_writes();
     reset_after_end_ = true;
   }
-  session_.send();
+  session_.send_soon();
 }
 
 void Http2Stream::on_end_stream_sent() {
@@ -509,7 +509,7 @@ void Http2Stream::reset(uint32_t error_code) {
   if (closed_) return;
   exchange_.abort();
   nghttp2_submit_rst_stream(session_.session(), NGHTTP2_FLAG_NONE, id_, error_code);
-  session_.send();
+  session_.send_soon();
 }
 
 void Http2Stream::log_access(int status) {
@@ -618,10 +618,16 @@ Http2Session::Http2Session(ClientConnection& conn) : conn_(conn) {
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // RFC 8441: WebSockets over HTTP/2
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  flush_ = new uv_check_t;
+  uv_check_init(conn_.worker()->loop, flush_);
+  uv_unref(reinterpret_cast<uv_handle_t*>(flush_));
+  flush_->data = this;
   conn_.worker()->counters.http2_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 Http2Session::~Http2Session() {
+  flush_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(flush_), [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
   for (auto& [id, stream] : streams_) stream->abort();
   streams_.clear();
   nghttp2_session_del(session_);
@@ -660,6 +666,18 @@ void Http2Session::on_client_end(int status) {
 
 void Http2Session::on_client_writable() {
   if (!finished_) send();
+}
+
+void Http2Session::send_soon() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  uv_check_start(flush_, [](uv_check_t* h) {
+    uv_check_stop(h);
+    if (auto* self = static_cast<Http2Session*>(h->data)) {
+      self->flush_scheduled_ = false;
+      self->send();
+    }
+  });
 }
 
 void Http2Session::send() {

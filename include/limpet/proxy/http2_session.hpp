@@ -10,6 +10,7 @@
 #pragma once
 
 #include <nghttp2/nghttp2.h>
+#include <uv.h>
 
 #include <cstdint>
 #include <memory>
@@ -49,6 +50,9 @@ class Http2Session final : public ClientSession {
   // Serializes what nghttp2 has queued into the client stream, as far as its queue takes it;
   // inside an nghttp2 call it only notes that a send is due (nghttp2 is not reentrant).
   void send();
+  // The same once this loop turn's I/O callbacks have run (a uv_check): what every stream of the
+  // connection answered in this turn leaves in one write, not a write per response.
+  void send_soon();
 
  private:
   static int on_begin_headers_cb(nghttp2_session*, const nghttp2_frame* frame, void* user);
@@ -69,8 +73,10 @@ class Http2Session final : public ClientSession {
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<Http2Stream>> streams_;
   std::string wire_;  // one gathered write of frames
+  uv_check_t* flush_ = nullptr;  // send_soon(); freed in its close callback
   bool in_nghttp2_ = false;
   bool send_due_ = false;
+  bool flush_scheduled_ = false;
   bool going_away_ = false;
   bool finished_ = false;
   bool served_one_ = false;  // a stream was opened: between streams is keep-alive now
