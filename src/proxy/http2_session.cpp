@@ -77,7 +77,10 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
       return;
     }
     if (too_large_) return;
-    fields_.emplace_back(std::string(name), std::string(value));
+    std::string& storage = head_.storage;
+    if (fields_.empty()) storage.reserve(512);
+    fields_.push_back({storage.size(), name.size(), storage.size() + name.size(), value.size()});
+    storage.append(name).append(value);
   }
 
   void on_request_head(bool end_stream);
@@ -139,7 +142,11 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
   WorkerContext* worker_;
   std::shared_ptr<const ListenerContext> listener_;
   std::string client_ip_;
-  std::vector<std::pair<std::string, std::string>> fields_;  // while the header block arrives
+  // The request's fields while its header block arrives: their bytes in head_.storage.
+  struct Field {
+    size_t name_at, name_size, value_at, value_size;
+  };
+  std::vector<Field> fields_;
   size_t header_bytes_ = 0;
   http::RequestHead head_;
   Relay body_in_;  // this stream → the backend: the only decider of giving the window back
@@ -171,51 +178,67 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
 // The request
 
 void Http2Stream::build_head(bool end_stream) {
-  std::string_view method, path, authority, protocol;
-  std::string cookie;  // RFC 9113 §8.2.3: split crumbs go to HTTP/1 as one header
+  // The fields are in head_.storage already (add_field); what is added here goes after them,
+  // and only then are views taken: nothing reallocates under a view.
+  std::string& storage = head_.storage;
+  auto text = [&storage](size_t at, size_t size) { return std::string_view(storage).substr(at, size); };
+  struct Span {
+    size_t at = 0, size = 0;
+  };
+  Span method, path, authority, protocol, cookie, host, key;
   bool has_host = false;
-  size_t total = 0;
-  for (const auto& [name, value] : fields_) {
-    total += name.size() + value.size() + 2;
+  for (const Field& f : fields_) {
+    const std::string_view name = text(f.name_at, f.name_size);
+    const Span value{f.value_at, f.value_size};
     if (name == ":method") method = value;
     if (name == ":path") path = value;
     if (name == ":authority") authority = value;
     if (name == ":protocol") protocol = value;
     if (name == "host") has_host = true;
-    if (name == "cookie") cookie.append(cookie.empty() ? "" : "; ").append(value);
   }
-  head_.clear();
+  // RFC 9113 §8.2.3: cookie crumbs go to HTTP/1 as one header, joined with "; ".
+  for (const Field& f : fields_) {
+    if (text(f.name_at, f.name_size) != "cookie") continue;
+    const std::string crumb(text(f.value_at, f.value_size));
+    if (cookie.size == 0) cookie.at = storage.size();
+    if (cookie.size != 0) storage.append("; ");
+    storage.append(crumb);
+    cookie.size = storage.size() - cookie.at;
+  }
   // RFC 8441: CONNECT with :protocol websocket is, for the backend, an HTTP/1.1 upgrade (a GET
   // with the key limpet makes; Connection and Upgrade are added by the head rewrite).
-  const bool websocket = method == "CONNECT" && protocol == "websocket";
-  const std::string key = websocket ? http::websocket::handshake_key(worker_->rng(), worker_->rng()) : std::string();
-  if (websocket) method = "GET";
-  total += key.size() + 32;
-  head_.storage.reserve(total + cookie.size() + 16);  // nothing below reallocates: the views hold
-  auto keep = [this](std::string_view text) {
-    const size_t at = head_.storage.size();
-    head_.storage.append(text);
-    return std::string_view(head_.storage).substr(at, text.size());
-  };
-  head_.method = keep(method);
-  head_.target = keep(path);
+  const bool websocket = text(method.at, method.size) == "CONNECT" && text(protocol.at, protocol.size) == "websocket";
+  if (websocket) {
+    key = {storage.size(), 24};
+    storage.append(http::websocket::handshake_key(worker_->rng(), worker_->rng()));
+    method = {storage.size(), 3};
+    storage.append("GET");
+  }
+  if (!has_host && authority.size != 0) {
+    host = {storage.size(), 4};
+    storage.append("host");
+  }
+  head_.method = text(method.at, method.size);
+  head_.target = text(path.at, path.size);
   const size_t q = head_.target.find('?');
   head_.path = head_.target.substr(0, q);
   head_.query = q == std::string_view::npos ? std::string_view() : head_.target.substr(q + 1);
-  if (!has_host && !authority.empty()) head_.headers.push_back({keep("host"), keep(authority)});
-  for (const auto& [name, value] : fields_) {
+  if (host.size != 0) head_.headers.push_back({text(host.at, host.size), text(authority.at, authority.size)});
+  for (const Field& f : fields_) {
+    const std::string_view name = text(f.name_at, f.name_size);
     if (name.starts_with(':') || name == "cookie") continue;
-    head_.headers.push_back({keep(name), keep(value)});
+    const std::string_view value = text(f.value_at, f.value_size);
+    head_.headers.push_back({name, value});
     if (name == "content-length") {
       uint64_t length = 0;
       const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
       if (ec == std::errc() && end == value.data() + value.size()) head_.content_length = length;
     }
   }
-  if (!cookie.empty()) head_.headers.push_back({keep("cookie"), keep(cookie)});
-  if (websocket) head_.headers.push_back({keep("sec-websocket-key"), keep(key)});
+  if (cookie.size != 0) head_.headers.push_back({"cookie", text(cookie.at, cookie.size)});
+  if (websocket) head_.headers.push_back({"sec-websocket-key", text(key.at, key.size)});
   head_.upgrade = head_.websocket = websocket;
-  extended_connect_ = !protocol.empty();
+  extended_connect_ = protocol.size != 0;
   head_.http_major = 2;
   head_.http_minor = 0;
   // A body of unknown length goes to the backend chunked (HTTP/2 carries no Transfer-Encoding).

@@ -521,3 +521,16 @@ def test_a_ping_flood_from_a_client_that_does_not_read_ends_the_connection(lp, p
     finally:
         s.close()
     wait_until(lambda: lp.stderr().count("Flooding was detected") > before, 10, "the connection's log line")
+
+
+def test_cookie_crumbs_reach_the_backend_as_one_header(lp, pki):
+    """RFC 9113 §8.2.3: an HTTP/2 client may split Cookie into crumbs; HTTP/1.1 gets one header."""
+    client = H2(pki, lp)
+    try:
+        sid = client.request("/echo", headers=[("cookie", "a=1"), ("x-other", "y"), ("cookie", "b=2; c=3")])
+        echo = json.loads(bytes(client.response(sid)["data"]))
+        cookies = [v for k, v in echo["headers"] if k.lower() == "cookie"]
+        assert cookies == ["a=1; b=2; c=3"], echo["headers"]
+        assert ["x-other", "y"] in echo["headers"]
+    finally:
+        client.close()
