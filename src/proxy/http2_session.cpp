@@ -130,6 +130,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
   void build_head(bool end_stream);
   // A refusal or an answer of limpet's own, headers only.
   void respond(int status);
+  // fields[0] is the slot for :status.
   void submit_head(int status, std::vector<nghttp2_nv>& fields, bool with_body);
   void reset(uint32_t error_code);
   void log_access(int status);
@@ -370,7 +371,7 @@ void Http2Stream::on_closed(uint32_t error_code) {
 void Http2Stream::submit_head(int status, std::vector<nghttp2_nv>& fields, bool with_body) {
   char status_text[4];
   std::to_chars(status_text, status_text + 3, std::clamp(status, 100, 999));
-  fields.insert(fields.begin(), make_nv(":status", std::string_view(status_text, 3)));
+  fields[0] = make_nv(":status", std::string_view(status_text, 3));
   nghttp2_data_provider provider{};
   provider.source.ptr = this;
   provider.read_callback = [](nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
@@ -386,7 +387,8 @@ void Http2Stream::submit_head(int status, std::vector<nghttp2_nv>& fields, bool 
 }
 
 void Http2Stream::respond(int status) {
-  std::vector<nghttp2_nv> fields{make_nv("content-length", "0")};
+  std::vector<nghttp2_nv>& fields = session_.head_scratch().fields;
+  fields.assign({{}, make_nv("content-length", "0")});  // [0]: :status
   submit_head(status, fields, false);
   log_access(status);
   session_.send_soon();  // the rest of the request, if any, is read and dropped
@@ -402,17 +404,21 @@ void Http2Stream::on_interim_response(const http::ResponseHead& head) {
 
 void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_view set_cookie) {
   // Lower-case names (RFC 9113 §8.2.2), hop-by-hop fields dropped (§8.2.2 again).
-  std::string names;
-  names.reserve(head.storage.size());
-  std::vector<std::pair<size_t, std::string_view>> kept;  // offset of the lowered name, value
+  Http2Session::HeadScratch& scratch = session_.head_scratch();
+  std::string& names = scratch.names;
+  auto& kept = scratch.kept;  // offset of the lowered name, value
+  std::vector<nghttp2_nv>& fields = scratch.fields;
+  names.clear();
+  kept.clear();
+  fields.clear();
+  names.reserve(head.storage.size());  // no reallocation under the views taken below
   const std::string_view connection = head.header("connection").value_or("");
   for (const auto& h : head.headers) {
     if (http::is_hop_by_hop(h.name, connection)) continue;
     kept.emplace_back(names.size(), h.value);
     for (char c : h.name) names.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c));
   }
-  std::vector<nghttp2_nv> fields;
-  fields.reserve(kept.size() + 2);
+  fields.push_back({});  // :status, set by submit_head
   for (size_t i = 0; i < kept.size(); ++i) {
     const size_t end = i + 1 < kept.size() ? kept[i + 1].first : names.size();
     fields.push_back(make_nv(std::string_view(names).substr(kept[i].first, end - kept[i].first), kept[i].second));

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "limpet/proxy/client_session.hpp"
@@ -43,6 +44,14 @@ class Http2Session final : public ClientSession {
   void abort() override;
   void drain_tunnels_to(const std::vector<uint32_t>& backend_ids) override;
   void close_tunnels_cleanly(uint16_t code, uint64_t delay_ms) override;
+
+  // Reused by every response head of the connection (nghttp2 copies the fields it is given).
+  struct HeadScratch {
+    std::string names;                                    // lower-cased field names
+    std::vector<std::pair<size_t, std::string_view>> kept;  // offset in `names`, value
+    std::vector<nghttp2_nv> fields;                       // [0]: :status
+  };
+  HeadScratch& head_scratch() { return head_scratch_; }
 
   // For its streams.
   ClientConnection& conn() { return conn_; }
@@ -73,6 +82,7 @@ class Http2Session final : public ClientSession {
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, std::unique_ptr<Http2Stream>> streams_;
   std::string wire_;  // one gathered write of frames
+  HeadScratch head_scratch_;
   uv_check_t* flush_ = nullptr;  // send_soon(); freed in its close callback
   bool in_nghttp2_ = false;
   bool send_due_ = false;
