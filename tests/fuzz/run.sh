@@ -31,6 +31,7 @@ targets=("$@")
 declare -A dicts=(
   [request]=http [response]=http [differential]=http [sticky_key]=http
   [engineio]=engineio [websocket]=websocket [config]=toml [redis_reply]=resp [proxy_protocol]=proxy
+  [http2]=http2
 )
 
 artifacts="$builddir/fuzz-artifacts"
