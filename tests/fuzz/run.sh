@@ -46,10 +46,11 @@ fuzz_one() {
   local dirs=("$scratch/$t" "$here/corpus/$t")
   [[ -d $here/regressions/$t ]] && dirs+=("$here/regressions/$t")
   mkdir -p "$scratch/$t" "$artifacts/$t"
-  local log="$artifacts/$t.log" rc=0
+  local log="$artifacts/$t.log" rc=0 dict=()
+  [[ -n ${dicts[$t]:-} ]] && dict=(-dict="$here/dict/${dicts[$t]}.dict")
   # shellcheck disable=SC2086  # FUZZ_ARGS is a list of flags
   "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -dict="$here/dict/${dicts[$t]}.dict" -artifact_prefix="$artifacts/$t/" ${FUZZ_ARGS:-} \
+    "${dict[@]}" -artifact_prefix="$artifacts/$t/" ${FUZZ_ARGS:-} \
     "${dirs[@]}" >"$log" 2>&1 || rc=$?
   local runs last cov ft corp
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
@@ -85,7 +86,8 @@ for t in "${targets[@]}"; do
     wait -n || true
     running=$((running - 1))
   fi
-  { fuzz_one "$t" || touch "$scratch/$t.failed"; } &
+  # Failed until it says otherwise: a job that dies on its way (set -u, a signal) fails too.
+  { touch "$scratch/$t.failed"; fuzz_one "$t" && rm -f "$scratch/$t.failed"; } &
   running=$((running + 1))
 done
 wait
