@@ -355,7 +355,7 @@ class TlsBench:
                f"Command: `{a.command_line}`  ",
                f"Started {self.started:%Y-%m-%d %H:%M:%S}, finished {self.finished:%H:%M:%S} "
                f"({(self.finished - self.started).total_seconds() / 60:.1f} min). {a.rounds} interleaved rounds per "
-               f"load and worker count (the order of the two proxies alternates), each proxy freshly started for "
+               f"load and worker count (the order of the proxies rotates), each proxy freshly started for "
                f"every measurement, {a.duration} s per measurement after a 1 s warm-up; figures are medians.\n",
                "## Results\n", self.table(), "",
                *(["### HTTP/2 (h2load over ALPN h2; backends in HTTP/1.1 keep-alive)\n", self.h2_table(), ""]
