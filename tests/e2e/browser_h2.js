@@ -123,18 +123,6 @@ async function states(browser, tabs) {
   return Promise.all(tabs.map((t) => browser.evaluate(t, TAB_STATE).catch(() => ({ state: 'unreachable', log: [] }))));
 }
 
-async function metric(adminPort, name) {
-  const text = await new Promise((resolve, reject) => {
-    require('http').get(`http://127.0.0.1:${adminPort}/metrics`, (res) => {
-      let body = '';
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
-  });
-  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
-  return m ? Number(m[1]) : 0;
-}
-
 async function startLimpet(ctx, name, http2) {
   const port = await harness.freePort();
   const adminPort = await harness.freePort();
@@ -170,7 +158,7 @@ async function scenarioPollingOverH2(ctx, browser, lp) {
   }, { timeoutMs: 30000, intervalMs: 250 }).catch(() => null);
   report.check(`HTTP/2: all ${TABS} tabs receive a message broadcast through the Redis adapter`, got,
     got ? '' : `${last.filter((s) => s.log.some((l) => l.includes(text))).length} of ${TABS}`);
-  const connections = await metric(lp.adminPort, 'limpet_http2_connections_total');
+  const connections = await harness.limpetMetric(lp.adminPort, 'limpet_http2_connections_total');
   report.check('HTTP/2: the tabs share the origin\'s HTTP/2 connection', connections >= 1 && connections <= 2,
     `${connections} HTTP/2 connection(s)`);
   return tabs;
@@ -178,7 +166,7 @@ async function scenarioPollingOverH2(ctx, browser, lp) {
 
 async function scenarioWebSocketOverH2(ctx, browser, lp) {
   const { report } = ctx;
-  const before = await metric(lp.adminPort, 'limpet_http2_websockets_total');
+  const before = await harness.limpetMetric(lp.adminPort, 'limpet_http2_websockets_total');
   const tab = await browser.openTab(`${lp.origin}/?transports=websocket`);
   let last = {};
   const ok = await harness.waitUntil('a websocket tab connected', async () => {
@@ -186,7 +174,7 @@ async function scenarioWebSocketOverH2(ctx, browser, lp) {
     return last.state === 'connected' && last.transport === 'websocket';
   }, { timeoutMs: 30000, intervalMs: 250 }).catch(() => false);
   report.check('HTTP/2: a websocket-only tab connects to a Socket.IO node', ok, JSON.stringify(last));
-  const after = await metric(lp.adminPort, 'limpet_http2_websockets_total');
+  const after = await harness.limpetMetric(lp.adminPort, 'limpet_http2_websockets_total');
   report.check('HTTP/2: Chromium\'s WebSocket came as an extended CONNECT (RFC 8441)', after > before,
     `limpet_http2_websockets_total ${before} -> ${after}`);
   return [tab];
@@ -198,7 +186,7 @@ async function scenarioHttp11Stall(ctx, browser, lp) {
   for (let i = 0; i < TABS; i++) tabs.push(await browser.openTab(`${lp.origin}/?transports=polling`));
   let last = [];
   const stalled = await harness.waitUntil('6 connections, each with a tab connected', async () => {
-    const open = await metric(lp.adminPort, 'limpet_active_connections');
+    const open = await harness.limpetMetric(lp.adminPort, 'limpet_active_connections');
     last = await states(browser, tabs);
     const connected = last.filter((s) => s.state === 'connected').length;
     return open >= 6 && connected >= 6 ? { open, connected } : null;

@@ -4,13 +4,16 @@
 'use strict';
 
 const { io } = require('socket.io-client');
+const { NodeWebSocket } = require('engine.io-client');
+const { Http2Polling } = require('./h2_polling');
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 class TestClient {
   // extraOpts go to io() as they are: for https:// URLs, `ca` (the PEM to trust) or
   // `rejectUnauthorized`, which Engine.IO hands on to its XHR (polling) and ws (WebSocket).
-  constructor(id, group, url, transports, extraOpts = {}) {
+  // `http2: true` (E2E_HTTP2=1) polls over HTTP/2 instead (h2_polling.js); WebSockets stay HTTP/1.1.
+  constructor(id, group, url, transports, { http2 = false, ...extraOpts } = {}) {
     this.id = id;
     this.group = group;            // "polling" | "default" | "websocket" | anything for reports
     this.transportsOpt = transports;
@@ -33,7 +36,12 @@ class TestClient {
       timeout: 10000,
       ...extraOpts,
     };
-    if (transports) opts.transports = transports;
+    if (http2) {
+      const classes = { polling: Http2Polling, websocket: NodeWebSocket };
+      opts.transports = (transports || ['polling', 'websocket']).map((t) => classes[t]);
+    } else if (transports) {
+      opts.transports = transports;
+    }
     this.socket = io(url, opts);
     this.attach();
   }

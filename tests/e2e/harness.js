@@ -85,6 +85,23 @@ function httpJson(method, url, body, { timeoutMs = 3000, ca } = {}) {
   });
 }
 
+// One unlabelled sample of limpet's /metrics on its admin port (0 when absent).
+function limpetMetric(adminPort, name, { timeoutMs = 3000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`http://127.0.0.1:${adminPort}/metrics`, { agent: false, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+        resolve(m ? Number(m[1]) : 0);
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`/metrics on ${adminPort}: timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
 class ProcessGroup {
   constructor(logDir) {
     this.logDir = logDir;
@@ -432,6 +449,7 @@ async function startSocketIoCluster(group, ctx, { pingInterval, pingTimeout }) {
 
 module.exports = {
   startSocketIoCluster,
+  limpetMetric,
   ProcessGroup,
   freePort,
   frontUrl,

@@ -13,6 +13,9 @@
 //                      wss:// trusting that CA; adds the TLS listener's own controls
 //   E2E_TLS_UNTRUSTED=1  with E2E_TLS=1: the clients are not given the CA. A manual negative
 //                      control: the run must then fail
+//   E2E_HTTP2=1        with E2E_TLS=1: the listener has http2 = true and the clients poll over
+//                      HTTP/2 (h2_polling.js: one HTTP/2 connection per client, ALPN h2); their
+//                      WebSockets stay HTTP/1.1 (Node has no RFC 8441 client)
 //   E2E_KEEP_LOGS=1    keep the temp dir with every child's log even on success
 'use strict';
 
@@ -35,6 +38,7 @@ function readConfig() {
     limpetBin: process.env.LIMPET_BIN || '',
     tls: useTls,
     tlsTrustCa: process.env.E2E_TLS_UNTRUSTED !== '1',
+    http2: process.env.E2E_HTTP2 === '1',
     clientsPerGroup: Number(process.env.E2E_CLIENTS || (useTls ? 100 : 300)),
     // Short Engine.IO timers (server options) so that "two ping cycles" and the detection of
     // a dead node take seconds, not the 25 s + 20 s defaults.
@@ -49,6 +53,7 @@ function readConfig() {
     checkSpread: front === 'limpet',
   };
   if (useTls && front !== 'limpet') throw new Error(`E2E_TLS=1 needs the limpet front, not ${front}`);
+  if (cfg.http2 && !useTls) throw new Error('E2E_HTTP2=1 needs E2E_TLS=1 (HTTP/2 by ALPN)');
   if (front === 'limpet') {
     if (!cfg.limpetBin) throw new Error('LIMPET_BIN is not set (path of the limpet binary)');
     if (!fs.existsSync(cfg.limpetBin)) throw new Error(`LIMPET_BIN=${cfg.limpetBin} does not exist`);
@@ -59,7 +64,7 @@ function readConfig() {
 
 async function main() {
   const cfg = readConfig();
-  const report = new Report(cfg.tls ? 'e2e-socketio-tls' : 'e2e-socketio');
+  const report = new Report(cfg.http2 ? 'e2e-socketio-h2' : cfg.tls ? 'e2e-socketio-tls' : 'e2e-socketio');
   const dir = harness.makeTempDir();
   const group = new harness.ProcessGroup(dir);
   const ctx = { cfg, report, dir, group, nodes: [], url: '', redisUrl: '', tls: null, clientOpts: {} };
@@ -75,6 +80,7 @@ async function main() {
         const pki = harness.makeTestPki(path.join(dir, 'pki'));
         ctx.tls = { cert: pki.cert, key: pki.key, ca: pki.ca };
         if (cfg.tlsTrustCa) ctx.clientOpts = { ca: pki.ca };
+        if (cfg.http2) ctx.clientOpts.http2 = true;
         report.note(`CA ${pki.caFile}, leaf ${pki.cert}`);
       });
     }
@@ -87,12 +93,13 @@ async function main() {
     const baseline = await sc.nodeStats(ctx);
 
     await report.phase(`start ${cfg.front} (least_sessions, engineio_paths ["/socket.io/"], Engine.IO health checks` +
-      `${cfg.tls ? ', TLS' : ''})`, async () => {
+      `${cfg.tls ? ', TLS' : ''}${cfg.http2 ? ', http2 = true' : ''})`, async () => {
       const port = await harness.freePort();
+      ctx.adminPort = cfg.http2 ? await harness.freePort() : undefined;
       await harness.startFront(group, {
         kind: cfg.front, name: 'limpet', dir, listenPort: port, backends: ctx.nodes,
         limpetBin: cfg.limpetBin, balance: 'least_sessions', engineioPaths: ['/socket.io/'], tls: ctx.tls,
-        health: HEALTH_CHECK,
+        health: HEALTH_CHECK, http2: cfg.http2, adminPort: ctx.adminPort,
       });
       ctx.url = harness.frontUrl(port, ctx.tls);
     });
@@ -114,6 +121,13 @@ async function main() {
     const stillUp = groups.all.filter((c) => c.connected).length;
     report.check('end: every original client is still connected', stillUp === groups.all.length,
       `${stillUp}/${groups.all.length}`);
+    if (cfg.http2) {
+      // The run was what it says: the polls came as HTTP/2 streams (limpet's own counters).
+      const streams = await harness.limpetMetric(ctx.adminPort, 'limpet_http2_streams_total');
+      const conns = await harness.limpetMetric(ctx.adminPort, 'limpet_http2_connections_total');
+      report.check('http2: the clients polled over HTTP/2', streams >= 3 * cfg.clientsPerGroup && conns >= 2 * cfg.clientsPerGroup,
+        `${streams} HTTP/2 streams on ${conns} HTTP/2 connections`);
+    }
   } catch (err) {
     report.check('suite ran to the end', false, err && err.stack ? err.stack : String(err));
   } finally {

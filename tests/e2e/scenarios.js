@@ -328,7 +328,8 @@ async function scenarioTlsListener(ctx) {
 
   const before = await nodeStats(ctx);
   const n = 20;
-  const opts = { reconnection: false };  // one attempt each: a refused client must not retry in a loop
+  // One attempt each: a refused client must not retry in a loop. E2E_HTTP2=1: over HTTP/2 too.
+  const opts = { reconnection: false, http2: ctx.cfg.http2 };
   const [poll, ws] = await Promise.all([
     connectMany(ctx.url, n, { group: 'untrusted-polling', transports: ['polling'], idBase: 300000, extraOpts: opts, timeoutMs: 15000 }),
     connectMany(ctx.url, n, { group: 'untrusted-websocket', transports: ['websocket'], idBase: 300000 + n, extraOpts: opts, timeoutMs: 15000 }),
