@@ -242,8 +242,16 @@ async function main() {
     }
   }
   await group.stopAll(3000);
-  if (ok && !process.env.E2E_KEEP_LOGS) fs.rmSync(dir, { recursive: true, force: true });
-  else console.log(`logs kept in ${dir}`);
+  if (ok && !process.env.E2E_KEEP_LOGS) {
+    // Chromium's helpers may still be writing its profile for a moment after it was stopped.
+    try {
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    } catch (err) {
+      console.log(`could not remove ${dir}: ${err.message}`);
+    }
+  } else {
+    console.log(`logs kept in ${dir}`);
+  }
   process.exit(ok ? 0 : 1);
 }
 
