@@ -299,8 +299,12 @@ void Http2Stream::on_request_data(std::string_view data) {
     reading_ = false;
   } else if (exchange_.active() && !exchange_.request_complete()) {
     if (max_body > 0 && body_bytes_ > max_body) {
-      exchange_.abort();
-      respond(413);
+      if (response_started_) {
+        reset(NGHTTP2_CANCEL);  // the backend answered already: only a reset can end it now
+      } else {
+        exchange_.abort();
+        respond(413);
+      }
     } else {
       exchange_.send_body(data);
     }

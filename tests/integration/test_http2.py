@@ -37,7 +37,8 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(module_cluster, pki):
-    """Listener 0: HTTPS with HTTP/2; 1: cleartext with h2c; admin for the counters."""
+    """Listener 0: HTTPS with HTTP/2; 1: cleartext with h2c (max_body_size 1m); 2 and 3: HTTPS to
+    a WebSocket backend (3: tunnel_idle_timeout 1s); admin for the counters."""
     cert, key, _ = pki.issue("default", dns=["localhost"], ips=["127.0.0.1"])
     backends = [module_cluster.backend(f"h2b{i}") for i in (1, 2)]
     ws = module_cluster.backend("h2ws", kind="ws")
@@ -47,7 +48,7 @@ def env(module_cluster, pki):
     lp = module_cluster.limpet(None, upstreams=[
         {"name": "app", "engineio_paths": ["/socket.io/"], "backends": [(b.name, b.address) for b in backends]},
         {"name": "ws", "backends": [(ws.name, ws.address)]},
-    ], listeners=[{**h2, **tls}, h2, {**h2, **tls, "upstream": "ws"},
+    ], listeners=[{**h2, **tls}, {**h2, "max_body_size": "1m"}, {**h2, **tls, "upstream": "ws"},
                   {**h2, **tls, "upstream": "ws", "tunnel_idle_timeout": "1s"}],
         tables={"[admin]": {"address": admin}})
     lp.admin_address = admin
@@ -532,5 +533,19 @@ def test_cookie_crumbs_reach_the_backend_as_one_header(lp, pki):
         cookies = [v for k, v in echo["headers"] if k.lower() == "cookie"]
         assert cookies == ["a=1; b=2; c=3"], echo["headers"]
         assert ["x-other", "y"] in echo["headers"]
+    finally:
+        client.close()
+
+
+def test_max_body_size_per_stream(lp, pki):
+    """413 for a declared length over max_body_size, and for a body without one that runs over."""
+    client = H2(pki, lp, tls=False)
+    try:
+        declared = client.request("/upload", method="POST", headers=[("content-length", str(2 * MB))], end=False)
+        assert client.response(declared)["headers"][":status"] == "413"
+        streamed = client.request("/upload", method="POST", end=False)
+        client.send_body(streamed, pattern.data(MB + 100 * 1024), end=False)
+        assert client.response(streamed)["headers"][":status"] == "413"
+        assert client.response(client.request("/echo"))["headers"][":status"] == "200"
     finally:
         client.close()
