@@ -60,6 +60,22 @@ def dns_query(port, name, qtype=1, timeout=1.0):
     return rcode, sorted(out)
 
 
+def udp_and_tcp_port():
+    """A port free on 127.0.0.1 for TCP and UDP both, as dnsmasq binds both: a port that is free
+    for UDP can be the local port of a TCP connection (on a machine with many, it often was)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no port free for both TCP and UDP on 127.0.0.1")
+
+
 class Dnsmasq:
     """dnsmasq on 127.0.0.1:port answering from a hosts file; set() rewrites it and SIGHUPs."""
 
@@ -73,9 +89,7 @@ class Dnsmasq:
         self.log_path = tmp_path / "dnsmasq.log"
         self.proc = None
         for _ in range(4):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = udp_and_tcp_port()
             user = ["--user=root"] if os.geteuid() == 0 else []  # re-read the file after SIGHUP
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
