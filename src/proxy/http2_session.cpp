@@ -14,6 +14,7 @@
 #include "limpet/proxy/exchange.hpp"
 #include "limpet/proxy/tunnel.hpp"
 #include "limpet/util/log.hpp"
+#include "limpet/util/strings.hpp"
 
 namespace limpet::proxy {
 namespace {
@@ -128,6 +129,9 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
 
  private:
   void build_head(bool end_stream);
+  // The stream is over (closed by nghttp2, or its connection is going): its backend goes, an
+  // answer still in flight is the client's abort.
+  void end(bool reset_by_client);
   // A refusal or an answer of limpet's own, headers only.
   void respond(int status);
   // fields[0] is the slot for :status.
@@ -136,6 +140,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
   void log_access(int status);
   DeadlineSpec deadline() const;
   void arm_timer();
+  void start_timer(uint64_t ms);
   void on_timer();
 
   Http2Session& session_;
@@ -161,6 +166,7 @@ class Http2Stream final : public ExchangeOwner, public net::ByteStream, public T
   uint64_t sent_bytes_ = 0;
   uint64_t started_ns_;
   uv_timer_t* timer_ = nullptr;  // created with the first deadline
+  uint64_t deadline_ms_ = 0;      // loop time timer_kind_ expires; the timer may be set earlier
   Deadline timer_kind_ = Deadline::kNone;
   int status_ = 0;
   bool too_large_ = false;
@@ -328,14 +334,25 @@ void Http2Stream::on_request_end() {
 
 void Http2Stream::abort() {
   if (closed_) return;
+  end(false);
+}
+
+void Http2Stream::end(bool reset_by_client) {
   closed_ = true;
-  if (tunnel_) tunnel_->drop_upstream();
+  if (timer_ != nullptr) uv_timer_stop(timer_);
+  if (tunnel_) {
+    // The backend goes now; the tunnel's close line is written when this stream is freed (at
+    // the end of the loop turn: the tunnel may be on the call stack).
+    tunnel_->drop_upstream();
+    return;
+  }
   if (exchange_.active()) {
+    // Before the answer was complete: the client's abort, logged 499 as nginx does.
     worker_->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
-    log_access(response_started_ ? status_ : kClientClosedRequest);
+    if (reset_by_client) worker_->counters.http2_resets_by_client.fetch_add(1, std::memory_order_relaxed);
     exchange_.abort();
   }
-  if (timer_ != nullptr) uv_timer_stop(timer_);
+  if (!head_.method.empty()) log_access(response_started_ ? status_ : kClientClosedRequest);  // once
 }
 
 void Http2Stream::start_reading() {
@@ -346,28 +363,7 @@ void Http2Stream::start_reading() {
   session_.send_soon();  // the WINDOW_UPDATE
 }
 
-void Http2Stream::on_closed(uint32_t error_code) {
-  closed_ = true;
-  if (tunnel_) {
-    // Reset, or both sides ended: the backend goes now; the tunnel's close line is written when
-    // this stream is freed (at the end of the loop turn: the tunnel may be on the call stack).
-    tunnel_->drop_upstream();
-    if (timer_ != nullptr) uv_timer_stop(timer_);
-    return;
-  }
-  if (exchange_.active()) {
-    // The client reset the stream (or the connection failed) before the answer was complete.
-    worker_->counters.client_aborts.fetch_add(1, std::memory_order_relaxed);
-    if (error_code != NGHTTP2_NO_ERROR) {
-      worker_->counters.http2_resets_by_client.fetch_add(1, std::memory_order_relaxed);
-    }
-    log_access(response_started_ ? status_ : kClientClosedRequest);
-    exchange_.abort();
-  } else if (!logged_ && !head_.method.empty()) {
-    log_access(response_started_ ? status_ : kClientClosedRequest);
-  }
-  if (timer_ != nullptr) uv_timer_stop(timer_);
-}
+void Http2Stream::on_closed(uint32_t error_code) { end(error_code != NGHTTP2_NO_ERROR); }
 
 // ---------------------------------------------------------------------------------------------
 // The response
@@ -417,10 +413,13 @@ void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_v
   fields.clear();
   names.reserve(head.storage.size());  // no reallocation under the views taken below
   const std::string_view connection = head.header("connection").value_or("");
+  // RFC 8441 §5: the backend's 101 is a 200 to the HTTP/2 client, with no accept key.
+  const bool upgraded = head.status == 101;
   for (const auto& h : head.headers) {
     if (http::is_hop_by_hop(h.name, connection)) continue;
+    if (upgraded && http::iequals(h.name, "sec-websocket-accept")) continue;
     kept.emplace_back(names.size(), h.value);
-    for (char c : h.name) names.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c));
+    for (char c : h.name) names.push_back(ascii_lower(c));
   }
   fields.push_back({});  // :status, set by submit_head
   for (size_t i = 0; i < kept.size(); ++i) {
@@ -428,23 +427,18 @@ void Http2Stream::on_response_head(const http::ResponseHead& head, std::string_v
     fields.push_back(make_nv(std::string_view(names).substr(kept[i].first, end - kept[i].first), kept[i].second));
   }
   if (!set_cookie.empty()) fields.push_back(make_nv("set-cookie", set_cookie));
-  if (head.status == 101) {
-    // RFC 8441 §5: the backend's 101 is a 200 to the HTTP/2 client, with no accept key.
-    std::erase_if(fields, [](const nghttp2_nv& nv) {
-      return std::string_view(reinterpret_cast<const char*>(nv.name), nv.namelen) == "sec-websocket-accept";
-    });
+  if (upgraded) {
     submit_head(200, fields, true);
-    return;
+  } else {
+    submit_head(head.status, fields, has_response_body(head_.method, head.status));
   }
-  submit_head(head.status, fields, has_response_body(head_.method, head.status));
 }
 
 void Http2Stream::write(std::span<const std::string_view> parts) {
   if (response_ended_ || closed_) return;
   for (auto part : parts) out_.append(part);
   nghttp2_session_resume_data(session_.session(), id_);
-  // An exchange flushes once per backend read (flush_response); a tunnel writes and is done.
-  if (tunnel_) session_.send_soon();
+  session_.send_soon();
 }
 
 void Http2Stream::shutdown_after_writes() {
@@ -452,7 +446,7 @@ void Http2Stream::shutdown_after_writes() {
   response_ended_ = true;
   if (closed_) return;
   nghttp2_session_resume_data(session_.session(), id_);
-  if (tunnel_) session_.send_soon();  // the backend's half-close travels on now
+  session_.send_soon();
 }
 
 ssize_t Http2Stream::read_response(uint8_t* buf, size_t length, uint32_t* flags) {
@@ -583,28 +577,41 @@ void Http2Stream::arm_timer() {
     return;
   }
   const bool restart = next.kind != timer_kind_ || extends_on_activity(next.kind);
+  if (!restart) return;
   timer_kind_ = next.kind;
+  const uint64_t now = uv_now(worker_->loop);
+  const bool later = timer_ != nullptr && uv_is_active(reinterpret_cast<uv_handle_t*>(timer_)) && now + next.ms >= deadline_ms_;
+  deadline_ms_ = now + next.ms;
+  // As net::Stream's: moving a deadline later (every DATA frame of an upload or a response)
+  // touches no timer; it fires at the old deadline and sleeps again until the new one.
+  if (!later) start_timer(next.ms);
+}
+
+void Http2Stream::start_timer(uint64_t ms) {
   if (timer_ == nullptr) {
     timer_ = new uv_timer_t;
     uv_timer_init(worker_->loop, timer_);
     timer_->data = this;
-  } else if (!restart) {
-    return;
   }
-  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Http2Stream*>(t->data)->on_timer(); }, next.ms, 0);
+  uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Http2Stream*>(t->data)->on_timer(); }, ms, 0);
 }
 
 void Http2Stream::on_timer() {
+  const uint64_t now = uv_now(worker_->loop);
+  if (now < deadline_ms_) {
+    start_timer(deadline_ms_ - now);  // moved later since the timer was set
+    return;
+  }
   const Deadline kind = std::exchange(timer_kind_, Deadline::kNone);
   LOG_DEBUG("client %s: HTTP/2 stream %d: %s deadline passed", client_ip_.data(), id_,
             to_string(kind));
   if (tunnel_) {
-    const uint64_t now = uv_now(worker_->loop);
     if (kind == Deadline::kTunnelIdle && !tunnel_->idle_expired(now)) {
-      // Activity moves an idle deadline on without touching the timer: look again in a second
-      // (the granularity of the worker's sweep of HTTP/1 tunnels).
-      uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Http2Stream*>(t->data)->on_timer(); }, 1000, 0);
+      // Tunnel traffic moves its idle deadline without telling us: look again in a second (the
+      // granularity of the worker's sweep of HTTP/1 tunnels).
       timer_kind_ = kind;
+      deadline_ms_ = now + 1000;
+      start_timer(1000);
       return;
     }
     tunnel_->on_deadline(kind);

@@ -549,3 +549,22 @@ def test_max_body_size_per_stream(lp, pki):
         assert client.response(client.request("/echo"))["headers"][":status"] == "200"
     finally:
         client.close()
+
+
+def test_stream_deadlines_blame_the_side_that_stalled(cluster, pki):
+    """Each stream keeps its exchange's deadlines: a backend that never answers gets 504
+    (read_timeout), a client that stops sending its body 408 (body_timeout); the connection and
+    its other streams go on."""
+    backend = cluster.backend("dl1")
+    lp = cluster.limpet([backend], listener={"http2": True, "body_timeout": "1s"},
+                        upstream={"read_timeout": "1s"})
+    client = H2(pki, lp, tls=False, listener=0)
+    try:
+        hung = client.request("/hang")
+        stalled = client.request("/upload", method="POST", headers=[("content-length", "10")], body=b"12345",
+                                 end=False)
+        assert client.response(hung, timeout=10)["headers"][":status"] == "504"
+        assert client.response(stalled, timeout=10)["headers"][":status"] == "408"
+        assert client.response(client.request("/echo"))["headers"][":status"] == "200"
+    finally:
+        client.close()
