@@ -33,18 +33,18 @@ struct OutQueue::WriteReq {
 
 void OutQueue::attach(uv_stream_t* stream) {
   stream_ = stream;
-  std::vector<std::string> waiting;
-  waiting.swap(queue_);
-  queued_ = 0;
-  for (const auto& chunk : waiting) write(chunk);
+  if (!early_) return;
+  std::unique_ptr<Early> waiting = std::move(early_);
+  for (const auto& chunk : waiting->chunks) write(chunk);
 }
 
 void OutQueue::write(std::span<const std::string_view> parts) {
   const size_t total = total_size(parts);
   if (total == 0) return;
   if (stream_ == nullptr) {
-    queue_.push_back(concat_from(parts, 0, total));
-    queued_ += total;
+    if (!early_) early_ = std::make_unique<Early>();
+    early_->chunks.push_back(concat_from(parts, 0, total));
+    early_->bytes += total;
     if (above_high_water()) was_high_ = true;
     return;
   }

@@ -26,7 +26,7 @@ Tunnel::Tunnel(TunnelOwner& conn, UpgradeHandoff handoff)
     : conn_(conn),
       upstream_(handoff.upstream),
       lease_(std::move(handoff.lease)),
-      session_id_(handoff.session_id),
+      session_id_(handoff.session_id.empty() ? nullptr : std::make_unique<const std::string>(handoff.session_id)),
       counted_in_affinity_(handoff.session_known),
       up_{Relay(conn.tunnel_client(), handoff.upstream),
           http::websocket::FrameTracker(conn.listener().upstream->config().max_message_size,
@@ -49,10 +49,10 @@ Tunnel::~Tunnel() {
   lease_.state().tunnels.fetch_sub(1, std::memory_order_relaxed);
   conn_.listener().counters->tunnels.fetch_sub(1, std::memory_order_relaxed);
   if (counted_in_affinity_) lease_.state().upgraded_sessions.fetch_sub(1, std::memory_order_relaxed);
-  if (!session_id_.empty()) {
+  if (session_id_) {
     const balancer::Upstream& upstream = *conn_.listener().upstream;
-    upstream.forget_session(session_id_);
-    if (store::SessionStore* sessions = conn_.worker()->sessions) sessions->forget(upstream.config().name, session_id_);
+    upstream.forget_session(*session_id_);
+    if (store::SessionStore* sessions = conn_.worker()->sessions) sessions->forget(upstream.config().name, *session_id_);
   }
 }
 
@@ -72,7 +72,7 @@ void Tunnel::log_close() {
   entry.client_ip = conn_.client_ip();
   entry.upstream = conn_.listener().upstream->config().name;
   entry.backend = lease_.name();
-  entry.session_id = session_id_;
+  if (session_id_) entry.session_id = *session_id_;
   entry.duration_ms = duration_ms;
   entry.bytes_to_backend = up_.bytes;
   entry.bytes_to_client = down_.bytes;

@@ -39,8 +39,8 @@ class FrameTracker {
 
   bool at_boundary() const { return header_len_ == 0 && payload_left_ == 0; }
   uint64_t messages() const { return messages_; }  // complete data messages (text/binary)
-  uint64_t frames() const { return frames_; }
-  uint64_t closes() const { return closes_; }  // Close frames seen so far
+  uint32_t frames() const { return frames_; }
+  uint32_t closes() const { return closes_; }  // Close frames seen so far
   // The status code of the first Close frame: kNoStatus when it had none, 0 before its first
   // two payload bytes were read.
   uint16_t first_close_code() const { return first_close_code_; }
@@ -58,8 +58,8 @@ class FrameTracker {
   uint64_t payload_left_ = 0;
   uint64_t message_size_ = 0;
   uint64_t messages_ = 0;
-  uint64_t frames_ = 0;
-  uint64_t closes_ = 0;
+  uint32_t frames_ = 0;  // wraps after 2^32 frames: a count for tests and logs, not a decision
+  uint32_t closes_ = 0;
   Error error_ = Error::kNone;
   uint8_t header_[14]{};
   uint8_t header_len_ = 0;   // at most 14

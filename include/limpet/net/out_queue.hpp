@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,12 +52,12 @@ class OutQueue {
   void write(std::span<const std::string_view> parts);
   // Bytes written before attach(), handed over (a connect failed: they go to another stream).
   std::vector<std::string> take_queued() {
-    queued_ = 0;
-    return std::exchange(queue_, {});
+    if (!early_) return {};
+    return std::exchange(early_, nullptr)->chunks;
   }
   // Bytes written since attach that reached the socket or libuv (for "was anything sent?").
   size_t bytes_sent() const { return sent_; }
-  size_t pending() const { return queued_ + in_flight_; }
+  size_t pending() const { return (early_ ? early_->bytes : 0) + in_flight_; }
   bool above_high_water() const { return pending() > kHighWater; }
   bool drained() const { return pending() == 0; }
 
@@ -67,10 +68,16 @@ class OutQueue {
   void submit(std::span<const std::string_view> parts, size_t total);
   void note_progress();
 
+  // Written before attach(): only a stream whose connect is in flight has any, so the others
+  // (every accepted stream, every tunnel) carry the pointer alone.
+  struct Early {
+    std::vector<std::string> chunks;
+    size_t bytes = 0;
+  };
+
   OutQueueListener* listener_;
   uv_stream_t* stream_ = nullptr;
-  std::vector<std::string> queue_;  // written before attach()
-  size_t queued_ = 0;
+  std::unique_ptr<Early> early_;
   size_t in_flight_ = 0;  // handed to uv_write, not completed
   size_t sent_ = 0;
   bool was_high_ = false;

@@ -130,15 +130,16 @@ class Stream final : public ByteStream, private OutQueueListener {
   uint64_t bytes_read_ = 0;
   // Counts the socket in net::fd_budget() once it exists (accepted, or a connect started).
   void count_fd();
-  int open_handles_ = 1;
-  bool counted_fd_ = false;
-  bool filter_started_ = false;  // writes go through the filter from here on
-  bool filter_eof_ = false;      // the filter's end of stream was reported
-  bool reading_ = false;
-  bool closing_ = false;
-  bool shutdown_wanted_ = false;
-  bool shutdown_sent_ = false;
-  bool shutdown_notified_ = false;  // the filter's close_notify is queued
+  // Two of these live in every tunnel: the handle count and the flags share one word.
+  uint8_t open_handles_ = 1;
+  bool counted_fd_ : 1 = false;
+  bool filter_started_ : 1 = false;  // writes go through the filter from here on
+  bool filter_eof_ : 1 = false;      // the filter's end of stream was reported
+  bool reading_ : 1 = false;
+  bool closing_ : 1 = false;
+  bool shutdown_wanted_ : 1 = false;
+  bool shutdown_sent_ : 1 = false;
+  bool shutdown_notified_ : 1 = false;  // the filter's close_notify is queued
 };
 
 }  // namespace limpet::net

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -79,7 +80,7 @@ class Tunnel : public net::StreamDelegate {
     Relay relay;
     http::websocket::FrameTracker frames;
     uint64_t bytes = 0;        // read from this direction's source
-    uint64_t answer_mark = 0;  // the other direction's closes() when we sent our Close this way
+    uint32_t answer_mark = 0;  // the other direction's closes() when we sent our Close this way
     bool close_sent = false;
     bool ended = false;
   };
@@ -103,7 +104,9 @@ class Tunnel : public net::StreamDelegate {
   TunnelOwner& conn_;
   net::Stream* upstream_;
   BackendLease lease_;
-  std::string session_id_;
+  // The Engine.IO sid, on the heap only for tunnels that have one: a plain WebSocket tunnel
+  // carries the pointer alone.
+  std::unique_ptr<const std::string> session_id_;
   // The session also has an affinity entry (it was routed by it): BackendState counts it once.
   bool counted_in_affinity_ = false;
   Direction up_;    // client → backend
