@@ -213,25 +213,35 @@ class Fronts:
         self.work = work
         self.port = {"limpet": args.port_base + 10, "nginx": args.port_base + 11, "haproxy": args.port_base + 12}
 
-    def config(self, kind, workers, servers, template=None):
-        d = os.path.join(self.work, f"{kind}-w{workers}" + ("-" + template if template else ""))
+    def config(self, kind, workers, servers, template=None, instance=0, session_store=0):
+        d = os.path.join(self.work, f"{kind}-w{workers}" + ("-" + template if template else "")
+                         + (f"-{instance + 1}" if session_store else ""))
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o777)  # nginx workers run as nobody and write their temp dirs here
         tmpl = {"limpet": "limpet.toml.in", "nginx": "nginx.conf.in", "haproxy": "haproxy.cfg.in"}[kind]
         extra = []
-        if kind == "limpet" and template == "socketio":
+        if template == "socketio" and kind != "limpet":
+            pass  # nginx and HAProxy front the Socket.IO nodes with their usual config
+        elif kind == "limpet" and template == "socketio":
             tmpl = "limpet-socketio.toml.in"
         elif kind == "limpet" and template in ("shipped-text", "shipped-json"):
             # conf/limpet.toml with the access log in a file of this directory (see the template).
             tmpl = "limpet-shipped.toml.in"
             extra = [f"ACCESS_LOG={os.path.join(d, 'access.log')}", f"ACCESS_LOG_FORMAT={template[8:]}",
-                     f"ADMIN_PORT={self.args.port_base + 13}"]
+                     f"ADMIN_PORT={self.args.port_base + 13 + instance}"]
         elif template is not None:
             raise ValueError(f"no {kind} config template {template!r}")
         out = os.path.join(d, {"limpet": "limpet.toml", "nginx": "nginx.conf", "haproxy": "haproxy.cfg"}[kind])
         subprocess.run([sys.executable, os.path.join(BENCH, "lib", "render.py"), os.path.join(BENCH, "peers", tmpl),
                         out, "--kind", kind, "--servers", ",".join(map(str, servers)),
                         f"WORKERS={workers}", f"DIR={d}", f"PORT={self.port[kind]}", *extra], check=True)
+        if session_store:
+            # Scale-out: every instance shares the sids it learns through this Redis (limpet.toml(5)).
+            with open(out) as f:
+                text = f.read().replace("[server]\n", "[server]\nshared_listeners = true\n", 1)
+            with open(out, "w") as f:
+                f.write(text + f'\n[session_store]\naddress = "127.0.0.1:{session_store}"\n'
+                        f'instance = "bench-{instance + 1}"\n')
         return d, out
 
     def command(self, kind, conf, d):
@@ -264,6 +274,48 @@ class Fronts:
             svc.stop()
             raise
         return svc
+
+    def start_instances(self, count, workers, servers, template, session_store, probe="/"):
+        """`count` limpet processes on one port (SO_REUSEPORT: the kernel spreads connections over
+        them as an L4 balancer would, so one session's requests reach different instances), sharing
+        `session_store` (a Redis port). One group for the measurement: CPU sums all of them."""
+        port = self.port["limpet"]
+        if not port_free(port):
+            raise RuntimeError(f"port {port} for limpet is busy")
+        group = ServiceGroup(port)
+        try:
+            for i in range(count):
+                d, conf = self.config("limpet", workers, servers, template, instance=i, session_store=session_store)
+                svc = Service(f"limpet-{i + 1}", self.command("limpet", conf, d), os.path.join(d, "proxy.log"))
+                group.members.append(svc)
+                admin = self.args.port_base + 13 + i
+                wait_until(f"limpet instance {i + 1}", lambda: not svc.alive() or not port_free(admin),
+                           timeout=15)
+                if not svc.alive():
+                    raise RuntimeError(f"limpet instance {i + 1} exited; see {svc.log_path}")
+            wait_until(f"limpet on port {port}", lambda: http_get(port, probe) == 200, timeout=15)
+        except Exception:
+            group.stop()
+            raise
+        return group
+
+
+class ServiceGroup:
+    """Several Services measured as one front (their CPU and memory add up)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.members = []
+
+    def pids(self):
+        return [p for m in self.members for p in m.pids()]
+
+    def alive(self):
+        return all(m.alive() for m in self.members)
+
+    def stop(self, timeout=5.0):
+        for m in self.members:
+            m.stop(timeout)
 
 
 # --- loads ------------------------------------------------------------------------------------
@@ -575,16 +627,22 @@ class Bench:
     def record(self, scenario, workers, front, metrics):
         self.samples.setdefault((scenario, workers, front), []).append(metrics)
 
-    def rounds_of(self, scenario, workers, fn, template=None, servers=None, probe="/", rounds=None):
-        """Runs fn(front, proxy) for each front, interleaved, self.rounds times."""
+    def rounds_of(self, scenario, workers, fn, template=None, servers=None, probe="/", rounds=None, start=None,
+                  fronts=None):
+        """Runs fn(front, proxy) for each front (of `fronts`, default all), interleaved, self.rounds
+        times. `start(kind)`, when given, starts the front instead of Fronts.start."""
+        def start_front(kind):
+            if start is not None:
+                return start(kind)
+            return self.fronts.start(kind, workers, servers or self.backend_ports, template, probe=probe)
+
         for r in range(rounds or self.rounds):
             order = FRONTS[r % 3:] + FRONTS[:r % 3]
             for kind in order:
-                if kind not in self.args.fronts:
+                if kind not in self.args.fronts or (fronts is not None and kind not in fronts):
                     continue
                 m = measure_once(f"{scenario} w{workers} round {r + 1} {kind}", self.notes,
-                                 lambda: self.fronts.start(kind, workers, servers or self.backend_ports, template,
-                                                           probe=probe),
+                                 lambda: start_front(kind),
                                  lambda proxy: fn(kind, proxy))
                 if m is not None:
                     self.record(scenario, workers, kind, m)
@@ -821,6 +879,19 @@ class Bench:
                         "nodes": "/".join(map(str, per_node)), **ms.diag()}
 
             self.rounds_of(scenario, workers, fn, template="socketio", servers=nodes, probe="/__stats")
+            if "limpet" not in self.args.fronts:
+                return
+            # limpet as shipped (sid learning, Engine.IO health checks, text access log), then two
+            # such instances on one port sharing the session store (the cluster's Redis).
+            shipped = "conf/limpet.toml's values (bench/peers/limpet-shipped.toml.in, text access log)"
+            self.commands["socketio_shipped"] = f"{self.commands[scenario]}; limpet: {shipped}"
+            self.rounds_of("socketio_shipped", workers, fn, fronts=["limpet"], start=lambda kind: self.fronts.start(
+                kind, workers, nodes, "shipped-text", probe="/__stats"))
+            self.commands["socketio_store2"] = (f"{self.commands[scenario]}; 2 limpet instances on one port "
+                                                f"(shared_listeners, SO_REUSEPORT), each {shipped} + [session_store] "
+                                                f"on the cluster's redis-server; CPU of both")
+            self.rounds_of("socketio_store2", workers, fn, fronts=["limpet"], start=lambda kind: (
+                self.fronts.start_instances(2, workers, nodes, "shipped-text", session_store=redis, probe="/__stats")))
         finally:
             cluster.stop()
 
@@ -884,6 +955,16 @@ ROWS = [
     ("socketio", "rate", "Socket.IO: handshakes/s (polling → connect → upgrade)", "high", None),
     ("socketio", "cpu_us_per_handshake", "Socket.IO: proxy CPU µs/handshake", "low", None),
     ("socketio", "errors", "Socket.IO: failed connections", "low", None),
+    ("socketio_shipped", "rate", "Socket.IO, limpet shipped config (text access log): handshakes/s", "high", None),
+    ("socketio_shipped", "cpu_us_per_handshake", "Socket.IO, limpet shipped config: proxy CPU µs/handshake", "low",
+     None),
+    ("socketio_shipped", "errors", "Socket.IO, limpet shipped config: failed connections", "low", None),
+    ("socketio_store2", "rate", "Socket.IO, 2 limpet instances + session store: handshakes/s", "high", None),
+    ("socketio_store2", "cpu_us_per_handshake", "Socket.IO, 2 limpet instances + session store: CPU µs/handshake "
+     "(both)", "low", None),
+    ("socketio_store2", "errors", "Socket.IO, 2 limpet instances + session store: failed connections", "low", None),
+    ("socketio_store2", "session_unknown", "Socket.IO, 2 limpet instances + session store: 'Session ID unknown'",
+     "low", None),
 ]
 
 
