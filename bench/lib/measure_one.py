@@ -9,6 +9,8 @@
   measure_one.py LIMPET config   [--rows minimal,shipped-text,...] [--workers 1] [--seconds 5] [--rounds 1]
   measure_one.py LIMPET shipped-text        (or any one row name: minimal, shipped-text-plain,
                                              shipped-text, shipped-json-plain, shipped-json)
+  measure_one.py LIMPET socketio [--front limpet|nginx|haproxy] [--workers 2] [--seconds 5]
+                                 [--rounds 1] [--concurrency 32] [--strace]
 
 Same setup as bench/run.sh (its code: bench/lib/bench.py): two bench backends (2 threads each) and
 limpet with bench/peers/limpet.toml.in, or for the config rows bench/peers/limpet-shipped.toml.in
@@ -27,6 +29,12 @@ Loads:
                           second one under malloc_count.so for allocations per request; the sid
                           rows first make --sessions Engine.IO handshakes through limpet and then
                           poll with those sids (wrk Lua script).
+  socketio                bench row Socket.IO on one front (limpet with limpet-socketio.toml.in,
+                          or nginx/HAProxy with their bench configs) in front of the Socket.IO
+                          cluster (bench/lib/sio_cluster.js, needs tests/e2e/node_modules):
+                          handshakes/s and front CPU µs per handshake; with --strace, `strace -c
+                          -f` on the front instead: system calls per completed handshake (strace
+                          slows the front down: its rate is not comparable, its counts are).
 One JSON line per measurement on stdout; with rounds, a last line {"median": ...}. PORT_BASE
 (default 19700) moves the ports (backends +1, +2; limpet +10; its admin listener +13).
 """
@@ -48,7 +56,7 @@ import bench as B  # noqa: E402  (bench/lib/bench.py: its main() runs only as a 
 BENCH = B.BENCH
 TOOLS = os.path.join(B.ROOT, "build-bench", "bench-tools")
 BASE = int(os.environ.get("PORT_BASE", "19700"))
-LOADS = ["cpu", "mallocs", "syscalls", "idle", "config"] + list(B.CONFIG_ROWS)
+LOADS = ["cpu", "mallocs", "syscalls", "idle", "config", "socketio"] + list(B.CONFIG_ROWS)
 
 
 def wrk(url, seconds):
@@ -70,6 +78,61 @@ def median_of(samples, keys):
     return out
 
 
+def strace_counts(path, per):
+    """`strace -c` output -> {syscall: calls / per}, most frequent first."""
+    calls = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            calls[f[-1]] = round(int(f[3]) / per, 3)
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1]))
+
+
+def socketio(a, fronts, work, workers):
+    """The bench's Socket.IO row on one front: rounds of sio_load, a fresh front each round."""
+    redis, nodes = BASE + 20, [BASE + 21, BASE + 22, BASE + 23]
+    ready = os.path.join(work, "sio.ready")
+    cluster = B.Service("sio-cluster", ["node", os.path.join(BENCH, "lib", "sio_cluster.js"), "--redis-port",
+                                        str(redis), "--ports", ",".join(map(str, nodes)), "--ready-file", ready,
+                                        "--log-dir", os.path.join(work, "sio-logs"), "--max-seconds", "1200"],
+                        os.path.join(work, "sio-cluster.log"))
+    B.wait_until("Socket.IO cluster", lambda: os.path.exists(ready) or not cluster.alive(), timeout=60)
+    if not cluster.alive():
+        raise SystemExit(f"measure_one.py: the Socket.IO cluster failed; see {cluster.log_path}")
+    cmd = ["node", os.path.join(BENCH, "lib", "sio_load.js"), "--url", f"http://127.0.0.1:{fronts.port[a.front]}",
+           "--concurrency", str(a.concurrency), "--duration", f"{a.seconds:g}", "--warmup", "1",
+           "--nodes", ",".join(map(str, nodes))]
+    samples = []
+    for rnd in range(a.rounds):
+        proxy = fronts.start(a.front, workers, nodes, "socketio", probe="/__stats")
+        try:
+            trace = os.path.join(work, "strace.txt")
+            st = None
+            if a.strace:
+                st = subprocess.Popen(["strace", "-c", "-f", "-p", str(proxy.proc.pid), "-o", trace],
+                                      stderr=subprocess.DEVNULL)
+                time.sleep(0.5)
+            ms = B.run_measured(cmd, proxy, [], a.seconds + 60, extra_pids=cluster.pids())
+            if st is not None:
+                st.send_signal(signal.SIGINT)
+                st.wait(timeout=10)
+        finally:
+            proxy.stop()
+        r = json.loads(ms.out)
+        done = max(1, r["completed_total"])
+        m = {"front": a.front, "round": rnd + 1, "handshakes_per_s": r["handshakes_per_s"],
+             "cpu_us_per_handshake": round(1e6 * ms.proxy_cpu / done, 1), "errors": r["errors"],
+             "session_unknown": r["session_unknown_errors"], "nodes": "/".join(map(str, r["node_handshakes"]))}
+        if st is not None:
+            m["calls_per_handshake"] = strace_counts(trace, done)
+        emit(m)
+        samples.append(m)
+    if a.rounds > 1:
+        emit({"median": median_of(samples, ["handshakes_per_s", "cpu_us_per_handshake", "errors"]),
+              "front": a.front, "workers": workers})
+    cluster.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("limpet")
@@ -82,11 +145,14 @@ def main():
     ap.add_argument("--rows", default=",".join(B.CONFIG_ROWS), help="config: which rows")
     ap.add_argument("--sessions", type=int, default=64, help="config: Engine.IO sessions the sid rows poll")
     ap.add_argument("--warmup", type=float, default=1, help="config: warm-up seconds")
+    ap.add_argument("--front", choices=["limpet", "nginx", "haproxy"], default="limpet", help="socketio: which proxy")
+    ap.add_argument("--concurrency", type=int, default=32, help="socketio: client loops")
+    ap.add_argument("--strace", action="store_true", help="socketio: count system calls per handshake")
     a = ap.parse_args()
     limpet = os.path.realpath(a.limpet)
     if not os.access(limpet, os.X_OK):
         ap.error(f"{a.limpet} is not executable")
-    workers = a.workers or (2 if a.load == "idle" else 1)
+    workers = a.workers or (2 if a.load in ("idle", "socketio") else 1)
     rows = a.rows.split(",") if a.load == "config" else [a.load] if a.load in B.CONFIG_ROWS else []
     if any(r not in B.CONFIG_ROWS for r in rows):
         ap.error(f"unknown row in --rows {a.rows}; known: {', '.join(B.CONFIG_ROWS)}")
@@ -102,10 +168,13 @@ def main():
         for port in backend_ports + [BASE + 10, BASE + 13]:
             if not B.port_free(port):
                 raise SystemExit(f"measure_one.py: port {port} is busy (set PORT_BASE)")
-        for port in backend_ports:
+        for port in backend_ports if a.load != "socketio" else []:  # its backends: the cluster
             backends.append(B.Service(f"backend-{port}", [f"{TOOLS}/backend", "--port", str(port), "--threads", "2"],
                                       os.path.join(work, f"backend-{port}.log")))
             B.wait_until(f"backend on {port}", lambda p=port: B.http_get(p) == 200)
+        if a.load == "socketio":
+            socketio(a, fronts, work, workers)
+            return
         counters = os.path.join(work, "malloc.cnt")
 
         def start(template=None, counted=False):
@@ -180,12 +249,7 @@ def main():
                     reqs, rps = wrk(url, a.seconds)
                     st.send_signal(2)
                     st.wait(timeout=10)
-                    calls = {}
-                    for line in open(trace):
-                        f = line.split()
-                        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
-                            calls[f[-1]] = round(int(f[3]) / reqs, 3)
-                    print(json.dumps({"reqs": reqs, "calls_per_request": calls}))
+                    print(json.dumps({"reqs": reqs, "calls_per_request": strace_counts(trace, reqs)}))
                     continue
                 a0 = B.malloc_calls(counters) if a.load == "mallocs" else 0
                 t0 = B.cpu_seconds(proxy.pids())
