@@ -109,8 +109,9 @@ def socketio(a, fronts, work, workers):
             trace = os.path.join(work, "strace.txt")
             st = None
             if a.strace:
-                st = subprocess.Popen(["strace", "-c", "-f", "-p", str(proxy.proc.pid), "-o", trace],
-                                      stderr=subprocess.DEVNULL)
+                # Every process of the front (nginx's workers), and with -f every thread of each.
+                pids = [arg for pid in proxy.pids() for arg in ("-p", str(pid))]
+                st = subprocess.Popen(["strace", "-c", "-f", *pids, "-o", trace], stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
             ms = B.run_measured(cmd, proxy, [], a.seconds + 60, extra_pids=cluster.pids())
             if st is not None:

@@ -315,6 +315,10 @@ void HttpSession::on_response_end() {
   conn_.worker()->counters.request_latency.observe_us((uv_hrtime() - request_started_ns_) / 1000);
   log_access(status_);
   if (close_after_response_ || conn_.worker()->shutting_down) {
+    if (client_sends_nothing_more()) {
+      conn_.close();  // the answer is in the kernel's hands: it goes out before our FIN
+      return;
+    }
     linger();
     return;
   }
@@ -380,6 +384,18 @@ void HttpSession::linger() {
   client_in_.hold(false);
   // The exchange's deadline is over: from here the answer's delivery, then the linger, count.
   conn_.refresh_deadline(ClientConnection::Refresh::kRestart);
+}
+
+// The linger keeps reading so that late client bytes cannot turn our close into a reset that
+// destroys the answer on its way. A plain-TCP client that asked for the close, whose request we
+// read to its end, with nothing of it left unparsed and the answer all in the kernel, sends
+// nothing more: it is closed at once, as nginx does. That saves the shutdown, two epoll changes,
+// a loop turn and the read of its FIN for every such request: Engine.IO's polling requests all
+// say "Connection: close" (node-XMLHttpRequest), 4 or 5 per Socket.IO session.
+bool HttpSession::client_sends_nothing_more() const {
+  net::Stream* client = conn_.client();
+  return request_ != nullptr && !request_->keep_alive && exchange_.request_complete() && pending_in_.empty() &&
+         !parser_.in_head() && !client->filtered() && client->out().drained();
 }
 
 void HttpSession::count_response(int status) {

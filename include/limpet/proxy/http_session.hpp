@@ -67,6 +67,7 @@ class HttpSession final : public ClientSession, public ExchangeOwner, private ht
   // An answer of limpet's own (an error, or the readiness probe's), then a lingering close.
   void respond_error(int status);
   void linger();
+  bool client_sends_nothing_more() const;
   void log_access(int status);
   void count_response(int status);
   void write_response(std::string_view tail);

@@ -103,6 +103,41 @@ TEST_F(LingerTest, LingerStartsOnlyOnceTheAnswerIsWritten) {
   expect_whole(c, total);
 }
 
+// A client that asked for the close and whose request was read to its end sends nothing more:
+// limpet closes at once instead of lingering for its FIN (2 s at most), and the answer arrives
+// whole before the EOF. The client here never closes its side.
+TEST_F(LingerTest, AClientThatAskedForTheCloseIsClosedWithoutWaitingForItsFin) {
+  backend("a");
+  build();
+  listen();
+  RawConn& c = client();
+  c.write("GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  ASSERT_TRUE(run_until([&] { return open_count() == 0; }, 1000)) << "limpet waited for the client's FIN";
+  std::string in = c.in;
+  auto r = take_messages(in, true, true);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 200);
+}
+
+// The same request followed by bytes (a pipelined request the close makes moot): those bytes
+// may be followed by more, so limpet lingers as before, and the answer is whole; once the client
+// closes, so does limpet.
+TEST_F(LingerTest, BytesAfterAConnectionCloseRequestStillGetTheLinger) {
+  backend("a");
+  build();
+  listen();
+  RawConn& c = client();
+  c.write("GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  EXPECT_EQ(open_count(), 1u) << "closed with unread client bytes: a reset could destroy the answer";
+  std::string in = c.in;
+  auto r = take_messages(in, true, true);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, 200);
+  c.shutdown();
+  EXPECT_TRUE(run_until([&] { return open_count() == 0; }));
+}
 
 // Two pipelined requests, then the client half-closes: with ignore_client_abort both are answered.
 TEST_F(LingerTest, PipelinedRequestsBeforeAHalfCloseAreAllAnswered) {
