@@ -879,6 +879,11 @@ class Bench:
                         "nodes": "/".join(map(str, per_node)), **ms.diag()}
 
             self.rounds_of(scenario, workers, fn, template="socketio", servers=nodes, probe="/__stats")
+            # Every front on node 1 alone: the same Node work behind each (nginx's and HAProxy's
+            # address hash already put every client there), so this row is the proxies' own cost;
+            # the row above adds what spreading over 3 Node processes on 2 shared cores costs.
+            self.commands["socketio_1node"] = f"{self.commands[scenario]}; every front has node 1 only"
+            self.rounds_of("socketio_1node", workers, fn, template="socketio", servers=nodes[:1], probe="/__stats")
             if "limpet" not in self.args.fronts:
                 return
             # limpet as shipped (sid learning, Engine.IO health checks, text access log), then two
@@ -955,6 +960,9 @@ ROWS = [
     ("socketio", "rate", "Socket.IO: handshakes/s (polling → connect → upgrade)", "high", None),
     ("socketio", "cpu_us_per_handshake", "Socket.IO: proxy CPU µs/handshake", "low", None),
     ("socketio", "errors", "Socket.IO: failed connections", "low", None),
+    ("socketio_1node", "rate", "Socket.IO, every front on one node: handshakes/s", "high", None),
+    ("socketio_1node", "cpu_us_per_handshake", "Socket.IO, every front on one node: proxy CPU µs/handshake", "low",
+     None),
     ("socketio_shipped", "rate", "Socket.IO, limpet shipped config (text access log): handshakes/s", "high", None),
     ("socketio_shipped", "cpu_us_per_handshake", "Socket.IO, limpet shipped config: proxy CPU µs/handshake", "low",
      None),
