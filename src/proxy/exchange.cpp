@@ -191,7 +191,15 @@ void Exchange::attempt(int backend, std::vector<std::string> payload) {
   }
   int rc = upstream_->connect(reinterpret_cast<const sockaddr*>(&b.addr),
                               [this](int status) { on_connected(status); }, proxy_header());
-  if (rc != 0) on_connected(rc);
+  if (rc != 0) {
+    on_connected(rc);
+    return;
+  }
+  // Reading from now on (libuv reports the connect first): the connect's and the read's interest
+  // reach epoll in one call, and one change after the connect. Started in on_connected, it took
+  // three: libuv forgets the registration when the connect's interest ends, adds the fd again
+  // and gets EEXIST.
+  response_relay_.update();
 }
 
 // Empty without send_proxy_protocol. Built per connection: a retry elsewhere gets its own.
