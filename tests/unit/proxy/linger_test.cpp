@@ -35,6 +35,16 @@ class LingerTest : public ProxyTest {
     up.write("0\r\n\r\n");
     return total;
   }
+  // A client of backend "a" that sent `bytes` and has read until limpet's EOF.
+  RawConn& send_and_read_to_eof(std::string_view bytes) {
+    backend("a");
+    build();
+    listen();
+    RawConn& c = client();
+    c.write(std::string(bytes));
+    EXPECT_TRUE(run_until([&] { return c.eof; }));
+    return c;
+  }
   void expect_whole(RawConn& c, uint64_t total) {
     c.start_reading();
     EXPECT_TRUE(run_until([&] { return c.eof || c.read_error != 0 || read_message(c.in, true).has_value(); }, 10000));
@@ -107,12 +117,7 @@ TEST_F(LingerTest, LingerStartsOnlyOnceTheAnswerIsWritten) {
 // limpet closes at once instead of lingering for its FIN (2 s at most), and the answer arrives
 // whole before the EOF. The client here never closes its side.
 TEST_F(LingerTest, AClientThatAskedForTheCloseIsClosedWithoutWaitingForItsFin) {
-  backend("a");
-  build();
-  listen();
-  RawConn& c = client();
-  c.write("GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  RawConn& c = send_and_read_to_eof("GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   ASSERT_TRUE(run_until([&] { return open_count() == 0; }, 1000)) << "limpet waited for the client's FIN";
   std::string in = c.in;
   auto r = take_messages(in, true, true);
@@ -124,12 +129,8 @@ TEST_F(LingerTest, AClientThatAskedForTheCloseIsClosedWithoutWaitingForItsFin) {
 // may be followed by more, so limpet lingers as before, and the answer is whole; once the client
 // closes, so does limpet.
 TEST_F(LingerTest, BytesAfterAConnectionCloseRequestStillGetTheLinger) {
-  backend("a");
-  build();
-  listen();
-  RawConn& c = client();
-  c.write("GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(run_until([&] { return c.eof; }));
+  RawConn& c = send_and_read_to_eof(
+      "GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(open_count(), 1u) << "closed with unread client bytes: a reset could destroy the answer";
   std::string in = c.in;
   auto r = take_messages(in, true, true);
