@@ -99,6 +99,7 @@ def socketio(a, fronts, work, workers):
     B.wait_until("Socket.IO cluster", lambda: os.path.exists(ready) or not cluster.alive(), timeout=60)
     if not cluster.alive():
         raise SystemExit(f"measure_one.py: the Socket.IO cluster failed; see {cluster.log_path}")
+    B.warm_sio_cluster(nodes, a.concurrency)
     cmd = ["node", os.path.join(BENCH, "lib", "sio_load.js"), "--url", f"http://127.0.0.1:{fronts.port[a.front]}",
            "--concurrency", str(a.concurrency), "--duration", f"{a.seconds:g}", "--warmup", "1",
            "--nodes", ",".join(map(str, nodes))]
