@@ -851,6 +851,24 @@ class Bench:
 
         self.rounds_of(scenario, workers, fn, rounds=rounds)
 
+    def ws_echo_floor(self, wsargs):
+        """WS (b) with no proxy: wsload on backend 1 directly, as many rounds as the proxies had.
+        The machine's own tail (client, backend and scheduler on 2 shared cores), below which no
+        proxy's figure can go; written as a note of the report."""
+        port = self.backend_ports[0]
+        cmd = [self.args.wsload] + [a.replace("{port}", str(port)) for a in wsargs]
+        samples = []
+        for _ in range(self.rounds):
+            r = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=self.d + 120,
+                                          check=True).stdout)
+            samples.append(r)
+        fig = {k: statistics.median(x[k] for x in samples) for k in ("p50_us", "p99_us", "p999_us")}
+        self.notes.append(f"WS (b) with no proxy (`wsload {' '.join(wsargs).replace('{port}', 'BACKEND')}` on "
+                          f"backend 1 directly, median of {len(samples)}): p50 {fig['p50_us']:.0f} µs, "
+                          f"p99 {fig['p99_us']:.0f} µs, p99.9 {fig['p999_us']:.0f} µs: the machine's floor for "
+                          "that row")
+        log(self.notes[-1])
+
     # -- Socket.IO
 
     def socketio(self, workers):
@@ -1279,9 +1297,10 @@ def main():
         if "ws" in only:
             for w in ws_workers:
                 bench.ws_idle(w)
-                bench.ws_load("ws_echo", w, ["echo", "--port", "{port}", "--conns", "1000", "--msg-rate", "10",
-                                             "--size", "32", "--duration", f"{bench.d:g}", "--warmup", "1",
-                                             "--connect-rate", str(args.connect_rate)])
+                echo = ["echo", "--port", "{port}", "--conns", "1000", "--msg-rate", "10", "--size", "32",
+                        "--duration", f"{bench.d:g}", "--warmup", "1", "--connect-rate", str(args.connect_rate)]
+                bench.ws_load("ws_echo", w, echo)
+                bench.ws_echo_floor(echo)
                 bench.ws_load("ws_throughput", w, ["throughput", "--port", "{port}", "--conns", "100", "--window",
                                                    "16", "--size", "64", "--duration", f"{bench.d:g}",
                                                    "--warmup", f"{bench.warm:g}"])
