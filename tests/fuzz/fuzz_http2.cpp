@@ -12,6 +12,7 @@
 //    gone within a bounded number of loop turns (no connection left open by a stuck stream).
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -211,6 +212,27 @@ void drain(int fd, std::string* received) {
   }
 }
 
+// A blocking connect to limpet's listener. On loopback it returns at once, except when the new
+// connection's port pair still has a TIME_WAIT socket on limpet's side (tens of thousands of
+// inputs reuse the ports): the first SYN is answered with the old connection's ACK and the SYN
+// is sent again a second later. libFuzzer's alarm (its -timeout check, every second) can cut that
+// wait short with EINTR while the connect goes on in the kernel: then wait for it to finish.
+bool connect_to(int fd, const sockaddr_in& addr) {
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) return true;
+  if (errno != EINTR) return false;
+  pollfd p{fd, POLLOUT, 0};
+  int ready;
+  do {
+    ready = ::poll(&p, 1, 5000);
+  } while (ready < 0 && errno == EINTR);
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (ready == 0) errno = ETIMEDOUT;
+  if (ready != 1 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return false;
+  errno = error;
+  return error == 0;
+}
+
 }  // namespace
 }  // namespace limpet::fuzz
 
@@ -224,7 +246,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   uv_ip4_addr("127.0.0.1", f.port, &addr);
-  FUZZ_CHECK(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0, std::strerror(errno));
+  FUZZ_CHECK(connect_to(fd, addr), std::strerror(errno));
   ::fcntl(fd, F_SETFL, O_NONBLOCK);
   std::string received;
   std::string out(kPreface);
