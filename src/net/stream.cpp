@@ -1,5 +1,7 @@
 #include "limpet/net/stream.hpp"
 
+#include <sys/socket.h>
+
 #include <vector>
 
 #include "limpet/net/fd_budget.hpp"
@@ -216,7 +218,16 @@ void Stream::maybe_shutdown() {
     out_.write(filter_->wire);
   }
   if (!out_.drained()) return;
-  auto* req = new uv_shutdown_t;
+  uv_os_fd_t fd;
+  if (out_.attached() && uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    // Connected and nothing left in libuv's queue either: half-close now. uv_shutdown would
+    // first wait for writability (two epoll changes and a loop turn per tunnel or lingering
+    // close). A failure (the peer reset) shows on the next read.
+    ::shutdown(fd, SHUT_WR);
+    shutdown_sent_ = true;
+    return;
+  }
+  auto* req = new uv_shutdown_t;  // the connect is in flight: libuv shuts down after it
   shutdown_sent_ = uv_shutdown(req, uv(), on_shutdown_cb) == 0;
   if (!shutdown_sent_) delete req;
 }

@@ -256,8 +256,11 @@ void Tunnel::on_source_end(Direction& d, int status) {
   }
   d.ended = true;
   d.relay.source_ended();
+  if (other(d).ended) {
+    finish();  // the close sends the FIN after the queued bytes: a half-close first is one more call
+    return;
+  }
   d.relay.sink()->shutdown_after_writes();  // the half-close travels on
-  if (up_.ended && down_.ended) finish();
 }
 
 void Tunnel::on_sink_writable(Direction& d) {

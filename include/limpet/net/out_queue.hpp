@@ -45,6 +45,7 @@ class OutQueue {
   void attach(uv_stream_t* stream);
   // Forget the stream (it is being closed); in-flight writes complete with an error status.
   void detach() { stream_ = nullptr; }
+  bool attached() const { return stream_ != nullptr; }
 
   void write(std::string_view data) { write(std::span<const std::string_view>(&data, 1)); }
   // The pieces in order, with one system call when the socket takes them all (at most
