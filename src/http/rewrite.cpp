@@ -137,9 +137,17 @@ void build_response_head(const ResponseHead& head, const ResponseHeadOptions& op
   if (!options.set_cookie.empty()) append_header(out, "Set-Cookie", options.set_cookie);
   if (options.framing == BodyFraming::kChunked) append_header(out, "Transfer-Encoding", "chunked");
   if (options.upgrade) {
-    auto upgrade = head.header("upgrade");
+    // The first Upgrade that names a protocol: an empty one would hide the upgrade from the
+    // client's parser (a 101 it then reads as HTTP). None: websocket, all limpet tunnels.
+    std::string_view upgrade = "websocket";
+    for (const auto& h : head.headers) {
+      if (iequals(h.name, "upgrade") && !trim(h.value).empty()) {
+        upgrade = h.value;
+        break;
+      }
+    }
     append_header(out, "Connection", "Upgrade");
-    append_header(out, "Upgrade", upgrade ? *upgrade : std::string_view("websocket"));
+    append_header(out, "Upgrade", upgrade);
   } else if (options.close) {
     append_header(out, "Connection", "close");
   }

@@ -88,6 +88,23 @@ TEST(Rewrite, ResponseHeadForChunkedClientDropsContentLengthAndAddsCookie) {
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
 }
 
+// An empty Upgrade names no protocol: passed on first, it hid the upgrade from the client's parser
+// (fuzz-response: a 101 with "Upgrade: " before "Upgrade: kozzewscbet" re-parsed as no tunnel).
+TEST(Rewrite, UpgradeResponseNamesTheFirstNonEmptyProtocol) {
+  ResponseHead head;
+  head.status = 101;
+  head.reason = "Switching Protocols";
+  head.headers = {{"Upgrade", " "}, {"Upgrade", "websocket"}, {"Connection", "Upgrade"}};
+  ResponseHeadOptions options;
+  options.upgrade = true;
+  std::string out;
+  build_response_head(head, options, &out);
+  EXPECT_EQ(out, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  head.headers = {{"Upgrade", ""}, {"Connection", "Upgrade"}};
+  build_response_head(head, options, &out);
+  EXPECT_EQ(out, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+}
+
 TEST(Rewrite, SimpleResponseIsComplete) {
   std::string r = simple_response(503, true);
   EXPECT_TRUE(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
